@@ -1,0 +1,34 @@
+# Two entry points, each doing all set-up on a fresh machine:
+#   make train   trains the main job (configs/char_rnn_shakespeare.gin)
+#   make test    runs the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+OUTPUT_DIR ?= runs/char_rnn_shakespeare
+
+# Use the prepared datasets beside this checkout when the user names none.
+ifeq ($(TFDS_DATA_DIR),)
+  ifneq ($(wildcard ../shared/tensorflow_datasets),)
+    export TFDS_DATA_DIR := $(abspath ../shared/tensorflow_datasets)
+  endif
+endif
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) says nothing about
+# the run; it can only be silenced from the environment, before start-up.
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+
+.PHONY: train test install
+
+install: $(INSTALLED)
+
+$(INSTALLED): setup.cfg constraints.txt pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+train: $(INSTALLED)
+	$(PY) train.py --gin_file configs/char_rnn_shakespeare.gin --output_dir $(OUTPUT_DIR)
+
+test: $(INSTALLED)
+	$(PY) -m pytest -q tests

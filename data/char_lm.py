@@ -1,0 +1,138 @@
+"""Character-level language-model input pipeline over any TFDS text dataset.
+
+Every example's text becomes character ids, is cut into windows of
+`seq_len` characters (the last window of an example is padded, and padding
+gets loss weight 0), and windows are batched as trax expects:
+(inputs int32[batch, seq_len], targets int32[batch, seq_len],
+weights f32[batch, seq_len]) with inputs == targets, since the model shifts
+its input right by itself.
+"""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from data import tfds_io
+from data.vocab import CharVocab, PAD_ID, UNK_ID
+
+
+class CharLMInputs:
+  """Builds the vocabulary and the train/eval batch streams of one dataset.
+
+  Args:
+    dataset: TFDS name of a dataset with a text feature.
+    text_key: name of the text feature.
+    data_dir: TFDS data directory (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
+    train_split: split to train on and to build the vocabulary from.
+    eval_split: split evaluated during training.
+    seq_len: characters per training window.
+    batch_size: windows per batch.
+    shuffle_buffer: windows held in the shuffle buffer.
+    vocab_max_examples: training examples read to build the vocabulary.
+    download: whether TFDS may download an absent dataset.
+  """
+
+  def __init__(self, dataset='tiny_shakespeare', text_key='text',
+               data_dir=None, train_split='train', eval_split='validation',
+               seq_len=256, batch_size=64, shuffle_buffer=10_000,
+               vocab_max_examples=100_000, download=True):
+    self.dataset = dataset
+    self.text_key = text_key
+    self.train_split = train_split
+    self.eval_split = eval_split
+    self.seq_len = seq_len
+    self.batch_size = batch_size
+    self.shuffle_buffer = shuffle_buffer
+    self.vocab_max_examples = vocab_max_examples
+    self._builder = tfds_io.get_builder(dataset, data_dir, download)
+    for split in (train_split, eval_split):
+      tfds_io.check_split_and_feature(self._builder, split, text_key)
+
+  def build_vocab(self):
+    """Returns the CharVocab of the training split's characters."""
+    ds = self._texts(self.train_split).take(self.vocab_max_examples)
+    return CharVocab.from_texts(t.decode('utf-8') for t in tfds.as_numpy(ds))
+
+  def train_batches(self, vocab, seed=0):
+    """Endless, shuffled training batches; window offsets vary per epoch."""
+    encode = _encoder(vocab)
+    seq_len = self.seq_len
+
+    def windows(index, text):
+      ids = encode(text)
+      seed_pair = tf.stack([tf.cast(seed, tf.int64), index])
+      offset = _random_offset(tf.size(ids), seq_len, seed_pair)
+      return tf.data.Dataset.from_tensor_slices(_cut(ids[offset:], seq_len))
+
+    ds = (self._texts(self.train_split, shuffle_seed=seed)
+          .shuffle(1_000, seed=seed)                # examples
+          .repeat()
+          .enumerate()                              # (index, text)
+          .flat_map(windows)                        # windows
+          .shuffle(self.shuffle_buffer, seed=seed)
+          .batch(self.batch_size, drop_remainder=True)
+          .map(_with_weights, num_parallel_calls=tf.data.AUTOTUNE)
+          .prefetch(tf.data.AUTOTUNE))
+    return iter(tfds.as_numpy(ds))
+
+  def eval_batches(self, vocab, split=None):
+    """One ordered pass over `split` (default eval_split), every character once.
+
+    The last batch is padded to `batch_size` with all-padding windows, whose
+    weights are 0, so every batch has the same shape.
+    """
+    split = split or self.eval_split
+    tfds_io.check_split_and_feature(self._builder, split, self.text_key)
+    encode = _encoder(vocab)
+    seq_len = self.seq_len
+    ds = (self._texts(split)
+          .flat_map(lambda t: tf.data.Dataset.from_tensor_slices(
+              _cut(encode(t), seq_len)))
+          .batch(self.batch_size)
+          .map(_with_weights)
+          .prefetch(tf.data.AUTOTUNE))
+    return (_pad_batch(b, self.batch_size) for b in tfds.as_numpy(ds))
+
+  def _texts(self, split, shuffle_seed=None):
+    """The text feature of `split`, as a tf.data.Dataset of strings."""
+    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed)
+    ds = self._builder.as_dataset(split=split, read_config=read_config,
+                                  shuffle_files=shuffle_seed is not None)
+    return ds.map(lambda ex: ex[self.text_key])
+
+
+def _encoder(vocab):
+  """Returns a TF function mapping a UTF-8 string to int32 character ids."""
+  table = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(
+          tf.constant([ord(c) for c in vocab.chars], tf.int32),
+          tf.range(2, vocab.size, dtype=tf.int32)),
+      default_value=UNK_ID)
+  return lambda text: table.lookup(tf.strings.unicode_decode(text, 'UTF-8'))
+
+
+def _random_offset(length, seq_len, seed_pair):
+  """A start offset in [0, seq_len) for texts longer than one window, else 0."""
+  limit = tf.where(length > seq_len, seq_len, 1)
+  return tf.random.stateless_uniform([], seed_pair, 0, limit, dtype=tf.int32)
+
+
+def _cut(ids, seq_len):
+  """int32[n] -> int32[ceil(n / seq_len), seq_len], the tail padded with PAD_ID."""
+  pad = (-tf.size(ids)) % seq_len
+  return tf.reshape(tf.pad(ids, [[0, pad]], constant_values=PAD_ID),
+                    [-1, seq_len])
+
+
+def _with_weights(windows):
+  weights = tf.cast(tf.not_equal(windows, PAD_ID), tf.float32)
+  return windows, windows, weights
+
+
+def _pad_batch(batch, batch_size):
+  """Pads a (inputs, targets, weights) batch with zero rows up to batch_size."""
+  missing = batch_size - batch[0].shape[0]
+  if missing == 0:
+    return batch
+  return tuple(np.concatenate([a, np.zeros((missing,) + a.shape[1:], a.dtype)])
+               for a in batch)

@@ -1,0 +1,178 @@
+"""Evaluates a trained run's checkpoint, and samples text from it.
+
+    python evaluate.py --output_dir runs/char_rnn_shakespeare [--split test]
+    python evaluate.py --output_dir runs/char_rnn_shakespeare \
+        --generate 3 --prompt 'ROMEO:' --length 300 --temperature 0.8
+
+The model is rebuilt from the run's config.gin and vocab.json. Evaluation
+makes one full pass over the split and writes DIR/eval_SPLIT.json with the
+loss (nats per character), accuracy, perplexity and bits per character.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import gin
+
+import configurables
+import run_dir
+import train
+from errors import UsageError, exit_with
+
+import jax
+from jax import numpy as jnp
+import numpy as np
+from tqdm import tqdm
+from trax import shapes
+
+from data.vocab import CharVocab, PAD_ID
+
+
+def load_run(output_dir):
+  """Parses the run's operative config; returns (experiment, vocab).
+
+  Raises:
+    UsageError: `output_dir` is not a directory written by train.py.
+  """
+  config = os.path.join(output_dir, run_dir.CONFIG_FILE)
+  vocab = os.path.join(output_dir, run_dir.VOCAB_FILE)
+  for path in (config, vocab):
+    if not os.path.exists(path):
+      raise UsageError(f'{path} does not exist, so {output_dir} is not a run '
+                       f'directory written by train.py. Point --output_dir at '
+                       f'the directory you passed to train.py.')
+  gin.clear_config()  # Only the run's own bindings apply.
+  configurables.parse([config])
+  return train.experiment(), CharVocab.load(vocab)
+
+
+def load_model(model_fn, vocab, checkpoint, mode, input_signature):
+  """Builds the model in `mode` and loads the checkpoint's weights into it."""
+  model = model_fn(vocab_size=vocab.size, mode=mode)
+  model.init_from_file(checkpoint, weights_only=True,
+                       input_signature=input_signature)
+  return model
+
+
+def batch_sums(model):
+  """Returns a jitted fn: batch -> (sum of w·nll, sum of w·correct, sum of w)."""
+  def sums(weights, state, inputs, targets, mask):
+    log_probs, _ = model.pure_fn(inputs, weights, state, jax.random.PRNGKey(0))
+    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    correct = (jnp.argmax(log_probs, axis=-1) == targets).astype(jnp.float32)
+    return jnp.sum(nll * mask), jnp.sum(correct * mask), jnp.sum(mask)
+  return jax.jit(sums)
+
+
+def evaluate(output_dir, split=None, checkpoint=None):
+  """One full pass over `split`; returns the metrics and writes eval_SPLIT.json."""
+  (inputs, model_fn), vocab = load_run(output_dir)
+  checkpoint = run_dir.find_checkpoint(output_dir, checkpoint)
+  split = split or inputs.eval_split
+  batches = inputs.eval_batches(vocab, split)
+  signature = shapes.ShapeDtype((inputs.batch_size, inputs.seq_len), np.int32)
+  model = load_model(model_fn, vocab, checkpoint, 'eval', signature)
+  sums = batch_sums(model)
+  total = np.zeros(3)
+  for x, y, w in tqdm(batches, desc=f'evaluating {split}', unit='batch'):
+    total += np.array(sums(model.weights, model.state, x, y, w))
+  nll, correct, n_chars = total
+  loss = nll / n_chars
+  metrics = {
+      'split': split, 'checkpoint': checkpoint,
+      'step': int(run_dir.read_checkpoint(checkpoint)['step']),
+      'loss': loss, 'accuracy': correct / n_chars,
+      'perplexity': math.exp(loss), 'bits_per_char': loss / math.log(2),
+      'n_chars': int(n_chars),
+  }
+  _write_json(os.path.join(output_dir, f'eval_{split}.json'), metrics)
+  return metrics
+
+
+def _write_json(path, record):
+  with open(path + '.tmp', 'w') as f:
+    json.dump(record, f, indent=2)
+  os.replace(path + '.tmp', path)
+
+
+def generate(output_dir, n_samples=1, prompt='', length=200, temperature=1.0,
+             checkpoint=None, seed=0):
+  """Samples `n_samples` continuations of `prompt`, one character at a time.
+
+  The model runs in predict mode: the prompt is fed once, then each sampled
+  character is fed back while the recurrent layers carry their state.
+  `temperature` 0 picks the most likely character at every step.
+
+  Returns:
+    A list of `n_samples` strings, each the prompt and its continuation.
+  """
+  (_, model_fn), vocab = load_run(output_dir)
+  checkpoint = run_dir.find_checkpoint(output_dir, checkpoint)
+  signature = shapes.ShapeDtype((n_samples, 1), np.int32)
+  model = load_model(model_fn, vocab, checkpoint, 'predict', signature)
+  step = jax.jit(lambda tokens, weights, state: model.pure_fn(
+      tokens, weights, state, jax.random.PRNGKey(0)))
+  # In predict mode the model does not shift its input: it is fed the
+  # previous character, which before the first one is PAD_ID.
+  context = np.array([[PAD_ID] + vocab.encode(prompt)] * n_samples, np.int32)
+  log_probs, state = step(context, model.weights, model.state)
+  rng = jax.random.PRNGKey(seed)
+  sampled = []
+  for _ in tqdm(range(length), desc='generating', unit='char', leave=False):
+    rng, key = jax.random.split(rng)
+    token = _sample(log_probs[:, -1], temperature, key)
+    sampled.append(np.asarray(token))
+    log_probs, state = step(token[:, None], model.weights, state)
+  columns = np.stack(sampled, axis=1) if sampled else np.zeros((n_samples, 0))
+  return [prompt + vocab.decode(row) for row in columns]
+
+
+def _sample(log_probs, temperature, key):
+  """int32[batch]: a draw from softmax(log_probs / temperature), argmax at 0."""
+  if temperature <= 0:
+    return jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+  return jax.random.categorical(key, log_probs / temperature).astype(jnp.int32)
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      description='Evaluate a run directory written by train.py, or sample '
+                  'text from it.')
+  parser.add_argument('--output_dir', required=True,
+                      help='run directory written by train.py.')
+  parser.add_argument('--split', help='split to evaluate (default: the '
+                      'eval split of the run\'s config, e.g. validation).')
+  parser.add_argument('--checkpoint', help='checkpoint .pkl.gz to load '
+                      '(default: lowest_loss, else the latest).')
+  parser.add_argument('--generate', type=int, metavar='N',
+                      help='sample N texts instead of evaluating.')
+  parser.add_argument('--prompt', default='', help='text the samples continue.')
+  parser.add_argument('--length', type=int, default=300,
+                      help='characters to sample after the prompt.')
+  parser.add_argument('--temperature', type=float, default=0.8,
+                      help='sampling temperature; 0 picks the likeliest.')
+  parser.add_argument('--seed', type=int, default=0, help='sampling seed.')
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  try:
+    if args.generate:
+      samples = generate(args.output_dir, args.generate, args.prompt,
+                         args.length, args.temperature, args.checkpoint,
+                         args.seed)
+      for i, text in enumerate(samples):
+        print(f'--- sample {i + 1} ---\n{text}\n')
+    else:
+      metrics = evaluate(args.output_dir, args.split, args.checkpoint)
+      print(json.dumps(metrics, indent=2))
+  except UsageError as e:
+    exit_with(e, 'evaluate.py')
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

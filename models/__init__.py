@@ -1,0 +1,6 @@
+"""Trax models built from the toolkit's shared-weight recurrent layer."""
+
+import trax_compat  # noqa: F401  (must precede the first trax import)
+
+from models.language_model import RNNLanguageModel
+from models.rnn import CELLS, ElmanRNN, RecurrentLayer, StackedElmanRNN, elman_scan

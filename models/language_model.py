@@ -1,0 +1,40 @@
+"""Recurrent language models (the many-to-many application type)."""
+
+from trax import layers as tl
+
+from models import rnn
+
+
+def RNNLanguageModel(vocab_size, d_model=512, n_layers=1, cell='elman',  # pylint: disable=invalid-name
+                     dropout=0.0, mode='train'):
+  """Returns a next-token model: log-probabilities for every position.
+
+  Input: int32[batch, time] token ids. Output: f32[batch, time, vocab_size],
+  log-probabilities of the token at each position given the ones before it
+  (the input is shifted right by one inside the model, so inputs and targets
+  are the same sequence). In `mode='predict'` the shift is skipped: the caller
+  feeds the previous token and the recurrent layers carry their state.
+
+  Args:
+    vocab_size: number of token ids.
+    d_model: width of the embeddings and of every recurrent layer.
+    n_layers: number of stacked recurrent layers.
+    cell: recurrent layer, a name in `models.rnn.CELLS` ('elman' is the
+      toolkit's shared-weight layer; 'gru' and 'lstm' are trax's).
+    dropout: dropout rate after the embedding and after each recurrent layer.
+    mode: 'train', 'eval' or 'predict'.
+  """
+  def drop():
+    return tl.Dropout(rate=dropout, mode=mode)
+
+  recurrent_layers = [[rnn.RecurrentLayer(cell, d_model, mode=mode), drop()]
+                      for _ in range(n_layers)]
+  return tl.Serial(                       # tokens
+      tl.ShiftRight(mode=mode),           # previous tokens
+      tl.Embedding(vocab_size, d_model),  # vectors
+      drop(),
+      recurrent_layers,                   # hidden states
+      tl.Dense(vocab_size),               # logits
+      tl.LogSoftmax(),                    # log-probabilities
+      name=f'RNNLanguageModel_{cell}',
+  )

@@ -1,0 +1,195 @@
+"""The toolkit's shared-weight recurrent layer and the recurrent stacks built on it.
+
+`ElmanRNN` computes, for every sequence in the batch,
+
+    h_t = g(x_t · W_xh + h_{t-1} · W_hh + b_h)
+
+with one set of weights (W_xh, W_hh, b_h) applied at every time step, so the
+parameter count does not depend on the sequence length. The input projection
+x_t · W_xh has no recurrence in it, so it is done for all steps at once as one
+large matrix product; only h · W_hh runs inside the scan over time.
+"""
+
+import jax
+from jax import numpy as jnp
+from trax import fastmath
+from trax import layers as tl
+from trax.layers import base
+from trax.layers import initializers as init
+
+ACTIVATIONS = {
+    'tanh': jnp.tanh,
+    'relu': jax.nn.relu,
+    'sigmoid': jax.nn.sigmoid,
+    'identity': lambda x: x,
+}
+
+
+def _activation_fn(activation):
+  """Returns the callable for `activation`, a name in ACTIVATIONS or a callable."""
+  if callable(activation):
+    return activation
+  if activation not in ACTIVATIONS:
+    raise ValueError(f'Unknown activation {activation!r}; '
+                     f'choose one of {sorted(ACTIVATIONS)} or pass a callable.')
+  return ACTIVATIONS[activation]
+
+
+def elman_scan(x_proj, mask, h0, w_hh, activation):
+  """Runs the Elman recurrence over time, given the projected inputs.
+
+  Args:
+    x_proj: f32[batch, time, units], x_t · W_xh + b_h for every step.
+    mask: f32[batch, time]; 0 marks padding, where the state is carried
+      unchanged and the output is zero.
+    h0: f32[batch, units], the state before the first step.
+    w_hh: f32[units, units], the recurrent weights shared by all steps.
+    activation: callable applied elementwise.
+
+  Returns:
+    (outputs f32[batch, time, units], final state f32[batch, units]).
+  """
+  def step(h, inputs):
+    xw_t, m_t = inputs
+    h_new = activation(xw_t + h @ w_hh)
+    keep = m_t[:, None] > 0
+    return jnp.where(keep, h_new, h), jnp.where(keep, h_new, 0.0)
+
+  time_major = (jnp.swapaxes(x_proj, 0, 1), jnp.swapaxes(mask, 0, 1))
+  h_last, outputs = fastmath.scan(step, h0, time_major)
+  return jnp.swapaxes(outputs, 0, 1), h_last
+
+
+class ElmanRNN(base.Layer):
+  """Elman (simple) RNN layer whose weights are shared across time steps.
+
+  Inputs, in stack order: x f32[batch, time, features], then `mask`
+  [batch, time] if `use_mask`, then h0 f32[batch, n_units] if
+  `use_initial_state`. Outputs: the sequence f32[batch, time, n_units] if
+  `return_sequences`, then the final state f32[batch, n_units] if
+  `return_state`. With a mask, the final state is the state after the last
+  real step.
+
+  In `mode='predict'` the layer keeps its hidden state between calls in its
+  layer state, so feeding a sequence one step (or one chunk) at a time gives
+  the same outputs as one call on the whole sequence. An initial-state input
+  is then used on the first call only.
+  """
+
+  def __init__(self, n_units, activation='tanh',
+               kernel_initializer=init.GlorotUniformInitializer(),
+               recurrent_initializer=init.OrthogonalInitializer(),
+               bias_initializer=init.RandomNormalInitializer(0.0),
+               use_mask=False, use_initial_state=False,
+               return_sequences=True, return_state=False, mode='train'):
+    if not (return_sequences or return_state):
+      raise ValueError('ElmanRNN must return the sequence, the state or both.')
+    super().__init__(n_in=1 + int(use_mask) + int(use_initial_state),
+                     n_out=int(return_sequences) + int(return_state),
+                     name=f'ElmanRNN_{n_units}')
+    self._n_units = n_units
+    self._activation = _activation_fn(activation)
+    self._initializers = (kernel_initializer, recurrent_initializer,
+                          bias_initializer)
+    self._use_mask = use_mask
+    self._use_initial_state = use_initial_state
+    self._return_sequences = return_sequences
+    self._return_state = return_state
+    self._mode = mode
+
+  def _unpack(self, inputs):
+    """Splits the layer's inputs into (x, mask or None, h0 or None)."""
+    inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    x = inputs.pop(0)
+    mask = inputs.pop(0) if self._use_mask else None
+    h0 = inputs.pop(0) if self._use_initial_state else None
+    return x, mask, h0
+
+  def forward(self, inputs):
+    """Runs the recurrence over every step of the input sequences."""
+    x, mask, h0 = self._unpack(inputs)
+    w_xh, w_hh, b_h = self.weights
+    batch, length = x.shape[:2]
+    if h0 is None:
+      h0 = jnp.zeros((batch, self._n_units), x.dtype)
+    if self._mode == 'predict':
+      h_carried, started = self.state
+      h0 = jnp.where(started, h_carried, h0)
+    mask = (jnp.ones((batch, length), x.dtype) if mask is None
+            else (mask != 0).astype(x.dtype))
+    outputs, h_last = elman_scan(x @ w_xh + b_h, mask, h0, w_hh,
+                                 self._activation)
+    if self._mode == 'predict':
+      self.state = (h_last, jnp.array(True))
+    results = ([outputs] if self._return_sequences else []) + (
+        [h_last] if self._return_state else [])
+    return results[0] if len(results) == 1 else tuple(results)
+
+  def init_weights_and_state(self, input_signature):
+    """Checks the input shapes and draws W_xh, W_hh and b_h."""
+    x_sig, mask_sig, h0_sig = self._unpack(input_signature)
+    if len(x_sig.shape) != 3:
+      raise ValueError(f'ElmanRNN expects inputs of shape (batch, time, '
+                       f'features); got shape {x_sig.shape}.')
+    batch, length, n_features = x_sig.shape
+    if mask_sig is not None and tuple(mask_sig.shape) != (batch, length):
+      raise ValueError(f'ElmanRNN mask must have shape {(batch, length)} '
+                       f'(batch, time); got {mask_sig.shape}.')
+    if h0_sig is not None and tuple(h0_sig.shape) != (batch, self._n_units):
+      raise ValueError(f'ElmanRNN initial state must have shape '
+                       f'{(batch, self._n_units)}; got {h0_sig.shape}.')
+    kernel_init, recurrent_init, bias_init = self._initializers
+    rng_xh, rng_hh, rng_b = fastmath.random.split(self.rng, 3)
+    units = self._n_units
+    self.weights = (kernel_init((n_features, units), rng_xh),
+                    recurrent_init((units, units), rng_hh),
+                    bias_init((units,), rng_b))
+    if self._mode == 'predict':
+      self.state = (jnp.zeros((batch, units), x_sig.dtype), jnp.array(False))
+
+
+def _trax_gru(n_units, mode):
+  return tl.GRU(n_units, mode=mode)
+
+
+def _trax_lstm(n_units, mode):
+  return tl.LSTM(n_units, mode=mode)
+
+
+# Recurrent layers selectable by name, each (n_units, mode) -> Layer taking
+# [batch, time, n_units] to [batch, time, n_units]. trax's GRU and LSTM need
+# inputs as wide as their state; ElmanRNN accepts any width.
+CELLS = {
+    'elman': lambda n_units, mode: ElmanRNN(n_units, mode=mode),
+    'gru': _trax_gru,
+    'lstm': _trax_lstm,
+}
+
+
+def RecurrentLayer(cell, n_units, mode='train'):  # pylint: disable=invalid-name
+  """Returns the sequence-to-sequence recurrent layer called `cell`."""
+  if cell not in CELLS:
+    raise ValueError(f'Unknown recurrent cell {cell!r}; '
+                     f'choose one of {sorted(CELLS)}.')
+  return CELLS[cell](n_units, mode)
+
+
+def StackedElmanRNN(n_units, n_layers, use_mask=False, dropout=0.0,  # pylint: disable=invalid-name
+                    mode='train', **layer_kwargs):
+  """Returns `n_layers` ElmanRNN layers, each feeding the next.
+
+  Inputs: x f32[batch, time, features] (and mask [batch, time] if
+  `use_mask`). Output: f32[batch, time, n_units] (and the mask, unchanged).
+  Dropout, if any, is applied between layers.
+  """
+  layers = []
+  for i in range(n_layers):
+    if i > 0 and dropout:
+      layers.append(tl.Dropout(rate=dropout, mode=mode))
+    rnn = ElmanRNN(n_units, use_mask=use_mask, mode=mode, **layer_kwargs)
+    if use_mask:                         # x, mask
+      layers += [tl.Select([0, 1, 1]),   # x, mask, mask
+                 rnn]                    # h, mask
+    else:
+      layers.append(rnn)
+  return tl.Serial(layers, name=f'StackedElmanRNN_{n_layers}x{n_units}')

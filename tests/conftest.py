@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny TFDS datasets, the prepared one, and a clean gin state."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import trax_compat  # noqa: F401  (before anything imports trax)
+import gin
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO_ROOT, 'tests'))
+
+import tiny_text_dataset  # noqa: E402  pylint: disable=g-import-not-at-top
+
+SHARED_TFDS = os.environ.get(
+    'TFDS_DATA_DIR', os.path.join(REPO_ROOT, '..', 'shared', 'tensorflow_datasets'))
+
+
+@pytest.fixture(scope='session')
+def tiny_data_dir(tmp_path_factory):
+  """A TFDS data_dir holding the prepared `tiny_text` dataset."""
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  tiny_text_dataset.prepare(data_dir)
+  return data_dir
+
+
+@pytest.fixture
+def shakespeare_data_dir():
+  """The data_dir with the prepared tiny_shakespeare; skips the test without it."""
+  if not os.path.isdir(os.path.join(SHARED_TFDS, 'tiny_shakespeare')):
+    pytest.skip(f'tiny_shakespeare is not prepared in {SHARED_TFDS} '
+                f'(set TFDS_DATA_DIR to a directory that holds it)')
+  return SHARED_TFDS
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+  """Each test starts and ends with no gin bindings."""
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+def run_script(script, *args, env=None, timeout=600):
+  """Runs a repository script in a fresh Python process, as a user would."""
+  full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', **(env or {}))
+  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script),
+                         *args], cwd=REPO_ROOT, env=full_env, text=True,
+                        capture_output=True, timeout=timeout)

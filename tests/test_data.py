@@ -1,0 +1,126 @@
+"""Tests of the vocabulary and the character-LM TFDS pipeline."""
+
+import itertools
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import data
+import tiny_text_dataset
+from errors import UsageError
+
+
+def test_vocab_round_trip_and_reserved_ids(tmp_path):
+  vocab = data.CharVocab.from_texts(['hello', 'world!'])
+  assert vocab.chars == sorted(set('helloworld!'))
+  assert vocab.size == len(vocab.chars) + 2
+  ids = vocab.encode('hold~')
+  assert ids[-1] == data.UNK_ID and min(ids[:-1]) >= 2
+  assert vocab.decode(ids) == 'hold?'
+  assert vocab.decode([data.PAD_ID] + ids) == 'hold?'
+  path = str(tmp_path / 'vocab.json')
+  vocab.save(path)
+  assert data.CharVocab.load(path) == vocab
+
+
+def _inputs(tiny_data_dir, **kwargs):
+  defaults = dict(dataset='tiny_text', data_dir=tiny_data_dir, seq_len=16,
+                  batch_size=4, download=False)
+  return data.CharLMInputs(**{**defaults, **kwargs})
+
+
+def test_vocab_is_built_from_the_training_split(tiny_data_dir):
+  vocab = _inputs(tiny_data_dir).build_vocab()
+  assert vocab.chars == sorted(set(''.join(tiny_text_dataset.TEXTS['train'])))
+
+
+@pytest.mark.parametrize('split', ['validation', 'test'])
+def test_eval_pass_holds_every_character_once_in_order(tiny_data_dir, split):
+  inputs = _inputs(tiny_data_dir)
+  vocab = inputs.build_vocab()
+  batches = list(inputs.eval_batches(vocab, split))
+  texts = tiny_text_dataset.TEXTS[split]
+  for x, y, w in batches:
+    assert x.shape == y.shape == w.shape == (4, 16)
+    np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(w, (x != data.PAD_ID).astype(np.float32))
+  windows = np.concatenate([x for x, _, _ in batches])
+  decoded = [vocab.decode(row) for row in windows]
+  # Each example starts a new window; its last window is padded.
+  want = []
+  for text in texts:
+    ids = vocab.encode(text)
+    want += [vocab.decode(ids[i:i + 16]) for i in range(0, len(ids), 16)]
+  assert decoded[:len(want)] == want
+  assert all(d == '' for d in decoded[len(want):])
+
+
+def test_train_batches_are_windows_of_the_text_and_repeat(tiny_data_dir):
+  inputs = _inputs(tiny_data_dir)
+  vocab = inputs.build_vocab()
+  corpus = ''.join(tiny_text_dataset.TEXTS['train'])
+  batches = list(itertools.islice(inputs.train_batches(vocab, seed=3), 40))
+  for x, y, w in batches:
+    assert x.shape == (4, 16) and x.dtype == np.int32
+    np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(w, (x != data.PAD_ID).astype(np.float32))
+    for row in x:
+      assert vocab.decode(row) in corpus
+  # 40 batches of 4 windows cover the ~700 training characters several times.
+  assert sum(w.sum() for _, _, w in batches) > 2 * len(corpus)
+
+
+def test_train_order_follows_the_seed(tiny_data_dir):
+  inputs = _inputs(tiny_data_dir)
+  vocab = inputs.build_vocab()
+  def first(seed):
+    return np.concatenate([b[0] for b in itertools.islice(
+        inputs.train_batches(vocab, seed=seed), 5)])
+  np.testing.assert_array_equal(first(1), first(1))
+  assert not np.array_equal(first(1), first(2))
+
+
+def test_real_tiny_shakespeare_pipeline(shakespeare_data_dir):
+  inputs = data.CharLMInputs(data_dir=shakespeare_data_dir, seq_len=100,
+                             batch_size=8, download=False)
+  vocab = inputs.build_vocab()
+  builder = tfds.builder('tiny_shakespeare', data_dir=shakespeare_data_dir)
+  text = next(iter(tfds.as_numpy(builder.as_dataset(split='train'))))['text']
+  assert vocab.chars == sorted(set(text.decode('utf-8')))
+  n_chars = sum(w.sum() for _, _, w in inputs.eval_batches(vocab))
+  validation = next(iter(tfds.as_numpy(
+      builder.as_dataset(split='validation'))))['text'].decode('utf-8')
+  assert n_chars == len(validation)
+
+
+def test_unknown_dataset_is_named(tmp_path):
+  with pytest.raises(UsageError, match="'tiny_shakespear'.*spelling"):
+    data.CharLMInputs(dataset='tiny_shakespear', data_dir=str(tmp_path))
+
+
+def test_absent_dataset_names_dataset_dir_and_fix(tmp_path):
+  with pytest.raises(UsageError) as error:
+    data.CharLMInputs(dataset='tiny_shakespeare', data_dir=str(tmp_path),
+                      download=False)
+  message = str(error.value)
+  assert 'tiny_shakespeare' in message and str(tmp_path) in message
+  assert 'TFDS_DATA_DIR' in message
+
+
+def test_data_dir_follows_tfds_conventions(monkeypatch, tmp_path):
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path))
+  assert data.resolve_data_dir() == str(tmp_path)
+  assert data.resolve_data_dir('/elsewhere') == '/elsewhere'
+  monkeypatch.delenv('TFDS_DATA_DIR')
+  assert data.resolve_data_dir() == os.path.expanduser('~/tensorflow_datasets')
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'text_key': 'content'}, "no feature 'content'.*'text'"),
+    ({'eval_split': 'dev'}, "no split 'dev'.*'validation'"),
+])
+def test_wrong_feature_or_split_is_named(tiny_data_dir, kwargs, message):
+  with pytest.raises(UsageError, match=message):
+    _inputs(tiny_data_dir, **kwargs)

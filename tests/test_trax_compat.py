@@ -1,0 +1,121 @@
+"""Each fix in trax_compat, shown to be needed and shown to work."""
+
+import importlib
+import warnings
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from jax import numpy as jnp
+from trax import fastmath
+from trax import layers as tl
+from trax import optimizers
+from trax import shapes
+from trax.supervised import training
+
+import trax_compat
+from conftest import REPO_ROOT
+
+
+def _unpatched_tree_unflatten():
+  """trax's own tree_unflatten, loaded afresh from its source file."""
+  spec = importlib.util.find_spec('trax.fastmath.numpy')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.tree_unflatten
+
+
+def test_trax_tree_unflatten_fails_on_current_jax_without_the_fix():
+  weights_tree = (jnp.zeros(2), (), (jnp.ones(3), None))
+  with pytest.raises(TypeError):
+    _unpatched_tree_unflatten()([1, 2], weights_tree, copy_from_tree=[None, ()])
+
+
+def test_patched_tree_unflatten_keeps_markers_and_fills_arrays():
+  weights_tree = (jnp.zeros(2), (), (jnp.ones(3), None), [jnp.ones(1)])
+  tree, rest = fastmath.tree_unflatten(['a', 'b', 'c', 'd'], weights_tree,
+                                       copy_from_tree=[None, ()])
+  assert tree == ('a', (), ('b', None), ['c'])
+  assert rest == ['d']
+  assert fastmath.tree_unflatten is trax_compat._tree_unflatten
+
+
+def _batches():
+  rng = np.random.default_rng(0)
+  while True:
+    x = rng.integers(1, 5, size=(2, 4)).astype(np.int32)
+    yield x, x, np.ones_like(x, np.float32)
+
+
+def _loop(output_dir):
+  model = tl.Serial(tl.Embedding(5, 3), tl.Dense(5), tl.LogSoftmax())
+  task = training.TrainTask(_batches(), tl.WeightedCategoryCrossEntropy(),
+                            optimizers.Adam(0.01))
+  return training.Loop(model, [task], output_dir=output_dir, n_devices=1,
+                       checkpoint_at=lambda step: step % 3 == 0)
+
+
+def test_loop_checkpoint_resumes_with_its_weights(tmp_path):
+  first = _loop(str(tmp_path))
+  first.run(3)
+  resumed = _loop(str(tmp_path))
+  assert resumed.step == 3
+  for a, b in zip(fastmath.tree_flatten(first.model.weights),
+                  fastmath.tree_flatten(resumed.model.weights)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_init_from_file_loads_checkpoint_weights(tmp_path):
+  loop = _loop(str(tmp_path))
+  loop.run(3)
+  model = tl.Serial(tl.Embedding(5, 3), tl.Dense(5), tl.LogSoftmax())
+  model.init_from_file(str(tmp_path / 'model.pkl.gz'), weights_only=True,
+                       input_signature=shapes.ShapeDtype((2, 4), np.int32))
+  x = np.array([[1, 2, 3, 4], [4, 3, 2, 1]], np.int32)
+  np.testing.assert_allclose(model(x), loop.model(x), atol=1e-6)
+
+
+def _stderr_of(code):
+  return subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, text=True,
+                        capture_output=True, timeout=300).stderr
+
+
+@pytest.mark.slow
+def test_gym_notice_is_silenced():
+  assert 'Gym has been unmaintained' in _stderr_of('import gym')
+  assert 'Gym has been unmaintained' not in _stderr_of(
+      'import trax_compat, trax')
+
+
+def test_tensorflow_datasets_imports_with_its_undeclared_dependency():
+  import importlib_resources  # pylint: disable=g-import-not-at-top,unused-import
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  assert tfds.builder('tiny_shakespeare', data_dir='/nonexistent').name == (
+      'tiny_shakespeare')
+
+
+def test_trax_host_queries_go_through_current_jax_names():
+  import jax  # pylint: disable=g-import-not-at-top
+  assert jax.host_count is jax.process_count
+  assert jax.host_id is jax.process_index
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    is_chief, n_hosts, n_devices, _ = training.init_host_and_devices(
+        n_devices=1, random_seed=0)
+  assert (is_chief, n_hosts, n_devices) == (True, 1, 1)
+
+
+def _gzip_warnings(loop, quiet):
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    if quiet:
+      trax_compat._quiet_gzip_mode_warning()
+    loop.run(3)
+  return [w for w in caught if 'GzipFile' in str(w.message)]
+
+
+def test_checkpoint_writes_raise_no_gzip_mode_warning(tmp_path):
+  loop = _loop(str(tmp_path))
+  assert _gzip_warnings(loop, quiet=False)
+  assert not _gzip_warnings(loop, quiet=True)

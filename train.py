@@ -1,0 +1,181 @@
+"""Trains a model described by gin config files, with trax's training Loop.
+
+    python train.py --gin_file configs/char_rnn_shakespeare.gin \
+        --output_dir runs/char_rnn [--gin_param 'RNNLanguageModel.cell = "gru"']
+
+Re-running with the same --output_dir resumes from its latest checkpoint.
+The run directory receives: checkpoints (model.*, and lowest_loss.* for the
+best evaluation loss), config.gin (the operative config), vocab.json,
+metrics.jsonl (one JSON record per evaluation) and TensorBoard summaries
+(train/, eval/).
+"""
+
+import argparse
+import collections
+import os
+import sys
+import time
+
+import gin
+import numpy as np
+from tqdm import tqdm
+
+import configurables
+import run_dir
+from errors import UsageError, exit_with
+from trax import layers as tl
+from trax import optimizers
+from trax.supervised import lr_schedules
+from trax.supervised import training
+
+
+Experiment = collections.namedtuple('Experiment', ['inputs', 'model'])
+
+
+@gin.configurable
+def experiment(inputs=gin.REQUIRED, model=gin.REQUIRED):
+  """What a run trains, shared by train.py and evaluate.py.
+
+  Args:
+    inputs: a data pipeline object (e.g. `data.CharLMInputs`).
+    model: model factory taking `vocab_size` and `mode`.
+  """
+  return Experiment(inputs, model)
+
+
+@gin.configurable(denylist=['output_dir'])
+def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
+                       optimizer=optimizers.Adam,
+                       lr_schedule=lr_schedules.constant(1e-3),
+                       eval_every=500, checkpoint_every=None,
+                       n_eval_batches=None, seed=0):
+  """Trains the `experiment` for `n_steps` steps in total, evaluating as it goes.
+
+  Args:
+    output_dir: the run directory; an existing checkpoint there is resumed.
+    n_steps: total training steps (a resumed run trains only the rest).
+    optimizer: trax optimizer class.
+    lr_schedule: function step -> learning rate.
+    eval_every: steps between evaluations (and the final step).
+    checkpoint_every: steps between checkpoints; default `eval_every`.
+    n_eval_batches: batches per evaluation; default, the whole eval split.
+    seed: seed of weight initialisation, dropout and data order.
+
+  Returns:
+    The trax `training.Loop`, after training.
+  """
+  inputs, model = experiment()
+  os.makedirs(output_dir, exist_ok=True)
+  vocab = run_dir.load_or_build_vocab(output_dir, inputs)
+  train_model = model(vocab_size=vocab.size, mode='train')
+  start_step = run_dir.check_resumable(output_dir, train_model,
+                                       _signature(inputs))
+  loop = _make_loop(output_dir, inputs, vocab, train_model,
+                    model(vocab_size=vocab.size, mode='eval'),
+                    optimizer, lr_schedule, n_steps, eval_every,
+                    checkpoint_every or eval_every, n_eval_batches,
+                    seed, start_step)
+  run_dir.save_operative_config(output_dir)
+  if loop.step:
+    print(f'Resuming {output_dir} from its checkpoint at step {loop.step}.')
+  remaining = n_steps - loop.step
+  if remaining <= 0:
+    print(f'{output_dir} is already trained to step {loop.step} '
+          f'(n_steps = {n_steps}); nothing to do.')
+    return loop
+  with tqdm(total=n_steps, initial=loop.step, unit='step',
+            dynamic_ncols=True, mininterval=1.0) as bar:
+    loop.progress_bar = bar
+    loop.run(remaining)
+  return loop
+
+
+def _signature(inputs):
+  """The trax input signature of one training batch's model input."""
+  from trax import shapes  # pylint: disable=g-import-not-at-top
+  return shapes.ShapeDtype((inputs.batch_size, inputs.seq_len), np.int32)
+
+
+def _make_loop(output_dir, inputs, vocab, train_model, eval_model, optimizer,
+               lr_schedule, n_steps, eval_every, checkpoint_every,
+               n_eval_batches, seed, start_step):
+  """Builds the trax Loop: one train task, one eval task, best-loss checkpoints."""
+  # Seeding the data order with the start step keeps a resumed run from
+  # replaying the batches it has already trained on.
+  train_task = training.TrainTask(
+      labeled_data=inputs.train_batches(vocab, seed=seed * 1_000_003 + start_step),
+      loss_layer=tl.WeightedCategoryCrossEntropy(),
+      optimizer=optimizer(), lr_schedule=lr_schedule,
+      n_steps_per_checkpoint=checkpoint_every, loss_name='loss')
+  eval_batches = list(inputs.eval_batches(vocab))
+  eval_task = training.EvalTask(
+      labeled_data=_cycle(eval_batches),
+      metrics=[tl.WeightedCategoryCrossEntropy(), tl.WeightedCategoryAccuracy()],
+      metric_names=['loss', 'accuracy'],
+      n_eval_batches=n_eval_batches or len(eval_batches))
+  return ReportingLoop(
+      train_model, [train_task], eval_model=eval_model, eval_tasks=[eval_task],
+      output_dir=output_dir, random_seed=seed, n_devices=1,
+      checkpoint_at=lambda s: s % checkpoint_every == 0 or s == n_steps,
+      eval_at=lambda s: s % eval_every == 0 or s == n_steps,
+      checkpoint_low_metric='loss')
+
+
+def _cycle(batches):
+  while True:
+    yield from batches
+
+
+class ReportingLoop(training.Loop):
+  """trax's Loop, also feeding a progress bar and writing metrics.jsonl."""
+
+  progress_bar = None
+
+  def _run_one_step(self, task_index, task_changed):
+    loss, stats = super()._run_one_step(task_index, task_changed)
+    if self.progress_bar is not None:
+      self.progress_bar.update(1)
+      if self.step % 10 == 0:
+        self.progress_bar.set_postfix(loss=f'{float(loss):.4f}', refresh=False)
+    return loss, stats
+
+  def run_evals(self, summary_writers=None):
+    super().run_evals(summary_writers)
+    record = {'step': self.step, 'time': time.time()}
+    for mode in self.history.modes:
+      for metric in self.history.metrics_for_mode(mode):
+        step, value = self.history.get(mode, metric)[-1]
+        if step == self.step:
+          record[f'{mode}/{metric.split("/", 1)[-1]}'] = float(value)
+    run_dir.append_metrics(self.output_dir, record)
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      description='Train a model from gin config files.')
+  parser.add_argument('--gin_file', action='append', required=True,
+                      help='gin config file; repeat to combine several.')
+  parser.add_argument('--gin_param', action='append', default=[],
+                      help='one gin binding, e.g. "train_and_evaluate.seed = 1"; '
+                           'repeatable, applied after the files.')
+  parser.add_argument('--output_dir', required=True,
+                      help='run directory (resumed if it holds a checkpoint).')
+  parser.add_argument('--steps', type=int,
+                      help='shorthand for --gin_param "train_and_evaluate.n_steps = N".')
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  params = list(args.gin_param)
+  if args.steps is not None:
+    params.append(f'train_and_evaluate.n_steps = {args.steps}')
+  try:
+    configurables.parse(args.gin_file, params)
+    train_and_evaluate(args.output_dir)
+  except UsageError as e:
+    exit_with(e, 'train.py')
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])
