@@ -13,9 +13,6 @@ ifeq ($(TFDS_DATA_DIR),)
     export TFDS_DATA_DIR := $(abspath ../shared/tensorflow_datasets)
   endif
 endif
-# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) says nothing about
-# the run; it can only be silenced from the environment, before start-up.
-export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: train test install
 

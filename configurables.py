@@ -6,6 +6,7 @@ optimizers and learning-rate schedules (`@trax.optimizers.Adam`,
 `@multifactor`), which configs use directly.
 """
 
+import contextlib
 import os
 
 import gin
@@ -23,7 +24,7 @@ gin.external_configurable(data.CharLMInputs, module='data')
 
 # Models build their recurrent layers through models.rnn.CELLS; routing the
 # 'elman' entry through the gin-wrapped class makes bindings such as
-# `ElmanRNN.activation = 'relu'` reach the layers inside every model.
+# `ElmanRNN.activation = 'relu'` reach the layers inside the models.
 _configurable_elman = gin.external_configurable(models.ElmanRNN,
                                                 module='models')
 models.rnn.CELLS['elman'] = (
@@ -56,5 +57,18 @@ def parse(gin_files, gin_params=()):
         f'--gin_param "RNNLanguageModel.d_model = 256").') from None
 
 
+@contextlib.contextmanager
+def required_bindings_as_usage_errors():
+  """Turns gin's error for a missing `gin.REQUIRED` value into a UsageError."""
+  try:
+    yield
+  except RuntimeError as e:
+    if 'Required bindings' not in str(e):
+      raise
+    raise UsageError(f'{_first_line(e)}. Add the missing bindings to your '
+                     f'gin config (see configs/char_rnn_shakespeare.gin).'
+                     ) from None
+
+
 def _first_line(error):
-  return ' '.join(str(error).strip().splitlines()[0].split())
+  return ' '.join(str(error).strip().splitlines()[0].split()).rstrip('.')

@@ -28,11 +28,14 @@ import numpy as np
 from tqdm import tqdm
 from trax import shapes
 
-from data.vocab import CharVocab, PAD_ID
+from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID
 
 
-def load_run(output_dir):
+def load_run(output_dir, with_data=True):
   """Parses the run's operative config; returns (experiment, vocab).
+
+  Without `with_data` the experiment's `inputs` is None, and the dataset is
+  not opened (generation needs only the model and the vocabulary).
 
   Raises:
     UsageError: `output_dir` is not a directory written by train.py.
@@ -45,7 +48,7 @@ def load_run(output_dir):
                        f'directory written by train.py. Point --output_dir at '
                        f'the directory you passed to train.py.')
   gin.clear_config()  # Only the run's own bindings apply.
-  configurables.parse([config])
+  configurables.parse([config], [] if with_data else ['experiment.inputs = None'])
   return train.experiment(), CharVocab.load(vocab)
 
 
@@ -80,6 +83,9 @@ def evaluate(output_dir, split=None, checkpoint=None):
   for x, y, w in tqdm(batches, desc=f'evaluating {split}', unit='batch'):
     total += np.array(sums(model.weights, model.state, x, y, w))
   nll, correct, n_chars = total
+  if not n_chars:
+    raise UsageError(f'Split {split!r} of {inputs.dataset} holds no text to '
+                     f'evaluate. Choose another --split.')
   loss = nll / n_chars
   metrics = {
       'split': split, 'checkpoint': checkpoint,
@@ -109,7 +115,7 @@ def generate(output_dir, n_samples=1, prompt='', length=200, temperature=1.0,
   Returns:
     A list of `n_samples` strings, each the prompt and its continuation.
   """
-  (_, model_fn), vocab = load_run(output_dir)
+  (_, model_fn), vocab = load_run(output_dir, with_data=False)
   checkpoint = run_dir.find_checkpoint(output_dir, checkpoint)
   signature = shapes.ShapeDtype((n_samples, 1), np.int32)
   model = load_model(model_fn, vocab, checkpoint, 'predict', signature)
@@ -131,7 +137,11 @@ def generate(output_dir, n_samples=1, prompt='', length=200, temperature=1.0,
 
 
 def _sample(log_probs, temperature, key):
-  """int32[batch]: a draw from softmax(log_probs / temperature), argmax at 0."""
+  """int32[batch]: a draw from softmax(log_probs / temperature), argmax at 0.
+
+  Padding and the unknown-character id are never drawn: neither is text.
+  """
+  log_probs = log_probs.at[:, :FIRST_CHAR_ID].set(-jnp.inf)
   if temperature <= 0:
     return jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
   return jax.random.categorical(key, log_probs / temperature).astype(jnp.int32)
@@ -161,7 +171,10 @@ def parse_args(argv):
 def main(argv=None):
   args = parse_args(argv)
   try:
-    if args.generate:
+    if args.generate is not None:
+      if args.generate < 1 or args.length < 0:
+        raise UsageError('--generate takes the number of samples (1 or more) '
+                         'and --length the characters to add (0 or more).')
       samples = generate(args.output_dir, args.generate, args.prompt,
                          args.length, args.temperature, args.checkpoint,
                          args.seed)

@@ -2,8 +2,9 @@
 
 A run directory (train.py's --output_dir) holds trax checkpoints
 (`model.pkl.gz` with `model.weights.npy.gz` and `model.opt_slots0.npy.gz`,
-and `lowest_loss.*` for the best evaluation loss), `config.gin`,
-`vocab.json`, `metrics.jsonl` and TensorBoard summaries.
+and `lowest_loss.*` for the best evaluation loss, with `lowest_loss.json`
+naming its step and loss), `config.gin`, `vocab.json`, `metrics.jsonl` and
+TensorBoard summaries.
 """
 
 import gzip
@@ -22,15 +23,24 @@ VOCAB_FILE = 'vocab.json'
 METRICS_FILE = 'metrics.jsonl'
 LATEST_CHECKPOINT = 'model.pkl.gz'
 BEST_CHECKPOINT = 'lowest_loss.pkl.gz'
+BEST_RECORD = 'lowest_loss.json'  # step and eval loss of BEST_CHECKPOINT
 
 
-def load_or_build_vocab(output_dir, inputs):
-  """Returns the run's vocabulary, building and saving it on the first start."""
+def load_vocab(output_dir, dataset):
+  """Returns the run's saved vocabulary, or None on a first start.
+
+  Raises:
+    UsageError: the vocabulary was built from another dataset.
+  """
   path = os.path.join(output_dir, VOCAB_FILE)
-  if os.path.exists(path):
-    return CharVocab.load(path)
-  vocab = inputs.build_vocab()
-  vocab.save(path)
+  if not os.path.exists(path):
+    return None
+  vocab = CharVocab.load(path)
+  if vocab.dataset not in (None, dataset):
+    raise UsageError(
+        f'{output_dir} was trained on dataset {vocab.dataset!r} and its '
+        f'vocabulary ({path}) was built from it; this config reads '
+        f'{dataset!r}. Use a new --output_dir for the other dataset.')
   return vocab
 
 
@@ -49,41 +59,91 @@ def checkpoint_weight_shapes(path):
   return [tuple(w.shape) for w in weights]
 
 
-def model_weight_shapes(model, input_signature):
-  """Shapes of `model`'s flat weights for inputs of `input_signature`."""
+def checkpoint_slot_shapes(path):
+  """Shapes of the flat optimizer slots stored beside the checkpoint at `path`."""
   from trax import layers as tl  # pylint: disable=g-import-not-at-top
+  compresslevel = read_checkpoint(path)['slots_per_task']
+  slots = tl.np_from_file(path[:-len('pkl.gz')] + 'opt_slots0.npy.gz',
+                          compresslevel=compresslevel)
+  return [tuple(s.shape) for s in slots]
+
+
+def planned_shapes(model, optimizer, input_signature):
+  """Shapes of the flat weights and optimizer slots a run would checkpoint."""
+  from trax import fastmath  # pylint: disable=g-import-not-at-top
   weights, _ = model.weights_and_state_signature(input_signature)
-  return [tuple(w.shape) for w in tl.flatten_weights_and_state(weights, ())[0]]
+  zeros = fastmath.nested_map(lambda w: np.zeros(w.shape, w.dtype), weights)
+  slots, _ = optimizer.tree_init(zeros)
+  # Like trax's checkpoint writer, leave out the empty slots of weightless layers.
+  flat_slots = [s for s in fastmath.tree_flatten(slots)
+                if not (s is None or (isinstance(s, tuple) and not s))]
+  return ([tuple(w.shape) for w in fastmath.tree_flatten(zeros)],
+          [tuple(np.shape(s)) for s in flat_slots])
 
 
-def check_resumable(output_dir, model, input_signature):
+def check_resumable(output_dir, model, optimizer, input_signature):
   """Returns the step of the checkpoint in `output_dir` (0 if none).
 
   Raises:
-    UsageError: the checkpoint there was written by a model of another
-      shape, so resuming would fail (and training on would overwrite it).
+    UsageError: the checkpoint there was written by a model or optimizer of
+      another shape, so resuming would fail (and training on would
+      overwrite it).
   """
   path = os.path.join(output_dir, LATEST_CHECKPOINT)
   if not os.path.exists(path):
     return 0
-  saved = checkpoint_weight_shapes(path)
-  wanted = model_weight_shapes(model, input_signature)
-  if saved != wanted:
-    raise UsageError(
-        f'{output_dir} holds a checkpoint of a different model ({len(saved)} '
-        f'weight arrays, e.g. {saved[:3]}; this config builds {len(wanted)}, '
-        f'e.g. {wanted[:3]}). Nothing was changed there. Use a new '
-        f'--output_dir for this config, or the config that trained that run '
-        f'({os.path.join(output_dir, CONFIG_FILE)}).')
+  weights, slots = planned_shapes(model, optimizer, input_signature)
+  for what, saved, wanted in (
+      ('model', checkpoint_weight_shapes(path), weights),
+      ('optimizer', checkpoint_slot_shapes(path), slots)):
+    if saved != wanted:
+      raise UsageError(
+          f'{output_dir} holds a checkpoint of a different {what} '
+          f'({len(saved)} arrays, e.g. {saved[:3]}; this config builds '
+          f'{len(wanted)}, e.g. {wanted[:3]}). Nothing was changed there. Use '
+          f'a new --output_dir for this config, or the config that trained '
+          f'that run ({os.path.join(output_dir, CONFIG_FILE)}).')
   return int(read_checkpoint(path)['step'])
 
 
-def save_operative_config(output_dir):
-  """Writes gin's operative config (every value the run used) to config.gin."""
+def save_operative_config(output_dir, step):
+  """Writes gin's operative config (every value the run used) to config.gin.
+
+  When a resumed run's config differs from the saved one, the saved one is
+  kept as config_until_step_STEP.gin, so the record of how the checkpoint's
+  weights were trained survives.
+  """
   path = os.path.join(output_dir, CONFIG_FILE)
+  config = gin.operative_config_str()
+  if os.path.exists(path):
+    with open(path) as f:
+      if f.read() == config:
+        return
+    if step:
+      os.replace(path, os.path.join(output_dir,
+                                    f'config_until_step_{step}.gin'))
+  _write_text(path, config)
+
+
+def _write_text(path, text):
+  """Writes `text` through a temporary file and a rename."""
   with open(path + '.tmp', 'w') as f:
-    f.write(gin.operative_config_str())
+    f.write(text)
   os.replace(path + '.tmp', path)
+
+
+def read_best(output_dir):
+  """The {'step', 'loss'} record of the lowest_loss checkpoint, or None."""
+  path = os.path.join(output_dir, BEST_RECORD)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_best(output_dir, step, loss):
+  _write_text(os.path.join(output_dir, BEST_RECORD),
+              json.dumps({'step': step, 'loss': loss}))
 
 
 def append_metrics(output_dir, record):

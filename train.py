@@ -25,6 +25,7 @@ import run_dir
 from errors import UsageError, exit_with
 from trax import layers as tl
 from trax import optimizers
+from trax import shapes
 from trax.supervised import lr_schedules
 from trax.supervised import training
 
@@ -65,24 +66,29 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
     The trax `training.Loop`, after training.
   """
   inputs, model = experiment()
-  os.makedirs(output_dir, exist_ok=True)
-  vocab = run_dir.load_or_build_vocab(output_dir, inputs)
-  train_model = model(vocab_size=vocab.size, mode='train')
-  start_step = run_dir.check_resumable(output_dir, train_model,
+  saved_vocab = run_dir.load_vocab(output_dir, inputs.dataset)
+  vocab = saved_vocab or inputs.build_vocab()
+  train_model, eval_model = _build_models(model, vocab.size)
+  opt = optimizer()
+  start_step = run_dir.check_resumable(output_dir, train_model, opt,
                                        _signature(inputs))
-  loop = _make_loop(output_dir, inputs, vocab, train_model,
-                    model(vocab_size=vocab.size, mode='eval'),
-                    optimizer, lr_schedule, n_steps, eval_every,
-                    checkpoint_every or eval_every, n_eval_batches,
-                    seed, start_step)
-  run_dir.save_operative_config(output_dir)
-  if loop.step:
-    print(f'Resuming {output_dir} from its checkpoint at step {loop.step}.')
+  eval_batches = _eval_batches(inputs, vocab, n_eval_batches)
+  # Every check has passed: only now may the run directory change.
+  os.makedirs(output_dir, exist_ok=True)
+  if saved_vocab is None:
+    vocab.save(os.path.join(output_dir, run_dir.VOCAB_FILE))
+  loop = _make_loop(output_dir, inputs, vocab, train_model, eval_model, opt,
+                    lr_schedule, n_steps, eval_every,
+                    checkpoint_every or eval_every, eval_batches, seed,
+                    start_step)
   remaining = n_steps - loop.step
   if remaining <= 0:
     print(f'{output_dir} is already trained to step {loop.step} '
           f'(n_steps = {n_steps}); nothing to do.')
     return loop
+  run_dir.save_operative_config(output_dir, loop.step)
+  if loop.step:
+    print(f'Resuming {output_dir} from its checkpoint at step {loop.step}.')
   with tqdm(total=n_steps, initial=loop.step, unit='step',
             dynamic_ncols=True, mininterval=1.0) as bar:
     loop.progress_bar = bar
@@ -90,29 +96,46 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
   return loop
 
 
+def _build_models(model, vocab_size):
+  """The (train, eval) models; bad model bindings become a UsageError."""
+  try:
+    return (model(vocab_size=vocab_size, mode='train'),
+            model(vocab_size=vocab_size, mode='eval'))
+  except (ValueError, TypeError) as e:
+    raise UsageError(f'The model could not be built: {e} Fix the model '
+                     f'bindings in your gin config.') from None
+
+
+def _eval_batches(inputs, vocab, n_eval_batches):
+  """The batches every evaluation runs on: the same ones each time."""
+  batches = list(inputs.eval_batches(vocab))
+  if not batches:
+    raise UsageError(f'The eval split {inputs.eval_split!r} of '
+                     f'{inputs.dataset} holds no text. Bind '
+                     f'CharLMInputs.eval_split to a split with examples.')
+  return batches[:n_eval_batches or len(batches)]
+
+
 def _signature(inputs):
   """The trax input signature of one training batch's model input."""
-  from trax import shapes  # pylint: disable=g-import-not-at-top
   return shapes.ShapeDtype((inputs.batch_size, inputs.seq_len), np.int32)
 
 
 def _make_loop(output_dir, inputs, vocab, train_model, eval_model, optimizer,
                lr_schedule, n_steps, eval_every, checkpoint_every,
-               n_eval_batches, seed, start_step):
+               eval_batches, seed, start_step):
   """Builds the trax Loop: one train task, one eval task, best-loss checkpoints."""
   # Seeding the data order with the start step keeps a resumed run from
   # replaying the batches it has already trained on.
   train_task = training.TrainTask(
       labeled_data=inputs.train_batches(vocab, seed=seed * 1_000_003 + start_step),
       loss_layer=tl.WeightedCategoryCrossEntropy(),
-      optimizer=optimizer(), lr_schedule=lr_schedule,
+      optimizer=optimizer, lr_schedule=lr_schedule,
       n_steps_per_checkpoint=checkpoint_every, loss_name='loss')
-  eval_batches = list(inputs.eval_batches(vocab))
   eval_task = training.EvalTask(
-      labeled_data=_cycle(eval_batches),
+      labeled_data=_cycle(eval_batches), sample_batch=eval_batches[0],
       metrics=[tl.WeightedCategoryCrossEntropy(), tl.WeightedCategoryAccuracy()],
-      metric_names=['loss', 'accuracy'],
-      n_eval_batches=n_eval_batches or len(eval_batches))
+      metric_names=['loss', 'accuracy'], n_eval_batches=len(eval_batches))
   return ReportingLoop(
       train_model, [train_task], eval_model=eval_model, eval_tasks=[eval_task],
       output_dir=output_dir, random_seed=seed, n_devices=1,
@@ -127,7 +150,13 @@ def _cycle(batches):
 
 
 class ReportingLoop(training.Loop):
-  """trax's Loop, also feeding a progress bar and writing metrics.jsonl."""
+  """trax's Loop, also feeding a progress bar and writing metrics.jsonl.
+
+  It also keeps `lowest_loss` right across restarts: trax decides "lowest"
+  from the history inside the checkpoint, which misses the evaluation run
+  just after each save, so a resumed run would replace the best checkpoint
+  with a worse one. Here the best loss is kept beside the checkpoint.
+  """
 
   progress_bar = None
 
@@ -148,6 +177,23 @@ class ReportingLoop(training.Loop):
         if step == self.step:
           record[f'{mode}/{metric.split("/", 1)[-1]}'] = float(value)
     run_dir.append_metrics(self.output_dir, record)
+
+  def _latest_eval_loss(self):
+    """The eval loss measured at this step, or None if none was."""
+    evals = self.history.get('eval', 'metrics/loss')
+    if evals and evals[-1][0] == self.step:
+      return float(evals[-1][1])
+    return None
+
+  def _at_lowest(self):
+    loss = self._latest_eval_loss()
+    best = run_dir.read_best(self.output_dir)
+    return loss is not None and (best is None or loss <= best['loss'])
+
+  def save_checkpoint(self, basename):
+    super().save_checkpoint(basename)
+    if basename == 'lowest_loss':
+      run_dir.write_best(self.output_dir, self.step, self._latest_eval_loss())
 
 
 def parse_args(argv):
@@ -172,7 +218,8 @@ def main(argv=None):
     params.append(f'train_and_evaluate.n_steps = {args.steps}')
   try:
     configurables.parse(args.gin_file, params)
-    train_and_evaluate(args.output_dir)
+    with configurables.required_bindings_as_usage_errors():
+      train_and_evaluate(args.output_dir)
   except UsageError as e:
     exit_with(e, 'train.py')
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data import tfds_io
-from data.vocab import CharVocab, PAD_ID, UNK_ID
+from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID, UNK_ID
 
 
 class CharLMInputs:
@@ -51,10 +51,11 @@ class CharLMInputs:
   def build_vocab(self):
     """Returns the CharVocab of the training split's characters."""
     ds = self._texts(self.train_split).take(self.vocab_max_examples)
-    return CharVocab.from_texts(t.decode('utf-8') for t in tfds.as_numpy(ds))
+    return CharVocab.from_texts((t.decode('utf-8') for t in tfds.as_numpy(ds)),
+                                dataset=self.dataset)
 
   def train_batches(self, vocab, seed=0):
-    """Endless, shuffled training batches; window offsets vary per epoch."""
+    """Endless, shuffled training batches; window boundaries move each epoch."""
     encode = _encoder(vocab)
     seq_len = self.seq_len
 
@@ -62,7 +63,8 @@ class CharLMInputs:
       ids = encode(text)
       seed_pair = tf.stack([tf.cast(seed, tf.int64), index])
       offset = _random_offset(tf.size(ids), seq_len, seed_pair)
-      return tf.data.Dataset.from_tensor_slices(_cut(ids[offset:], seq_len))
+      return tf.data.Dataset.from_tensor_slices(
+          _cut_at(ids, offset, seq_len))
 
     ds = (self._texts(self.train_split, shuffle_seed=seed)
           .shuffle(1_000, seed=seed)                # examples
@@ -106,7 +108,7 @@ def _encoder(vocab):
   table = tf.lookup.StaticHashTable(
       tf.lookup.KeyValueTensorInitializer(
           tf.constant([ord(c) for c in vocab.chars], tf.int32),
-          tf.range(2, vocab.size, dtype=tf.int32)),
+          tf.range(FIRST_CHAR_ID, vocab.size, dtype=tf.int32)),
       default_value=UNK_ID)
   return lambda text: table.lookup(tf.strings.unicode_decode(text, 'UTF-8'))
 
@@ -122,6 +124,16 @@ def _cut(ids, seq_len):
   pad = (-tf.size(ids)) % seq_len
   return tf.reshape(tf.pad(ids, [[0, pad]], constant_values=PAD_ID),
                     [-1, seq_len])
+
+
+def _cut_at(ids, offset, seq_len):
+  """Windows whose boundaries sit at `offset` + k·seq_len; no id is dropped.
+
+  The text before the offset becomes a short window of its own, so the start
+  of every example is trained on in every epoch.
+  """
+  return tf.concat([_cut(ids[:offset], seq_len), _cut(ids[offset:], seq_len)],
+                   axis=0)
 
 
 def _with_weights(windows):

@@ -64,10 +64,11 @@ def check_split_and_feature(builder, split, feature):
   """Raises UsageError unless `builder` has `split` and a feature `feature`."""
   name = builder.info.full_name
   splits = sorted(builder.info.splits.keys())
-  base_split = split.split('[')[0]
-  if base_split not in splits:
-    raise UsageError(f'Dataset {name} has no split {split!r}; its splits are '
-                     f'{splits}. Fix the split name in your gin config.')
+  for part in split.split('+'):  # e.g. 'train+validation[:50%]'
+    if part.split('[')[0].strip() not in splits:
+      raise UsageError(f'Dataset {name} has no split {part!r}; its splits '
+                       f'are {splits}. Fix the split name in your gin config '
+                       f'or on the command line.')
   features = sorted(builder.info.features.keys())
   if feature not in features:
     raise UsageError(f'Dataset {name} has no feature {feature!r}; its '

@@ -45,7 +45,7 @@ def clean_gin():
 
 def run_script(script, *args, env=None, timeout=600):
   """Runs a repository script in a fresh Python process, as a user would."""
-  full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', **(env or {}))
+  full_env = dict(os.environ, **(env or {}))
   return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script),
                          *args], cwd=REPO_ROOT, env=full_env, text=True,
                         capture_output=True, timeout=timeout)

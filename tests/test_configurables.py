@@ -48,7 +48,7 @@ def test_tiny_config_overrides_the_main_one():
 @pytest.mark.parametrize('binding, word', [
     ('RNNLanguageModel.d_modle = 3', 'd_modle'),
     ('NoSuchThing.x = 3', 'NoSuchThing'),
-    ('RNNLanguageModel.d_model = = 3', 'parsed'),
+    ('RNNLanguageModel.d_model = = 3', 'Unable to parse'),
 ])
 def test_bad_bindings_raise_usage_error(binding, word):
   with pytest.raises(UsageError, match=word):

@@ -8,6 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import data
+from data import char_lm
 import tiny_text_dataset
 from errors import UsageError
 
@@ -57,19 +58,33 @@ def test_eval_pass_holds_every_character_once_in_order(tiny_data_dir, split):
   assert all(d == '' for d in decoded[len(want):])
 
 
-def test_train_batches_are_windows_of_the_text_and_repeat(tiny_data_dir):
+def test_train_batches_are_windows_of_one_text_and_repeat(tiny_data_dir):
   inputs = _inputs(tiny_data_dir)
   vocab = inputs.build_vocab()
-  corpus = ''.join(tiny_text_dataset.TEXTS['train'])
+  texts = tiny_text_dataset.TEXTS['train']
   batches = list(itertools.islice(inputs.train_batches(vocab, seed=3), 40))
   for x, y, w in batches:
     assert x.shape == (4, 16) and x.dtype == np.int32
     np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(w, (x != data.PAD_ID).astype(np.float32))
-    for row in x:
-      assert vocab.decode(row) in corpus
+    for row, weights in zip(x, w):
+      n_real = int(weights.sum())
+      assert n_real > 0 and not weights[n_real:].any()  # padding only trails
+      assert any(vocab.decode(row) in text for text in texts)
   # 40 batches of 4 windows cover the ~700 training characters several times.
-  assert sum(w.sum() for _, _, w in batches) > 2 * len(corpus)
+  assert sum(w.sum() for _, _, w in batches) > 2 * len(''.join(texts))
+
+
+@pytest.mark.parametrize('length', [1, 5, 16, 37])
+def test_moved_window_boundaries_keep_every_character(length):
+  ids = np.arange(2, 2 + length, dtype=np.int32)
+  for offset in range(min(length, 16)):
+    windows = char_lm._cut_at(ids, offset, 16).numpy()
+    assert windows.shape[1] == 16
+    real = [row[row != data.PAD_ID] for row in windows]
+    np.testing.assert_array_equal(np.concatenate(real), ids)
+    starts = np.cumsum([0] + [len(r) for r in real[:-1]])
+    assert all(start == 0 or (start - offset) % 16 == 0 for start in starts)
 
 
 def test_train_order_follows_the_seed(tiny_data_dir):

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+import data
 import evaluate
 import run_dir
 import tiny_text_dataset
@@ -63,6 +64,30 @@ def test_rerun_resumed_from_the_checkpoint(trained_run):
              for r in records)
   assert run_dir.read_checkpoint(
       os.path.join(trained_run, 'model.pkl.gz'))['step'] == 20
+
+
+def test_lowest_loss_is_the_best_evaluation_across_the_restart(trained_run):
+  records = _metrics(trained_run)
+  best = min(records, key=lambda r: r['eval/loss'])
+  with open(os.path.join(trained_run, run_dir.BEST_RECORD)) as f:
+    assert json.load(f) == {'step': best['step'], 'loss': best['eval/loss']}
+  assert run_dir.read_checkpoint(os.path.join(
+      trained_run, run_dir.BEST_CHECKPOINT))['step'] == best['step']
+
+
+def test_resume_with_another_config_keeps_the_old_one(trained_run,
+                                                      tiny_data_dir, tmp_path):
+  run = str(tmp_path / 'run')
+  shutil.copytree(trained_run, run)
+  with open(os.path.join(run, 'config.gin')) as f:
+    old_config = f.read()
+  train.main(['--gin_file', TINY, '--output_dir', run, '--steps', '21',
+              '--gin_param', 'multifactor.constant = 0.0005',
+              *_data_params(tiny_data_dir)])
+  with open(os.path.join(run, 'config_until_step_20.gin')) as f:
+    assert f.read() == old_config
+  with open(os.path.join(run, 'config.gin')) as f:
+    assert 'multifactor.constant = 0.0005' in f.read()
 
 
 def test_rerun_after_the_last_step_trains_nothing(trained_run, tiny_data_dir):
@@ -121,8 +146,16 @@ def test_generate_cli_prints_samples(trained_run):
   result = run_script('evaluate.py', '--output_dir', trained_run,
                       '--generate', '2', '--prompt', 'ROMEO:', '--length', '30')
   assert result.returncode == 0, result.stderr
-  assert result.stdout.count('ROMEO:') == 2
-  assert '--- sample 2 ---' in result.stdout
+  samples = result.stdout.split('--- sample ')[1:]
+  assert [s[:2] for s in samples] == ['1 ', '2 ']
+  for sample in samples:
+    text = sample.split('---\n', 1)[1].rstrip('\n')
+    assert text.startswith('ROMEO:') and len(text) == len('ROMEO:') + 30
+
+
+def test_generation_needs_no_dataset(trained_run):
+  (inputs, _), _ = evaluate.load_run(trained_run, with_data=False)
+  assert inputs is None
 
 
 def _fails_with(capsys, main, argv, *words):
@@ -187,6 +220,60 @@ def test_other_models_checkpoint_is_left_untouched(capsys, trained_run,
       '--gin_file', TINY, '--output_dir', run, '--steps', '30',
       '--gin_param', 'RNNLanguageModel.d_model = 48',
       *_data_params(tiny_data_dir)], 'different model', run)
+  assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize('binding, words', [
+    ("RNNLanguageModel.cell = 'transformer'", ('transformer', 'elman')),
+    ("ElmanRNN.activation = 'swishy'", ('swishy', 'tanh')),
+])
+def test_bad_model_binding_changes_nothing(capsys, tiny_data_dir, tmp_path,
+                                           binding, words):
+  run = str(tmp_path / 'run')
+  _fails_with(capsys, train.main, [
+      '--gin_file', TINY, '--output_dir', run, '--gin_param', binding,
+      *_data_params(tiny_data_dir)], 'model could not be built', *words)
+  assert not os.path.exists(run)
+
+
+def test_missing_required_binding(capsys, tiny_data_dir, tmp_path):
+  config = tmp_path / 'partial.gin'
+  config.write_text('experiment.inputs = @CharLMInputs()\n'
+                    'train_and_evaluate.n_steps = 2\n')
+  _fails_with(capsys, train.main, ['--gin_file', str(config), '--output_dir',
+                                   str(tmp_path / 'run'),
+                                   *_data_params(tiny_data_dir)],
+              'Required bindings', "['model']", 'Add the missing bindings')
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_required_marker_left_unset(capsys, tmp_path):
+  config = tmp_path / 'partial.gin'
+  config.write_text("include 'configs/char_rnn_tiny.gin'\n"
+                    'experiment.model = %gin.REQUIRED\n')
+  err = _fails_with(capsys, train.main, ['--gin_file', str(config),
+                                         '--output_dir', str(tmp_path / 'run')],
+                    'experiment.model', 'REQUIRED')
+  assert '..' not in err
+
+
+@pytest.mark.parametrize('params, words', [
+    (['--gin_param', 'train_and_evaluate.optimizer = @trax.optimizers.SGD'],
+     ('different optimizer',)),
+    ([], ("'other_text'", "'tiny_text'", 'new --output_dir')),
+])
+def test_resume_with_incompatible_config_changes_nothing(
+    capsys, trained_run, tiny_data_dir, tmp_path, params, words):
+  run = str(tmp_path / 'run')
+  shutil.copytree(trained_run, run)
+  if not params:  # The run was trained on another dataset.
+    vocab = data.CharVocab.load(os.path.join(run, run_dir.VOCAB_FILE))
+    data.CharVocab(vocab.chars, 'other_text').save(
+        os.path.join(run, run_dir.VOCAB_FILE))
+  before = _snapshot(run)
+  _fails_with(capsys, train.main, [
+      '--gin_file', TINY, '--output_dir', run, '--steps', '30',
+      *_data_params(tiny_data_dir), *params], run, *words)
   assert _snapshot(run) == before
 
 
