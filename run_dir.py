@@ -50,22 +50,20 @@ def read_checkpoint(path):
     return pickle.load(f)
 
 
-def checkpoint_weight_shapes(path):
-  """Shapes of the flat weights stored beside the checkpoint at `path`."""
-  from trax import layers as tl  # pylint: disable=g-import-not-at-top
-  compresslevel = read_checkpoint(path)['flat_weights']
-  weights = tl.np_from_file(path[:-len('pkl.gz')] + 'weights.npy.gz',
-                            compresslevel=compresslevel)
-  return [tuple(w.shape) for w in weights]
+def checkpoint_shapes(path, arrays):
+  """Shapes of the flat arrays stored beside the checkpoint at `path`.
 
-
-def checkpoint_slot_shapes(path):
-  """Shapes of the flat optimizer slots stored beside the checkpoint at `path`."""
+  Args:
+    path: a trax checkpoint, `NAME.pkl.gz`.
+    arrays: 'weights' (NAME.weights.npy.gz) or 'opt_slots0' (the optimizer
+      slots of the first task, NAME.opt_slots0.npy.gz).
+  """
   from trax import layers as tl  # pylint: disable=g-import-not-at-top
-  compresslevel = read_checkpoint(path)['slots_per_task']
-  slots = tl.np_from_file(path[:-len('pkl.gz')] + 'opt_slots0.npy.gz',
-                          compresslevel=compresslevel)
-  return [tuple(s.shape) for s in slots]
+  # trax stores each file's compression level in the pickle, under these keys.
+  key = {'weights': 'flat_weights', 'opt_slots0': 'slots_per_task'}[arrays]
+  stored = tl.np_from_file(f'{path[:-len("pkl.gz")]}{arrays}.npy.gz',
+                           compresslevel=read_checkpoint(path)[key])
+  return [tuple(a.shape) for a in stored]
 
 
 def planned_shapes(model, optimizer, input_signature):
@@ -94,8 +92,8 @@ def check_resumable(output_dir, model, optimizer, input_signature):
     return 0
   weights, slots = planned_shapes(model, optimizer, input_signature)
   for what, saved, wanted in (
-      ('model', checkpoint_weight_shapes(path), weights),
-      ('optimizer', checkpoint_slot_shapes(path), slots)):
+      ('model', checkpoint_shapes(path, 'weights'), weights),
+      ('optimizer', checkpoint_shapes(path, 'opt_slots0'), slots)):
     if saved != wanted:
       raise UsageError(
           f'{output_dir} holds a checkpoint of a different {what} '

@@ -291,3 +291,14 @@ def test_evaluate_without_checkpoint(capsys, trained_run, tmp_path):
 def test_evaluate_unknown_split(capsys, trained_run):
   _fails_with(capsys, evaluate.main, ['--output_dir', trained_run,
                                       '--split', 'dev'], "'dev'", 'validation')
+
+
+@pytest.mark.parametrize('temperature', [0.0, 1.0])
+def test_sampling_never_draws_padding_or_unknown(temperature):
+  import jax  # pylint: disable=g-import-not-at-top
+  log_probs = np.log(np.array([[0.90, 0.09, 0.006, 0.004]] * 500, np.float32))
+  drawn = np.asarray(evaluate._sample(jax.numpy.asarray(log_probs),
+                                      temperature, jax.random.PRNGKey(0)))
+  assert set(drawn) <= {2, 3}
+  if temperature:  # 0.006 : 0.004 between the two characters
+    assert 0.5 < np.mean(drawn == 2) < 0.7
