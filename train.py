@@ -4,6 +4,8 @@
         --output_dir runs/char_rnn [--gin_param 'RNNLanguageModel.cell = "gru"']
 
 Re-running with the same --output_dir resumes from its latest checkpoint.
+SIGTERM or SIGINT (Ctrl-C) stops training after the current step, writes a
+checkpoint and exits with status 75; rerun the same command to go on.
 The run directory receives: checkpoints (model.*, and lowest_loss.* for the
 best evaluation loss), config.gin (the operative config), vocab.json,
 metrics.jsonl (one JSON record per evaluation) and TensorBoard summaries
@@ -12,7 +14,9 @@ metrics.jsonl (one JSON record per evaluation) and TensorBoard summaries
 
 import argparse
 import collections
+import contextlib
 import os
+import signal
 import sys
 import time
 
@@ -29,6 +33,10 @@ from trax import shapes
 from trax.supervised import lr_schedules
 from trax.supervised import training
 
+
+# Exit status after SIGTERM/SIGINT: stopped cleanly with a checkpoint, worth
+# rerunning (EX_TEMPFAIL in sysexits.h). Errors in the config exit with 2.
+EXIT_INTERRUPTED = 75
 
 Experiment = collections.namedtuple('Experiment', ['inputs', 'model'])
 
@@ -90,10 +98,44 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
   if loop.step:
     print(f'Resuming {output_dir} from its checkpoint at step {loop.step}.')
   with tqdm(total=n_steps, initial=loop.step, unit='step',
-            dynamic_ncols=True, mininterval=1.0) as bar:
-    loop.progress_bar = bar
-    loop.run(remaining)
+            dynamic_ncols=True, mininterval=1.0) as bar, \
+       _stop_requests() as signals:
+    loop.progress_bar, loop.stop_signals = bar, signals
+    try:
+      loop.run(remaining)
+    except Interrupted:
+      loop.save_checkpoint('model')  # A second signal cannot cut this short.
+      raise
   return loop
+
+
+class Interrupted(Exception):
+  """Training stopped by SIGTERM or SIGINT after a step; rerun to resume."""
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """Turns SIGTERM and SIGINT into a stop request, honoured after the step.
+
+  Yields the list of signals received; the loop stops once it is non-empty.
+  Further signals while stopping are only recorded, so they cannot interrupt
+  the checkpoint being written.
+  """
+  received = []
+
+  def request_stop(signum, unused_frame):
+    if not received:
+      print(f'\n{signal.Signals(signum).name} received: finishing this step '
+            f'and saving a checkpoint.', file=sys.stderr)
+    received.append(signum)
+
+  stop_signals = (signal.SIGTERM, signal.SIGINT)
+  previous = {s: signal.signal(s, request_stop) for s in stop_signals}
+  try:
+    yield received
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
 
 
 def _build_models(model, vocab_size):
@@ -159,6 +201,7 @@ class ReportingLoop(training.Loop):
   """
 
   progress_bar = None
+  stop_signals = ()
 
   def _run_one_step(self, task_index, task_changed):
     loss, stats = super()._run_one_step(task_index, task_changed)
@@ -166,6 +209,8 @@ class ReportingLoop(training.Loop):
       self.progress_bar.update(1)
       if self.step % 10 == 0:
         self.progress_bar.set_postfix(loss=f'{float(loss):.4f}', refresh=False)
+    if self.stop_signals:
+      raise Interrupted()
     return loss, stats
 
   def run_evals(self, summary_writers=None):
@@ -222,6 +267,12 @@ def main(argv=None):
       train_and_evaluate(args.output_dir)
   except UsageError as e:
     exit_with(e, 'train.py')
+  except Interrupted:
+    step = run_dir.read_checkpoint(
+        os.path.join(args.output_dir, run_dir.LATEST_CHECKPOINT))['step']
+    print(f'Stopped at step {step}; the checkpoint in {args.output_dir} holds '
+          f'it. Run the same command again to resume.', file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,60 @@
+"""SIGTERM and SIGINT stop train.py cleanly, with a checkpoint to resume from."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import run_dir
+import train
+from conftest import REPO_ROOT, run_script
+
+
+def _start_training(tiny_data_dir, output_dir, steps):
+  return subprocess.Popen(
+      [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
+       '--gin_file', 'configs/char_rnn_tiny.gin', '--output_dir', output_dir,
+       '--steps', str(steps),
+       '--gin_param', "CharLMInputs.dataset = 'tiny_text'",
+       '--gin_param', f"CharLMInputs.data_dir = '{tiny_data_dir}'",
+       '--gin_param', 'CharLMInputs.download = False'],
+      cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, process, timeout=300):
+  deadline = time.time() + timeout
+  while not os.path.exists(path):
+    assert process.poll() is None, process.communicate()
+    assert time.time() < deadline, f'{path} never appeared'
+    time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signals', [[signal.SIGTERM],
+                                     [signal.SIGINT, signal.SIGINT]])
+def test_signal_stops_after_a_step_with_a_checkpoint(tiny_data_dir, tmp_path,
+                                                     signals):
+  output_dir = str(tmp_path / 'run')
+  process = _start_training(tiny_data_dir, output_dir, steps=1_000_000)
+  _wait_for(os.path.join(output_dir, run_dir.METRICS_FILE), process)
+  for signum in signals:  # a second signal arrives while stopping
+    process.send_signal(signum)
+  _, err = process.communicate(timeout=120)
+  assert process.returncode == train.EXIT_INTERRUPTED, err
+  assert signal.Signals(signals[0]).name in err and 'Traceback' not in err
+  step = run_dir.read_checkpoint(
+      os.path.join(output_dir, run_dir.LATEST_CHECKPOINT))['step']
+  assert f'Stopped at step {step};' in err
+  assert step >= 10
+
+  resumed = run_script('train.py', '--gin_file', 'configs/char_rnn_tiny.gin',
+                       '--output_dir', output_dir, '--steps', str(step + 3),
+                       '--gin_param', "CharLMInputs.dataset = 'tiny_text'",
+                       '--gin_param', f"CharLMInputs.data_dir = '{tiny_data_dir}'")
+  assert resumed.returncode == 0, resumed.stderr
+  assert f'from its checkpoint at step {step}' in resumed.stdout
+  assert run_dir.read_checkpoint(os.path.join(
+      output_dir, run_dir.LATEST_CHECKPOINT))['step'] == step + 3
