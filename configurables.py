@@ -7,11 +7,15 @@ optimizers and learning-rate schedules (`@trax.optimizers.Adam`,
 """
 
 import contextlib
+import difflib
+import inspect
 import os
+import re
 
 import gin
 
 import trax_compat  # noqa: F401  (must precede the first trax import)
+import checkpoints
 import data
 import models
 from errors import UsageError
@@ -21,6 +25,11 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 gin.external_configurable(models.RNNLanguageModel, module='models')
 gin.external_configurable(models.StackedElmanRNN, module='models')
 gin.external_configurable(data.CharLMInputs, module='data')
+# train.py and evaluate.py open checkpoints through this, so that
+# `Checkpoints.keep_last = 5` reaches both.
+Checkpoints = gin.external_configurable(
+    checkpoints.Checkpoints, module='checkpoints',
+    denylist=['output_dir', 'read_only'])
 
 # Models build their recurrent layers through models.rnn.CELLS; routing the
 # 'elman' entry through the gin-wrapped class makes bindings such as
@@ -38,6 +47,7 @@ def parse(gin_files, gin_params=()):
   directory first and then in the repository root, so
   `include 'configs/x.gin'` works from anywhere.
   """
+  gin.clear_config()  # The config is these files and bindings, nothing before.
   gin.add_config_file_search_path(REPO_ROOT)
   for path in gin_files:
     if not (os.path.exists(path) or
@@ -51,10 +61,42 @@ def parse(gin_files, gin_params=()):
          for p in gin_files], list(gin_params))
   except (ValueError, KeyError, IOError, SyntaxError) as e:
     raise UsageError(
-        f'The gin config could not be parsed: {_first_line(e)}. Check the '
-        f'spelling of configurable and parameter names in your --gin_file '
-        f'and --gin_param values (for example '
-        f'--gin_param "RNNLanguageModel.d_model = 256").') from None
+        f'The gin config could not be parsed: {_first_line(e)}.'
+        f'{_closest_names(str(e))} Check the spelling of configurable and '
+        f'parameter names in your --gin_file and --gin_param values (for '
+        f'example --gin_param "RNNLanguageModel.d_model = 256").') from None
+
+
+def _closest_names(message):
+  """' Did you mean ...?' for gin's unknown-configurable or -parameter error."""
+  # gin has no public listing of what is registered; its registry it is.
+  registry = gin.config._REGISTRY  # pylint: disable=protected-access
+  unknown = re.search(r"No configurable matching '([^']+)'", message)
+  param = re.search(r"Configurable '([^']+)' doesn't have a parameter named "
+                    r"'([^']+)'", message)
+  if unknown:
+    name, known = unknown.group(1), {c.name for _, c in registry.items()}
+  elif param:
+    configurable = registry.get_match(param.group(1))
+    name = param.group(2)
+    known = set(inspect.signature(configurable.wrapped).parameters) - set(
+        configurable.denylist or ())
+  else:
+    return ''
+  close = difflib.get_close_matches(name.split('.')[-1], sorted(known), n=3)
+  return f' Did you mean {" or ".join(map(repr, close))}?' if close else ''
+
+
+def config_text():
+  """The parsed config, as checkpoints record it to detect a changed config.
+
+  It is every binding given, known before anything runs (the operative
+  config is known only once training has started). The number of steps is
+  left out: it says when to stop, not how to train, so extending a run
+  with --steps is not a change.
+  """
+  return '\n'.join(line for line in gin.config_str().splitlines()
+                   if not re.match(r'train_and_evaluate\.n_steps\s*=', line))
 
 
 @contextlib.contextmanager

@@ -4,7 +4,8 @@
     python evaluate.py --output_dir runs/char_rnn_shakespeare \
         --generate 3 --prompt 'ROMEO:' --length 300 --temperature 0.8
 
-The model is rebuilt from the run's config.gin and vocab.json. Evaluation
+The model is rebuilt from the run's config.gin and vocab.json, and its
+weights come from a committed checkpoint (checksums checked). Evaluation
 makes one full pass over the split and writes DIR/eval_SPLIT.json with the
 loss (nats per character), accuracy, perplexity and bits per character.
 """
@@ -17,6 +18,7 @@ import sys
 
 import gin
 
+import checkpoints
 import configurables
 import run_dir
 import train
@@ -26,6 +28,7 @@ import jax
 from jax import numpy as jnp
 import numpy as np
 from tqdm import tqdm
+from trax import layers as tl
 from trax import shapes
 
 from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID
@@ -52,11 +55,58 @@ def load_run(output_dir, with_data=True):
   return train.experiment(), CharVocab.load(vocab)
 
 
-def load_model(model_fn, vocab, checkpoint, mode, input_signature):
-  """Builds the model in `mode` and loads the checkpoint's weights into it."""
+def load_checkpoint(output_dir, which='best'):
+  """Reads a committed checkpoint of the run, checking its checksums.
+
+  Args:
+    output_dir: the run directory.
+    which: 'best' (the best evaluated one, else the newest), 'latest', or a
+      step number.
+
+  Returns:
+    The checkpoint's `checkpoints.TrainingState`.
+
+  Raises:
+    UsageError: there is no such checkpoint, or it is damaged.
+  """
+  run_dir.check_not_legacy(output_dir)
+  saved = configurables.Checkpoints(output_dir, read_only=True)
+  steps = saved.steps() if os.path.isdir(saved.directory) else []
+  if not steps:
+    raise UsageError(f'{output_dir} holds no committed checkpoint yet. Point '
+                     f'--output_dir at a directory train.py has trained in '
+                     f'(its first checkpoint comes after checkpoint_every '
+                     f'steps).')
+  step = _resolve_step(which, steps, saved)
+  try:
+    return saved.restore(step)
+  except checkpoints.DamagedCheckpoint as e:
+    if step not in saved.steps():  # pruned by a training run meanwhile
+      return load_checkpoint(output_dir, which)
+    raise UsageError(f'Checkpoint {step} in {output_dir} is damaged: {e}. '
+                     f'Choose another with --checkpoint (committed: '
+                     f'{", ".join(map(str, steps))}).') from None
+
+
+def _resolve_step(which, steps, saved):
+  if which == 'best':
+    best = saved.best_step()
+    return steps[-1] if best is None else best
+  if which == 'latest':
+    return steps[-1]
+  if str(which).isdigit() and int(which) in steps:
+    return int(which)
+  raise UsageError(f'--checkpoint {which!r} is not one of best, latest or a '
+                   f'committed step ({", ".join(map(str, steps))}).')
+
+
+def load_model(model_fn, vocab, state, mode, input_signature):
+  """Builds the model in `mode` with the weights of checkpoint `state`."""
   model = model_fn(vocab_size=vocab.size, mode=mode)
-  model.init_from_file(checkpoint, weights_only=True,
-                       input_signature=input_signature)
+  model.init(input_signature)
+  signature = model.weights_and_state_signature(input_signature)
+  model.weights, _ = tl.unflatten_weights_and_state(
+      [jnp.asarray(w) for w in state.weights], (), signature, weights_only=True)
   return model
 
 
@@ -70,14 +120,14 @@ def batch_sums(model):
   return jax.jit(sums)
 
 
-def evaluate(output_dir, split=None, checkpoint=None):
+def evaluate(output_dir, split=None, checkpoint='best'):
   """One full pass over `split`; returns the metrics and writes eval_SPLIT.json."""
   (inputs, model_fn), vocab = load_run(output_dir)
-  checkpoint = run_dir.find_checkpoint(output_dir, checkpoint)
+  state = load_checkpoint(output_dir, checkpoint)
   split = split or inputs.eval_split
   batches = inputs.eval_batches(vocab, split)
   signature = shapes.ShapeDtype((inputs.batch_size, inputs.seq_len), np.int32)
-  model = load_model(model_fn, vocab, checkpoint, 'eval', signature)
+  model = load_model(model_fn, vocab, state, 'eval', signature)
   sums = batch_sums(model)
   total = np.zeros(3)
   for x, y, w in tqdm(batches, desc=f'evaluating {split}', unit='batch'):
@@ -88,8 +138,7 @@ def evaluate(output_dir, split=None, checkpoint=None):
                      f'evaluate. Choose another --split.')
   loss = nll / n_chars
   metrics = {
-      'split': split, 'checkpoint': checkpoint,
-      'step': int(run_dir.read_checkpoint(checkpoint)['step']),
+      'split': split, 'step': state.step,
       'loss': loss, 'accuracy': correct / n_chars,
       'perplexity': math.exp(loss), 'bits_per_char': loss / math.log(2),
       'n_chars': int(n_chars),
@@ -105,7 +154,7 @@ def _write_json(path, record):
 
 
 def generate(output_dir, n_samples=1, prompt='', length=200, temperature=1.0,
-             checkpoint=None, seed=0):
+             checkpoint='best', seed=0):
   """Samples `n_samples` continuations of `prompt`, one character at a time.
 
   The model runs in predict mode: the prompt is fed once, then each sampled
@@ -116,9 +165,9 @@ def generate(output_dir, n_samples=1, prompt='', length=200, temperature=1.0,
     A list of `n_samples` strings, each the prompt and its continuation.
   """
   (_, model_fn), vocab = load_run(output_dir, with_data=False)
-  checkpoint = run_dir.find_checkpoint(output_dir, checkpoint)
+  state = load_checkpoint(output_dir, checkpoint)
   signature = shapes.ShapeDtype((n_samples, 1), np.int32)
-  model = load_model(model_fn, vocab, checkpoint, 'predict', signature)
+  model = load_model(model_fn, vocab, state, 'predict', signature)
   step = jax.jit(lambda tokens, weights, state: model.pure_fn(
       tokens, weights, state, jax.random.PRNGKey(0)))
   # In predict mode the model does not shift its input: it is fed the
@@ -155,8 +204,9 @@ def parse_args(argv):
                       help='run directory written by train.py.')
   parser.add_argument('--split', help='split to evaluate (default: the '
                       'eval split of the run\'s config, e.g. validation).')
-  parser.add_argument('--checkpoint', help='checkpoint .pkl.gz to load '
-                      '(default: lowest_loss, else the latest).')
+  parser.add_argument('--checkpoint', default='best',
+                      help='best (the best evaluated; the default), latest, '
+                           'or a step number.')
   parser.add_argument('--generate', type=int, metavar='N',
                       help='sample N texts instead of evaluating.')
   parser.add_argument('--prompt', default='', help='text the samples continue.')

@@ -1,29 +1,26 @@
 """What a run directory holds, and the checks made before using one.
 
-A run directory (train.py's --output_dir) holds trax checkpoints
-(`model.pkl.gz` with `model.weights.npy.gz` and `model.opt_slots0.npy.gz`,
-and `lowest_loss.*` for the best evaluation loss, with `lowest_loss.json`
-naming its step and loss), `config.gin`, `vocab.json`, `metrics.jsonl` and
-TensorBoard summaries.
+A run directory (train.py's --output_dir) holds `checkpoints/` (see
+checkpoints.py), `config.gin`, `vocab.json`, `metrics.jsonl` and
+TensorBoard summaries (`train/`, `eval/`).
 """
 
-import gzip
+import difflib
 import json
 import os
-import pickle
+import tempfile
 
 import gin
 import numpy as np
 
+import checkpoints
 from data.vocab import CharVocab
 from errors import UsageError
 
 CONFIG_FILE = 'config.gin'
 VOCAB_FILE = 'vocab.json'
 METRICS_FILE = 'metrics.jsonl'
-LATEST_CHECKPOINT = 'model.pkl.gz'
-BEST_CHECKPOINT = 'lowest_loss.pkl.gz'
-BEST_RECORD = 'lowest_loss.json'  # step and eval loss of BEST_CHECKPOINT
+LEGACY_CHECKPOINT = 'model.pkl.gz'  # trax's own format, used by earlier versions
 
 
 def load_vocab(output_dir, dataset):
@@ -44,26 +41,65 @@ def load_vocab(output_dir, dataset):
   return vocab
 
 
-def read_checkpoint(path):
-  """Returns the trax checkpoint dictionary at `path` (a .pkl.gz file)."""
-  with gzip.open(path, 'rb') as f:
-    return pickle.load(f)
+def check_not_legacy(output_dir):
+  """Refuses a run directory whose checkpoint is in trax's own format."""
+  if os.path.exists(os.path.join(output_dir, LEGACY_CHECKPOINT)):
+    raise UsageError(
+        f'{output_dir} holds a checkpoint in trax\'s own format '
+        f'({LEGACY_CHECKPOINT}), written by an earlier version of this '
+        f'toolkit; this one keeps all state in {checkpoints.SUBDIR}/ and '
+        f'neither resumes nor evaluates the old format. Train again in a new '
+        f'--output_dir.')
 
 
-def checkpoint_shapes(path, arrays):
-  """Shapes of the flat arrays stored beside the checkpoint at `path`.
+def check_writable(output_dir):
+  """Raises UsageError unless output_dir (or its nearest parent) takes files."""
+  target = os.path.abspath(output_dir)
+  while not os.path.exists(target):
+    target = os.path.dirname(target)
+  if not os.path.isdir(target):
+    raise UsageError(f'--output_dir {output_dir} cannot be created: {target} '
+                     f'is a file, not a directory. Choose another --output_dir.')
+  try:
+    with tempfile.TemporaryFile(dir=target):
+      pass
+  except OSError as e:
+    raise UsageError(f'Cannot write to {target} ({e.strerror}), so '
+                     f'--output_dir {output_dir} cannot hold the run. Choose '
+                     f'a writable --output_dir.') from None
 
-  Args:
-    path: a trax checkpoint, `NAME.pkl.gz`.
-    arrays: 'weights' (NAME.weights.npy.gz) or 'opt_slots0' (the optimizer
-      slots of the first task, NAME.opt_slots0.npy.gz).
-  """
-  from trax import layers as tl  # pylint: disable=g-import-not-at-top
-  # trax stores each file's compression level in the pickle, under these keys.
-  key = {'weights': 'flat_weights', 'opt_slots0': 'slots_per_task'}[arrays]
-  stored = tl.np_from_file(f'{path[:-len("pkl.gz")]}{arrays}.npy.gz',
-                           compresslevel=read_checkpoint(path)[key])
-  return [tuple(a.shape) for a in stored]
+
+def check_config(output_dir, restored, config, allow_change):
+  """Refuses to resume with a config other than the checkpoint's, unless allowed."""
+  if restored.config == config or allow_change:
+    return
+  changed = [line for line in difflib.unified_diff(
+      restored.config.splitlines(), config.splitlines(), lineterm='', n=0)
+             if line[:1] in '+-' and line[:3] not in ('+++', '---')]
+  shown = '; '.join(f'{"checkpoint" if line[0] == "-" else "yours"}: '
+                    f'`{line[1:]}`' for line in changed[:6])
+  more = f' and {len(changed) - 6} more' if len(changed) > 6 else ''
+  raise UsageError(
+      f'The config differs from the one the checkpoint at step '
+      f'{restored.step} in {output_dir} was trained with ({shown}{more}). '
+      f'Nothing was changed. Rerun with the '
+      f'original config, pass --allow_config_change to go on with this one, '
+      f'or use a new --output_dir.')
+
+
+def check_shapes(output_dir, restored, model, optimizer, input_signature):
+  """Raises UsageError if the checkpoint's arrays don't fit model/optimizer."""
+  weights, slots = planned_shapes(model, optimizer, input_signature)
+  for what, saved, wanted in (
+      ('model', [a.shape for a in restored.weights], weights),
+      ('optimizer', [a.shape for a in restored.slots], slots)):
+    if [tuple(s) for s in saved] != wanted:
+      raise UsageError(
+          f'{output_dir} holds a checkpoint of a different {what} '
+          f'({len(saved)} arrays, e.g. {saved[:3]}; this config builds '
+          f'{len(wanted)}, e.g. {wanted[:3]}). Nothing was changed there. Use '
+          f'a new --output_dir for this config, or the config that trained '
+          f'that run ({os.path.join(output_dir, CONFIG_FILE)}).')
 
 
 def planned_shapes(model, optimizer, input_signature):
@@ -72,36 +108,11 @@ def planned_shapes(model, optimizer, input_signature):
   weights, _ = model.weights_and_state_signature(input_signature)
   zeros = fastmath.nested_map(lambda w: np.zeros(w.shape, w.dtype), weights)
   slots, _ = optimizer.tree_init(zeros)
-  # Like trax's checkpoint writer, leave out the empty slots of weightless layers.
+  # Like the checkpoint writer, leave out the empty slots of weightless layers.
   flat_slots = [s for s in fastmath.tree_flatten(slots)
                 if not (s is None or (isinstance(s, tuple) and not s))]
   return ([tuple(w.shape) for w in fastmath.tree_flatten(zeros)],
           [tuple(np.shape(s)) for s in flat_slots])
-
-
-def check_resumable(output_dir, model, optimizer, input_signature):
-  """Returns the step of the checkpoint in `output_dir` (0 if none).
-
-  Raises:
-    UsageError: the checkpoint there was written by a model or optimizer of
-      another shape, so resuming would fail (and training on would
-      overwrite it).
-  """
-  path = os.path.join(output_dir, LATEST_CHECKPOINT)
-  if not os.path.exists(path):
-    return 0
-  weights, slots = planned_shapes(model, optimizer, input_signature)
-  for what, saved, wanted in (
-      ('model', checkpoint_shapes(path, 'weights'), weights),
-      ('optimizer', checkpoint_shapes(path, 'opt_slots0'), slots)):
-    if saved != wanted:
-      raise UsageError(
-          f'{output_dir} holds a checkpoint of a different {what} '
-          f'({len(saved)} arrays, e.g. {saved[:3]}; this config builds '
-          f'{len(wanted)}, e.g. {wanted[:3]}). Nothing was changed there. Use '
-          f'a new --output_dir for this config, or the config that trained '
-          f'that run ({os.path.join(output_dir, CONFIG_FILE)}).')
-  return int(read_checkpoint(path)['step'])
 
 
 def save_operative_config(output_dir, step):
@@ -130,47 +141,34 @@ def _write_text(path, text):
   os.replace(path + '.tmp', path)
 
 
-def read_best(output_dir):
-  """The {'step', 'loss'} record of the lowest_loss checkpoint, or None."""
-  path = os.path.join(output_dir, BEST_RECORD)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def write_best(output_dir, step, loss):
-  _write_text(os.path.join(output_dir, BEST_RECORD),
-              json.dumps({'step': step, 'loss': loss}))
-
-
 def append_metrics(output_dir, record):
   """Appends one JSON record to metrics.jsonl."""
   with open(os.path.join(output_dir, METRICS_FILE), 'a') as f:
     f.write(json.dumps(record, default=_to_builtin) + '\n')
 
 
+def truncate_metrics(output_dir, step):
+  """Drops metrics.jsonl records after `step`, those of work not checkpointed.
+
+  A run killed after an evaluation but before the next checkpoint repeats
+  those steps when resumed; without this they would be recorded twice.
+  """
+  path = os.path.join(output_dir, METRICS_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = [line for line in lines if _is_record_until(line, step)]
+  if len(kept) != len(lines):
+    _write_text(path, ''.join(kept))
+
+
+def _is_record_until(line, step):
+  try:
+    return json.loads(line)['step'] <= step
+  except (ValueError, KeyError, TypeError):
+    return False  # a line cut short by a crash
+
+
 def _to_builtin(value):
   return np.asarray(value).tolist()
-
-
-def find_checkpoint(output_dir, checkpoint=None):
-  """Resolves which checkpoint to evaluate: given, else best, else latest.
-
-  Raises:
-    UsageError: `output_dir` is not a run directory or has no checkpoint.
-  """
-  if checkpoint:
-    path = checkpoint if checkpoint.endswith('.pkl.gz') else checkpoint + '.pkl.gz'
-    if not os.path.exists(path):
-      raise UsageError(f'Checkpoint {checkpoint!r} does not exist. Pass the '
-                       f'path of a .pkl.gz file written by train.py, e.g. '
-                       f'{os.path.join(output_dir, BEST_CHECKPOINT)}.')
-    return path
-  for name in (BEST_CHECKPOINT, LATEST_CHECKPOINT):
-    path = os.path.join(output_dir, name)
-    if os.path.exists(path):
-      return path
-  raise UsageError(f'{output_dir} holds no checkpoint ({LATEST_CHECKPOINT} or '
-                   f'{BEST_CHECKPOINT}). Point --output_dir at a directory '
-                   f'that train.py has trained in, or train one first.')

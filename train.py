@@ -3,42 +3,64 @@
     python train.py --gin_file configs/char_rnn_shakespeare.gin \
         --output_dir runs/char_rnn [--gin_param 'RNNLanguageModel.cell = "gru"']
 
-Re-running with the same --output_dir resumes from its latest checkpoint.
-SIGTERM or SIGINT (Ctrl-C) stops training after the current step, writes a
-checkpoint and exits with status 75; rerun the same command to go on.
-The run directory receives: checkpoints (model.*, and lowest_loss.* for the
-best evaluation loss), config.gin (the operative config), vocab.json,
+Re-running with the same --output_dir resumes exactly where the newest
+intact checkpoint left off. SIGTERM or SIGINT (Ctrl-C) stops training after
+the current step, writes a checkpoint and exits with status 75; rerun the
+same command to go on. The run directory receives checkpoints/ (see
+checkpoints.py), config.gin (the operative config), vocab.json,
 metrics.jsonl (one JSON record per evaluation) and TensorBoard summaries
 (train/, eval/).
+
+Exit status: 0 trained, 2 bad config or input (nothing was changed),
+3 training diverged (non-finite loss; the checkpoints are kept),
+75 interrupted by a signal (resume by rerunning).
 """
 
 import argparse
 import collections
 import contextlib
+import errno
+import math
 import os
 import signal
 import sys
 import time
 
 import gin
+import jax
+from jax import numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+import checkpoints
 import configurables
 import run_dir
 from errors import UsageError, exit_with
+from trax import fastmath
 from trax import layers as tl
 from trax import optimizers
 from trax import shapes
+from trax.supervised import history as trax_history
 from trax.supervised import lr_schedules
 from trax.supervised import training
 
-
-# Exit status after SIGTERM/SIGINT: stopped cleanly with a checkpoint, worth
-# rerunning (EX_TEMPFAIL in sysexits.h). Errors in the config exit with 2.
+EXIT_DIVERGED = 3
+_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS,
+                      errno.EACCES, errno.EPERM)
+# Stopped cleanly by a signal, with a checkpoint: worth rerunning
+# (EX_TEMPFAIL in sysexits.h).
 EXIT_INTERRUPTED = 75
+NONFINITE_POLICIES = ('stop', 'skip_step', 'raise')
+# Under on_nonfinite = 'skip_step', this many non-finite steps in a row
+# mean the weights themselves have gone bad; skipping more would only spin.
+MAX_SKIPPED_IN_A_ROW = 20
 
 Experiment = collections.namedtuple('Experiment', ['inputs', 'model'])
+
+# What a run needs, built and checked against output_dir before it is touched.
+Plan = collections.namedtuple('Plan', [
+    'inputs', 'vocab', 'vocab_is_new', 'train_model', 'eval_model',
+    'optimizer', 'restored', 'damaged', 'eval_batches', 'config'])
 
 
 @gin.configurable
@@ -52,16 +74,18 @@ def experiment(inputs=gin.REQUIRED, model=gin.REQUIRED):
   return Experiment(inputs, model)
 
 
-@gin.configurable(denylist=['output_dir'])
+@gin.configurable(denylist=['output_dir', 'allow_config_change',
+                            'from_scratch'])
 def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
                        optimizer=optimizers.Adam,
                        lr_schedule=lr_schedules.constant(1e-3),
                        eval_every=500, checkpoint_every=None,
-                       n_eval_batches=None, seed=0):
+                       n_eval_batches=None, seed=0, on_nonfinite='stop',
+                       allow_config_change=False, from_scratch=False):
   """Trains the `experiment` for `n_steps` steps in total, evaluating as it goes.
 
   Args:
-    output_dir: the run directory; an existing checkpoint there is resumed.
+    output_dir: the run directory; its newest intact checkpoint is resumed.
     n_steps: total training steps (a resumed run trains only the rest).
     optimizer: trax optimizer class.
     lr_schedule: function step -> learning rate.
@@ -69,48 +93,145 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
     checkpoint_every: steps between checkpoints; default `eval_every`.
     n_eval_batches: batches per evaluation; default, the whole eval split.
     seed: seed of weight initialisation, dropout and data order.
+    on_nonfinite: what a step with a non-finite loss, weight or optimizer
+      slot does: 'stop' (raise Diverged; nothing after it is saved),
+      'skip_step' (drop that update and go on) or 'raise' (FloatingPointError).
+    allow_config_change: resume even if the config differs from the one the
+      checkpoint was trained with.
+    from_scratch: start at step 0 when every checkpoint is damaged.
 
   Returns:
-    The trax `training.Loop`, after training.
+    The trax `training.Loop` after training, or None if there was nothing
+    left to train.
   """
-  inputs, model = experiment()
-  saved_vocab = run_dir.load_vocab(output_dir, inputs.dataset)
-  vocab = saved_vocab or inputs.build_vocab()
-  train_model, eval_model = _build_models(model, vocab.size)
-  opt = optimizer()
-  start_step = run_dir.check_resumable(output_dir, train_model, opt,
-                                       _signature(inputs))
-  eval_batches = _eval_batches(inputs, vocab, n_eval_batches)
-  # Every check has passed: only now may the run directory change.
-  os.makedirs(output_dir, exist_ok=True)
-  if saved_vocab is None:
-    vocab.save(os.path.join(output_dir, run_dir.VOCAB_FILE))
-  loop = _make_loop(output_dir, inputs, vocab, train_model, eval_model, opt,
-                    lr_schedule, n_steps, eval_every,
-                    checkpoint_every or eval_every, eval_batches, seed,
-                    start_step)
-  remaining = n_steps - loop.step
-  if remaining <= 0:
-    print(f'{output_dir} is already trained to step {loop.step} '
+  _check_settings(n_steps=n_steps, eval_every=eval_every, seed=seed,
+                  checkpoint_every=checkpoint_every,
+                  n_eval_batches=n_eval_batches, lr_schedule=lr_schedule,
+                  on_nonfinite=on_nonfinite)
+  plan = _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
+               from_scratch)
+  start = plan.restored.step if plan.restored else 0
+  if start >= n_steps:
+    print(f'{output_dir} is already trained to step {start} '
           f'(n_steps = {n_steps}); nothing to do.')
-    return loop
-  run_dir.save_operative_config(output_dir, loop.step)
-  if loop.step:
-    print(f'Resuming {output_dir} from its checkpoint at step {loop.step}.')
-  with tqdm(total=n_steps, initial=loop.step, unit='step',
-            dynamic_ncols=True, mininterval=1.0) as bar, \
-       _stop_requests() as signals:
+    return None
+  # Every check has passed: only now may the run directory change.
+  saver = _prepare_run_dir(output_dir, plan, start)
+  loop = _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
+                    checkpoint_every or eval_every, seed, on_nonfinite)
+  run_dir.save_operative_config(output_dir, start)
+  if start:
+    print(f'Resuming {output_dir} from its checkpoint at step {start}.')
+  with tqdm(total=n_steps, initial=start, unit='step', dynamic_ncols=True,
+            mininterval=1.0) as bar, _stop_requests() as signals:
     loop.progress_bar, loop.stop_signals = bar, signals
     try:
-      loop.run(remaining)
+      loop.run(n_steps - start)
     except Interrupted:
-      loop.save_checkpoint('model')  # A second signal cannot cut this short.
+      loop.save_now()  # A second signal cannot cut this short.
       raise
+    finally:
+      saver.wait()
   return loop
+
+
+def _check_settings(**settings):
+  """Raises one UsageError naming every bad train_and_evaluate value."""
+  minimum = {'n_steps': 1, 'eval_every': 1, 'checkpoint_every': 1,
+             'n_eval_batches': 1, 'seed': 0}
+  problems = [f'{name} must be an integer >= {low} (got {settings[name]!r})'
+              for name, low in minimum.items()
+              if not (settings[name] is None and name in
+                      ('checkpoint_every', 'n_eval_batches'))
+              and not (_is_int(settings[name]) and settings[name] >= low)]
+  if settings['on_nonfinite'] not in NONFINITE_POLICIES:
+    problems.append(f'on_nonfinite must be one of {NONFINITE_POLICIES} (got '
+                    f'{settings["on_nonfinite"]!r})')
+  if not callable(settings['lr_schedule']):
+    problems.append('lr_schedule must be a function of the step, e.g. '
+                    '@multifactor()')
+  if problems:
+    raise UsageError(f'Bad train_and_evaluate settings: {"; ".join(problems)}. '
+                     f'Fix these bindings in your gin config.')
+
+
+def _is_int(value):
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
+          from_scratch):
+  """Builds what the run needs and checks it against output_dir, writing nothing."""
+  inputs, model = experiment()
+  run_dir.check_writable(output_dir)
+  config = configurables.config_text()
+  restored, damaged = _newest_intact_checkpoint(output_dir, from_scratch)
+  if restored:
+    run_dir.check_config(output_dir, restored, config, allow_config_change)
+  saved_vocab = run_dir.load_vocab(output_dir, inputs.dataset)
+  vocab = saved_vocab or inputs.build_vocab()
+  train_model, eval_model = _build_models(model, vocab.size,
+                                          _signature(inputs))
+  opt = _build_optimizer(optimizer)
+  if restored:
+    run_dir.check_shapes(output_dir, restored, train_model, opt,
+                         _signature(inputs))
+  eval_batches = _eval_batches(inputs, vocab, n_eval_batches)
+  return Plan(inputs, vocab, saved_vocab is None, train_model, eval_model, opt,
+              restored, damaged, eval_batches, config)
+
+
+def _newest_intact_checkpoint(output_dir, from_scratch):
+  """(TrainingState or None, [(step, reason)] of the damaged newer ones)."""
+  run_dir.check_not_legacy(output_dir)
+  saved = configurables.Checkpoints(output_dir, read_only=True)  # checks bindings
+  if not os.path.isdir(saved.directory):
+    return None, []
+  restored, damaged = saved.restore_newest_good()
+  listing = '; '.join(f'step {step}: {reason}' for step, reason in damaged)
+  if restored is None and damaged and not from_scratch:
+    raise UsageError(
+        f'No checkpoint in {output_dir} can be loaded ({listing}). Nothing '
+        f'was changed. Restore the directory from a backup, or pass '
+        f'--from_scratch to train from step 0 (the damaged checkpoints are '
+        f'moved to {checkpoints.DAMAGED_SUBDIR}/).')
+  if restored is not None and from_scratch:
+    raise UsageError(
+        f'--from_scratch is for a run directory whose checkpoints are all '
+        f'damaged, but {output_dir} has an intact one at step '
+        f'{restored.step}. Drop --from_scratch to resume it, or pass a new '
+        f'--output_dir to train from step 0.')
+  return restored, damaged
+
+
+def _prepare_run_dir(output_dir, plan, start):
+  """Readies output_dir for training; returns its writable Checkpoints."""
+  os.makedirs(output_dir, exist_ok=True)
+  if plan.vocab_is_new:
+    plan.vocab.save(os.path.join(output_dir, run_dir.VOCAB_FILE))
+  saver = configurables.Checkpoints(output_dir)  # also removes temporaries
+  for step, reason in plan.damaged:
+    moved_to = saver.set_aside(step)
+    print(f'Checkpoint {step} in {output_dir} is damaged: {reason}. Moved it '
+          f'to {moved_to}; resuming from step {start}.', file=sys.stderr)
+  run_dir.truncate_metrics(output_dir, start)
+  return saver
 
 
 class Interrupted(Exception):
   """Training stopped by SIGTERM or SIGINT after a step; rerun to resume."""
+
+
+class Diverged(Exception):
+  """A step gave a non-finite loss, weight or slot, under on_nonfinite='stop'.
+
+  Attributes:
+    what: which step, and what was non-finite.
+  """
+
+  def __init__(self, what):
+    super().__init__(what)
+    self.what = what  # str(self) gains gin's call trace on the way out
 
 
 @contextlib.contextmanager
@@ -138,14 +259,30 @@ def _stop_requests():
       signal.signal(s, handler)
 
 
-def _build_models(model, vocab_size):
+def _build_models(model, vocab_size, input_signature):
   """The (train, eval) models; bad model bindings become a UsageError."""
   try:
-    return (model(vocab_size=vocab_size, mode='train'),
-            model(vocab_size=vocab_size, mode='eval'))
-  except (ValueError, TypeError) as e:
-    raise UsageError(f'The model could not be built: {e} Fix the model '
+    models = (model(vocab_size=vocab_size, mode='train'),
+              model(vocab_size=vocab_size, mode='eval'))
+    # trax builds layers lazily: shape the weights (no compute) to find out.
+    models[0].weights_and_state_signature(input_signature)
+    return models
+  except (ValueError, TypeError, tl.LayerError) as e:
+    lines = [line.strip() for line in str(e).strip().splitlines()
+             if not line.strip().startswith('In call to configurable')]
+    # A LayerError's message is a trace; its last line names the problem.
+    problem = lines[-1] if isinstance(e, tl.LayerError) else ' '.join(lines)
+    raise UsageError(f'The model could not be built: {problem} Fix the model '
                      f'bindings in your gin config.') from None
+
+
+def _build_optimizer(optimizer):
+  try:
+    return optimizer()
+  except (ValueError, TypeError) as e:
+    raise UsageError(f'The optimizer could not be built: {e}. Bind '
+                     f'train_and_evaluate.optimizer to a trax optimizer class, '
+                     f'e.g. @trax.optimizers.Adam.') from None
 
 
 def _eval_batches(inputs, vocab, n_eval_batches):
@@ -163,27 +300,33 @@ def _signature(inputs):
   return shapes.ShapeDtype((inputs.batch_size, inputs.seq_len), np.int32)
 
 
-def _make_loop(output_dir, inputs, vocab, train_model, eval_model, optimizer,
-               lr_schedule, n_steps, eval_every, checkpoint_every,
-               eval_batches, seed, start_step):
-  """Builds the trax Loop: one train task, one eval task, best-loss checkpoints."""
-  # Seeding the data order with the start step keeps a resumed run from
-  # replaying the batches it has already trained on.
+def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
+               checkpoint_every, seed, on_nonfinite):
+  """Builds the Loop: one train task, one eval task, state from plan.restored."""
+  restored, inputs = plan.restored, plan.inputs
+  position = restored.input_position if restored else 0
+  # The same seeded stream every time, fast-forwarded past what was trained.
+  batches = _Counted(inputs.train_batches(plan.vocab, seed=seed, start=position),
+                     position)
   train_task = training.TrainTask(
-      labeled_data=inputs.train_batches(vocab, seed=seed * 1_000_003 + start_step),
+      labeled_data=batches, sample_batch=plan.eval_batches[0],
       loss_layer=tl.WeightedCategoryCrossEntropy(),
-      optimizer=optimizer, lr_schedule=lr_schedule,
+      optimizer=plan.optimizer, lr_schedule=lr_schedule,
       n_steps_per_checkpoint=checkpoint_every, loss_name='loss')
   eval_task = training.EvalTask(
-      labeled_data=_cycle(eval_batches), sample_batch=eval_batches[0],
+      labeled_data=_cycle(plan.eval_batches), sample_batch=plan.eval_batches[0],
       metrics=[tl.WeightedCategoryCrossEntropy(), tl.WeightedCategoryAccuracy()],
-      metric_names=['loss', 'accuracy'], n_eval_batches=len(eval_batches))
-  return ReportingLoop(
-      train_model, [train_task], eval_model=eval_model, eval_tasks=[eval_task],
-      output_dir=output_dir, random_seed=seed, n_devices=1,
+      metric_names=['loss', 'accuracy'], n_eval_batches=len(plan.eval_batches))
+  base_rng = (jnp.asarray(restored.rng) if restored
+              else jax.random.PRNGKey(seed))
+  return TrainingLoop(
+      plan.train_model, [train_task], eval_model=plan.eval_model,
+      eval_tasks=[eval_task], output_dir=output_dir, random_seed=seed,
+      n_devices=1,
       checkpoint_at=lambda s: s % checkpoint_every == 0 or s == n_steps,
       eval_at=lambda s: s % eval_every == 0 or s == n_steps,
-      checkpoint_low_metric='loss')
+      saver=saver, restored=restored, config=plan.config, base_rng=base_rng,
+      train_batches=batches, on_nonfinite=on_nonfinite)
 
 
 def _cycle(batches):
@@ -191,27 +334,140 @@ def _cycle(batches):
     yield from batches
 
 
-class ReportingLoop(training.Loop):
-  """trax's Loop, also feeding a progress bar and writing metrics.jsonl.
+class _Counted:
+  """Iterates `iterator`, counting the items drawn (from `position` on)."""
 
-  It also keeps `lowest_loss` right across restarts: trax decides "lowest"
-  from the history inside the checkpoint, which misses the evaluation run
-  just after each save, so a resumed run would replace the best checkpoint
-  with a worse one. Here the best loss is kept beside the checkpoint.
+  def __init__(self, iterator, position):
+    self._iterator, self.position = iterator, position
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    item = next(self._iterator)
+    self.position += 1
+    return item
+
+
+@jax.jit
+def _all_finite(tree):
+  """bool[]: whether every number in a pytree of arrays is finite."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                            for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def _on_host(arrays):
+  return [np.asarray(a) for a in arrays]
+
+
+def _flat_slots(slots):
+  """Optimizer slots as a flat list; weightless layers' empty slots left out."""
+  return [s for s in fastmath.tree_flatten(slots)
+          if not (s is None or (isinstance(s, tuple) and not s))]
+
+
+class TrainingLoop(training.Loop):
+  """trax's Loop with atomic checkpoints, exact resume and a non-finite guard.
+
+  trax still drives training and evaluation; this subclass changes where
+  the state goes and where the randomness comes from:
+  - save and load go through `checkpoints.Checkpoints`. A save trax makes
+    just before an evaluation waits for that evaluation, so the checkpoint
+    carries its metrics and can be ranked among the best.
+  - The k-th random key drawn at step s is fold_in(fold_in(key, s), k), and
+    the training batches come from a seeded pipeline fast-forwarded to the
+    checkpoint's input position, so a resumed run repeats what an
+    uninterrupted one would have done.
+  - After each step the loss, weights and slots are checked; a non-finite
+    update is handled as `on_nonfinite` says, and never checkpointed.
+  - It feeds a tqdm bar, writes metrics.jsonl and stops on a signal.
   """
 
-  progress_bar = None
-  stop_signals = ()
+  def __init__(self, *args, saver, restored, config, base_rng, train_batches,
+               on_nonfinite, **kwargs):
+    self._saver, self._restored, self._config = saver, restored, config
+    self._base_rng, self._rng_step, self._rng_draws = base_rng, None, 0
+    self._train_batches, self._on_nonfinite = train_batches, on_nonfinite
+    self._train_loss = list(restored.train_loss) if restored else []
+    self._saved_step = restored.step if restored else None
+    self._save_after_eval, self._skipped_in_a_row = False, 0
+    self.progress_bar, self.stop_signals = None, ()
+    super().__init__(*args, checkpoint_low_metric=None, **kwargs)
+
+  def new_rng(self):
+    if self._rng_step != self.step:
+      self._rng_step, self._rng_draws = self.step, 0
+    self._rng_draws += 1
+    return jax.random.fold_in(jax.random.fold_in(self._base_rng, self.step),
+                              self._rng_draws)
+
+  def load_checkpoint(self, directory=None, filename=None):
+    """Puts the state restored before the loop was built into the loop."""
+    del directory, filename  # The checkpoint was chosen and checked already.
+    state = self._restored
+    if state is None:
+      return
+    signature = self._model.weights_and_state_signature(
+        self._batch_signature[:self._model.n_in])
+    weights, model_state = tl.unflatten_weights_and_state(
+        state.weights, state.state, signature)
+    _, eval_state = tl.unflatten_weights_and_state(
+        state.weights, state.eval_state, signature)
+    self.update_weights_and_state(weights, model_state)
+    self._eval_model.weights, self._eval_model.state = weights, eval_state
+    for trainer in self._trainer_per_task:
+      trainer.slots, _ = fastmath.tree_unflatten(
+          state.slots, trainer.slots, copy_from_tree=[None, ()])
+    self._step = state.step
+    self._history = trax_history.History.from_dict(state.history)
 
   def _run_one_step(self, task_index, task_changed):
+    trainer = self._trainer_per_task[task_index]
+    before = (self._model.weights, self._model.state, trainer.slots)
     loss, stats = super()._run_one_step(task_index, task_changed)
+    if bool(_all_finite((loss, self._model.weights, trainer.slots))):
+      loss, self._skipped_in_a_row = float(loss), 0
+    else:
+      loss = self._nonfinite_step(float(loss), before, trainer)
+    self._train_loss.append(loss)
     if self.progress_bar is not None:
       self.progress_bar.update(1)
       if self.step % 10 == 0:
-        self.progress_bar.set_postfix(loss=f'{float(loss):.4f}', refresh=False)
+        self.progress_bar.set_postfix(loss=f'{loss:.4f}', refresh=False)
     if self.stop_signals:
       raise Interrupted()
     return loss, stats
+
+  def _nonfinite_step(self, loss, before, trainer):
+    """Handles a non-finite step; returns the loss to record for it."""
+    what = (f'step {self.step}: the loss was {loss}' if not math.isfinite(loss)
+            else f'step {self.step}: the update made weights or optimizer '
+                 f'slots non-finite (loss {loss:.4f})')
+    if self._on_nonfinite == 'raise':
+      raise FloatingPointError(f'Non-finite values at {what}.')
+    if (self._on_nonfinite == 'skip_step'
+        and self._skipped_in_a_row < MAX_SKIPPED_IN_A_ROW):
+      weights, state, slots = before
+      self.update_weights_and_state(weights, state)
+      trainer.slots = slots
+      self._skipped_in_a_row += 1
+      tqdm.write(f'Non-finite values at {what}; update skipped.',
+                 file=sys.stderr)
+      return math.nan
+    if self._skipped_in_a_row:
+      what += f', the {self._skipped_in_a_row + 1}th non-finite step in a row'
+    raise Diverged(what)
+
+  def _log_training_progress(self, task, total_loss, n_steps, *args, **kwargs):
+    # The average runs over every step since the previous evaluation, also
+    # across a restart, and skips NaN (skipped) steps.
+    evals = self.history.get('eval', 'metrics/loss')
+    since = evals[-1][0] if evals else 0
+    recent = np.asarray(self._train_loss[since:])
+    applied = recent[np.isfinite(recent)]
+    total = float(applied.sum()) if applied.size else math.nan
+    super()._log_training_progress(task, total, max(applied.size, 1), *args,
+                                   **kwargs)
 
   def run_evals(self, summary_writers=None):
     super().run_evals(summary_writers)
@@ -222,23 +478,47 @@ class ReportingLoop(training.Loop):
         if step == self.step:
           record[f'{mode}/{metric.split("/", 1)[-1]}'] = float(value)
     run_dir.append_metrics(self.output_dir, record)
-
-  def _latest_eval_loss(self):
-    """The eval loss measured at this step, or None if none was."""
-    evals = self.history.get('eval', 'metrics/loss')
-    if evals and evals[-1][0] == self.step:
-      return float(evals[-1][1])
-    return None
-
-  def _at_lowest(self):
-    loss = self._latest_eval_loss()
-    best = run_dir.read_best(self.output_dir)
-    return loss is not None and (best is None or loss <= best['loss'])
+    if self._save_after_eval:
+      self._save_after_eval = False
+      self.save_now({k[len('eval/'):]: v for k, v in record.items()
+                     if k.startswith('eval/')})
 
   def save_checkpoint(self, basename):
-    super().save_checkpoint(basename)
-    if basename == 'lowest_loss':
-      run_dir.write_best(self.output_dir, self.step, self._latest_eval_loss())
+    """trax's save hook: saves now, or after this step's evaluation."""
+    del basename  # One series of checkpoints; the Checkpoints policy prunes it.
+    if self._eval_at(self.step):
+      self._save_after_eval = True
+    else:
+      self.save_now()
+
+  def save_now(self, metrics=None):
+    """Starts committing the current step, unless it is committed already.
+
+    Raises:
+      FloatingPointError: the weights or slots are not finite (never saved).
+    """
+    if self._saved_step == self.step:
+      return
+    state = self._training_state()
+    if not bool(_all_finite((state.weights, state.slots))):
+      raise FloatingPointError(f'Step {self.step} has non-finite weights or '
+                               f'optimizer slots; it is not checkpointed.')
+    self._saver.save(state, metrics)
+    self._saved_step = self.step
+
+  def _training_state(self):
+    trainer, = self._trainer_per_task
+    weights, state = tl.flatten_weights_and_state(self._model.weights,
+                                                  self._model.state)
+    _, eval_state = tl.flatten_weights_and_state(self._model.weights,
+                                                 self._eval_model.state)
+    return checkpoints.TrainingState(
+        step=self.step, weights=_on_host(weights),
+        slots=_on_host(_flat_slots(trainer.slots)), state=_on_host(state),
+        eval_state=_on_host(eval_state), rng=np.asarray(self._base_rng),
+        train_loss=np.asarray(self._train_loss, np.float32),
+        input_position=self._train_batches.position,
+        history=self._history.to_dict(), config=self._config)
 
 
 def parse_args(argv):
@@ -253,6 +533,12 @@ def parse_args(argv):
                       help='run directory (resumed if it holds a checkpoint).')
   parser.add_argument('--steps', type=int,
                       help='shorthand for --gin_param "train_and_evaluate.n_steps = N".')
+  parser.add_argument('--allow_config_change', action='store_true',
+                      help='resume even though the config differs from the '
+                           'one the checkpoint was trained with.')
+  parser.add_argument('--from_scratch', action='store_true',
+                      help='start at step 0 when every checkpoint in '
+                           '--output_dir is damaged (they are moved aside).')
   return parser.parse_args(argv)
 
 
@@ -264,15 +550,40 @@ def main(argv=None):
   try:
     configurables.parse(args.gin_file, params)
     with configurables.required_bindings_as_usage_errors():
-      train_and_evaluate(args.output_dir)
+      train_and_evaluate(args.output_dir,
+                         allow_config_change=args.allow_config_change,
+                         from_scratch=args.from_scratch)
   except UsageError as e:
     exit_with(e, 'train.py')
+  except OSError as e:
+    if e.errno not in _FULL_OR_READ_ONLY:
+      raise
+    exit_with(UsageError(
+        f'Writing to {args.output_dir} failed ({e}). The checkpoints '
+        f'committed before are intact; free space or fix the directory, then '
+        f'rerun the same command to resume.'), 'train.py')
   except Interrupted:
-    step = run_dir.read_checkpoint(
-        os.path.join(args.output_dir, run_dir.LATEST_CHECKPOINT))['step']
-    print(f'Stopped at step {step}; the checkpoint in {args.output_dir} holds '
-          f'it. Run the same command again to resume.', file=sys.stderr)
+    print(f'Stopped at step {_newest_step(args.output_dir)}; its checkpoint is '
+          f'in {args.output_dir}. Run the same command again to resume.',
+          file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)
+  except Diverged as e:
+    step = _newest_step(args.output_dir)
+    kept = (f'the newest checkpoint, step {step} in {args.output_dir}, is kept'
+            if step else 'no checkpoint had been written yet')
+    print(f'train.py: training diverged: non-finite values at {e.what}. '
+          f'Nothing after it was saved; {kept}. Lower the learning rate or '
+          f'clip gradients (e.g. Adam.clip_grad_norm), or bind '
+          f"train_and_evaluate.on_nonfinite = 'skip_step', then rerun.",
+          file=sys.stderr)
+    sys.exit(EXIT_DIVERGED)
+
+
+def _newest_step(output_dir):
+  if not os.path.isdir(os.path.join(output_dir, checkpoints.SUBDIR)):
+    return 0
+  steps = configurables.Checkpoints(output_dir, read_only=True).steps()
+  return steps[-1] if steps else 0
 
 
 if __name__ == '__main__':

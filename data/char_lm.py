@@ -13,6 +13,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data import tfds_io
+from errors import UsageError
 from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID, UNK_ID
 
 
@@ -36,6 +37,9 @@ class CharLMInputs:
                data_dir=None, train_split='train', eval_split='validation',
                seq_len=256, batch_size=64, shuffle_buffer=10_000,
                vocab_max_examples=100_000, download=True):
+    _check_positive(seq_len=seq_len, batch_size=batch_size,
+                    shuffle_buffer=shuffle_buffer,
+                    vocab_max_examples=vocab_max_examples)
     self.dataset = dataset
     self.text_key = text_key
     self.train_split = train_split
@@ -51,13 +55,26 @@ class CharLMInputs:
   def build_vocab(self):
     """Returns the CharVocab of the training split's characters."""
     ds = self._texts(self.train_split).take(self.vocab_max_examples)
-    return CharVocab.from_texts((t.decode('utf-8') for t in tfds.as_numpy(ds)),
-                                dataset=self.dataset)
+    vocab = CharVocab.from_texts(
+        (t.decode('utf-8') for t in tfds.as_numpy(ds)), dataset=self.dataset)
+    if not vocab.chars:
+      raise UsageError(f'The train split {self.train_split!r} of '
+                       f'{self.dataset} holds no text. Bind '
+                       f'CharLMInputs.train_split to a split with examples.')
+    return vocab
 
-  def train_batches(self, vocab, seed=0):
-    """Endless, shuffled training batches; window boundaries move each epoch."""
+  def train_batches(self, vocab, seed=0, start=0):
+    """Endless, shuffled training batches; window boundaries move each epoch.
+
+    The stream is a function of `seed` alone; `start` skips its first
+    batches, so a resumed run continues exactly where it stopped.
+    """
     encode = _encoder(vocab)
     seq_len = self.seq_len
+    # tf.data's seeded shuffles also depend on TF's global seed, which trax's
+    # Loop sets (to the same seed) when it starts. Setting it first makes
+    # the stream the same whether or not a Loop ran before in this process.
+    tf.random.set_seed(seed)
 
     def windows(index, text):
       ids = encode(text)
@@ -73,6 +90,7 @@ class CharLMInputs:
           .flat_map(windows)                        # windows
           .shuffle(self.shuffle_buffer, seed=seed)
           .batch(self.batch_size, drop_remainder=True)
+          .skip(start)
           .map(_with_weights, num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))
     return iter(tfds.as_numpy(ds))
@@ -98,9 +116,24 @@ class CharLMInputs:
   def _texts(self, split, shuffle_seed=None):
     """The text feature of `split`, as a tf.data.Dataset of strings."""
     read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed)
-    ds = self._builder.as_dataset(split=split, read_config=read_config,
-                                  shuffle_files=shuffle_seed is not None)
+    try:
+      ds = self._builder.as_dataset(split=split, read_config=read_config,
+                                    shuffle_files=shuffle_seed is not None)
+    except ValueError as e:
+      if 'corresponds to no data' not in str(e):
+        raise
+      raise UsageError(f'Split {split!r} of {self.dataset} holds no text (no '
+                       f'examples). Choose a split with examples in your gin '
+                       f'config.') from None
     return ds.map(lambda ex: ex[self.text_key])
+
+
+def _check_positive(**values):
+  bad = [f'{name} = {value!r}' for name, value in values.items()
+         if isinstance(value, bool) or not isinstance(value, int) or value < 1]
+  if bad:
+    raise UsageError(f'CharLMInputs needs positive whole numbers, but got '
+                     f'{", ".join(bad)}. Fix these bindings in your gin config.')
 
 
 def _encoder(vocab):

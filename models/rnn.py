@@ -175,18 +175,21 @@ def RecurrentLayer(cell, n_units, mode='train'):  # pylint: disable=invalid-name
 
 
 def StackedElmanRNN(n_units, n_layers, use_mask=False, dropout=0.0,  # pylint: disable=invalid-name
-                    mode='train', **layer_kwargs):
+                    mode='train', layer_options=None):
   """Returns `n_layers` ElmanRNN layers, each feeding the next.
 
   Inputs: x f32[batch, time, features] (and mask [batch, time] if
   `use_mask`). Output: f32[batch, time, n_units] (and the mask, unchanged).
-  Dropout, if any, is applied between layers.
+  Dropout, if any, is applied between layers. `layer_options` is a dict of
+  further ElmanRNN arguments (e.g. {'activation': 'relu'}); a dict rather
+  than **kwargs, so gin can check every parameter name bound here.
   """
   layers = []
   for i in range(n_layers):
     if i > 0 and dropout:
       layers.append(tl.Dropout(rate=dropout, mode=mode))
-    rnn = ElmanRNN(n_units, use_mask=use_mask, mode=mode, **layer_kwargs)
+    rnn = ElmanRNN(n_units, use_mask=use_mask, mode=mode,
+                   **(layer_options or {}))
     if use_mask:                         # x, mask
       layers += [tl.Select([0, 1, 1]),   # x, mask, mask
                  rnn]                    # h, mask

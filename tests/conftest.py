@@ -1,5 +1,6 @@
 """Shared fixtures: tiny TFDS datasets, the prepared one, and a clean gin state."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -49,3 +50,32 @@ def run_script(script, *args, env=None, timeout=600):
   return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script),
                          *args], cwd=REPO_ROOT, env=full_env, text=True,
                         capture_output=True, timeout=timeout)
+
+
+def tiny_data_params(data_dir):
+  """train.py arguments that read the `tiny_text` dataset from `data_dir`."""
+  return ['--gin_param', "CharLMInputs.dataset = 'tiny_text'",
+          '--gin_param', f"CharLMInputs.data_dir = '{data_dir}'",
+          '--gin_param', 'CharLMInputs.download = False']
+
+
+def fails_with(capsys, main, argv, *words):
+  """Runs a CLI `main` in-process; asserts exit 2 with `words` in one message."""
+  with pytest.raises(SystemExit) as exit_info:
+    main(argv)
+  assert exit_info.value.code == 2
+  err = ' '.join(capsys.readouterr().err.split())
+  assert 'Traceback' not in err
+  for word in words:
+    assert word in err, err
+  return err
+
+
+def snapshot(directory):
+  """{path: bytes} of every file below `directory`."""
+  found = {}
+  for path in sorted(glob.glob(os.path.join(directory, '**'), recursive=True)):
+    if os.path.isfile(path):
+      with open(path, 'rb') as f:
+        found[path] = f.read()
+  return found

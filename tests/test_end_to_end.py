@@ -9,20 +9,23 @@ import shutil
 import numpy as np
 import pytest
 
+import configurables
 import data
 import evaluate
 import run_dir
 import tiny_text_dataset
 import train
+from trax import shapes
+from conftest import fails_with as _fails_with
 from conftest import run_script
+from conftest import snapshot as _snapshot
+from conftest import tiny_data_params as _data_params
 
 TINY = 'configs/char_rnn_tiny.gin'
 
 
-def _data_params(data_dir):
-  return ['--gin_param', "CharLMInputs.dataset = 'tiny_text'",
-          '--gin_param', f"CharLMInputs.data_dir = '{data_dir}'",
-          '--gin_param', 'CharLMInputs.download = False']
+def _steps(output_dir):
+  return configurables.Checkpoints(output_dir, read_only=True).steps()
 
 
 def _metrics(output_dir):
@@ -38,16 +41,14 @@ def trained_run(tiny_data_dir, tmp_path_factory):
           *_data_params(tiny_data_dir)]
   first = run_script('train.py', *args, '--steps', '10')
   assert first.returncode == 0, first.stderr
-  assert run_dir.read_checkpoint(os.path.join(output_dir, 'model.pkl.gz'))[
-      'step'] == 10
+  assert _steps(output_dir) == [10]
   second = run_script('train.py', *args, '--steps', '20')
   assert second.returncode == 0, second.stderr
   return output_dir
 
 
 def test_training_writes_the_run_directory(trained_run):
-  for name in ('model.pkl.gz', 'model.weights.npy.gz', 'lowest_loss.pkl.gz',
-               'config.gin', 'vocab.json', 'metrics.jsonl'):
+  for name in ('checkpoints/20', 'config.gin', 'vocab.json', 'metrics.jsonl'):
     assert os.path.exists(os.path.join(trained_run, name)), name
   assert glob.glob(os.path.join(trained_run, 'train', 'events.out.tfevents.*'))
   assert glob.glob(os.path.join(trained_run, 'eval', 'events.out.tfevents.*'))
@@ -62,17 +63,16 @@ def test_rerun_resumed_from_the_checkpoint(trained_run):
   assert [r['step'] for r in records] == [10, 20]
   assert all(math.isfinite(r['eval/loss']) and 'train/loss' in r
              for r in records)
-  assert run_dir.read_checkpoint(
-      os.path.join(trained_run, 'model.pkl.gz'))['step'] == 20
+  assert _steps(trained_run) == [10, 20]
 
 
-def test_lowest_loss_is_the_best_evaluation_across_the_restart(trained_run):
+def test_best_checkpoint_is_the_lowest_evaluation_loss(trained_run):
   records = _metrics(trained_run)
   best = min(records, key=lambda r: r['eval/loss'])
-  with open(os.path.join(trained_run, run_dir.BEST_RECORD)) as f:
-    assert json.load(f) == {'step': best['step'], 'loss': best['eval/loss']}
-  assert run_dir.read_checkpoint(os.path.join(
-      trained_run, run_dir.BEST_CHECKPOINT))['step'] == best['step']
+  saved = configurables.Checkpoints(trained_run, read_only=True)
+  assert saved.best_step() == best['step']
+  history = saved.restore(20).history['_values']['eval']['metrics/loss']
+  assert [step for step, _ in history] == [10, 20]
 
 
 def test_resume_with_another_config_keeps_the_old_one(trained_run,
@@ -83,7 +83,7 @@ def test_resume_with_another_config_keeps_the_old_one(trained_run,
     old_config = f.read()
   train.main(['--gin_file', TINY, '--output_dir', run, '--steps', '21',
               '--gin_param', 'multifactor.constant = 0.0005',
-              *_data_params(tiny_data_dir)])
+              '--allow_config_change', *_data_params(tiny_data_dir)])
   with open(os.path.join(run, 'config_until_step_20.gin')) as f:
     assert f.read() == old_config
   with open(os.path.join(run, 'config.gin')) as f:
@@ -106,14 +106,14 @@ def test_evaluate_cli_writes_metrics_of_the_whole_split(trained_run):
   assert metrics['perplexity'] == pytest.approx(math.exp(metrics['loss']))
   assert metrics['bits_per_char'] == pytest.approx(metrics['loss'] / math.log(2))
   assert 0 <= metrics['accuracy'] <= 1
-  assert metrics['checkpoint'].endswith('lowest_loss.pkl.gz')
+  assert metrics['step'] == min(_metrics(trained_run),
+                                key=lambda r: r['eval/loss'])['step']
 
 
 def test_evaluate_matches_a_direct_computation(trained_run):
   metrics = evaluate.evaluate(trained_run, 'validation')
   (inputs, model_fn), vocab = evaluate.load_run(trained_run)
-  model = model_fn(vocab_size=vocab.size, mode='eval')
-  model.init_from_file(metrics['checkpoint'], weights_only=True)
+  model = _eval_model(trained_run, model_fn, vocab, metrics['step'])
   nll = correct = count = 0.0
   for x, y, w in inputs.eval_batches(vocab, 'validation'):
     log_probs = np.asarray(model(x), np.float64)
@@ -126,13 +126,25 @@ def test_evaluate_matches_a_direct_computation(trained_run):
   assert metrics['accuracy'] == pytest.approx(correct / count)
 
 
+def _eval_model(output_dir, model_fn, vocab, which):
+  """The eval-mode model with a checkpoint's weights, set through trax."""
+  from trax import layers as tl  # pylint: disable=g-import-not-at-top
+  state = evaluate.load_checkpoint(output_dir, which)
+  model = model_fn(vocab_size=vocab.size, mode='eval')
+  signature = shapes.ShapeDtype((1, 3), np.int32)
+  model.init(signature)
+  model.weights, _ = tl.unflatten_weights_and_state(
+      state.weights, (), model.weights_and_state_signature(signature),
+      weights_only=True)
+  return model
+
+
 def test_greedy_generation_follows_the_model(trained_run):
   (_, model_fn), vocab = evaluate.load_run(trained_run)
   samples = evaluate.generate(trained_run, n_samples=2, prompt='RO',
                               length=8, temperature=0)
   assert samples[0] == samples[1] and samples[0].startswith('RO')
-  model = model_fn(vocab_size=vocab.size, mode='eval')
-  model.init_from_file(run_dir.find_checkpoint(trained_run), weights_only=True)
+  model = _eval_model(trained_run, model_fn, vocab, 'best')
   ids = vocab.encode('RO')
   for _ in range(8):
     # The eval model predicts position t from positions < t; one more
@@ -158,26 +170,53 @@ def test_generation_needs_no_dataset(trained_run):
   assert inputs is None
 
 
-def _fails_with(capsys, main, argv, *words):
-  with pytest.raises(SystemExit) as exit_info:
-    main(argv)
-  assert exit_info.value.code == 2
-  err = ' '.join(capsys.readouterr().err.split())
-  assert 'Traceback' not in err
-  for word in words:
-    assert word in err, err
-  return err
+@pytest.mark.parametrize('binding, words', [
+    ('RNNLanguageModel.d_modle = 3', ("'d_modle'", "Did you mean 'd_model'")),
+    ('RNNLanguageMode.d_model = 3', ("'RNNLanguageMode'",
+                                     "Did you mean 'RNNLanguageModel'")),
+    ('train_and_evaluate.eval_evry = 3', ("Did you mean 'eval_every'",)),
+    ('Checkpoints.keep_lats = 3', ("Did you mean 'keep_last'",)),
+    ('StackedElmanRNN.n_layer = 3', ("Did you mean 'n_layers'",)),
+])
+def test_misspelt_names_get_the_closest_ones(capsys, tmp_path, binding, words):
+  _fails_with(capsys, train.main, ['--gin_file', TINY, '--output_dir',
+                                   str(tmp_path / 'run'), '--gin_param',
+                                   binding], *words, '--gin_param')
+  assert not os.path.exists(tmp_path / 'run')
 
 
-def test_unknown_binding_and_configurable(capsys, tmp_path):
+@pytest.mark.parametrize('binding, words', [
+    ('CharLMInputs.seq_len = 0', ('seq_len = 0', 'positive whole numbers')),
+    ('CharLMInputs.batch_size = -4', ('batch_size = -4',)),
+    ("CharLMInputs.seq_len = 'long'", ("seq_len = 'long'",)),
+    ('train_and_evaluate.n_steps = 0', ('n_steps must be an integer >= 1',)),
+    ("train_and_evaluate.eval_every = '10'", ("eval_every must be an integer",)),
+    ("train_and_evaluate.on_nonfinite = 'ignore'", ("'ignore'", 'skip_step')),
+    ('Checkpoints.keep_last = 0', ('keep_last >= 1',)),
+    ("CharLMInputs.eval_split = 'validation[:0]'", ('holds no text',)),
+    ("CharLMInputs.train_split = 'train[:0]'", ('holds no text',)),
+    ("RNNLanguageModel.d_model = 'big'", ('model could not be built',)),
+])
+def test_bad_value_is_reported_before_anything_is_written(
+    capsys, tiny_data_dir, tmp_path, binding, words):
+  run = str(tmp_path / 'run')
+  _fails_with(capsys, train.main, ['--gin_file', TINY, '--output_dir', run,
+                                   '--gin_param', binding,
+                                   *_data_params(tiny_data_dir)], *words)
+  assert not os.path.exists(run)
+
+
+@pytest.mark.parametrize('where, words', [
+    ('under_a_file', ('is a file', 'another --output_dir')),
+    ('/proc/rnn_toolkit_run', ('Cannot write', 'writable --output_dir')),
+])
+def test_unwritable_output_dir(capsys, tiny_data_dir, tmp_path, where, words):
+  (tmp_path / 'a_file').write_text('not a directory')
+  output_dir = (str(tmp_path / 'a_file' / 'run') if where == 'under_a_file'
+                else where)
   _fails_with(capsys, train.main, ['--gin_file', TINY, '--output_dir',
-                                   str(tmp_path), '--gin_param',
-                                   'RNNLanguageModel.d_modle = 3'],
-              'd_modle', '--gin_param')
-  _fails_with(capsys, train.main, ['--gin_file', TINY, '--output_dir',
-                                   str(tmp_path), '--gin_param',
-                                   'RNNLanguageMode.d_model = 3'],
-              'RNNLanguageMode')
+                                   output_dir, *_data_params(tiny_data_dir)],
+              *words)
 
 
 def test_missing_config_file(capsys, tmp_path):
@@ -200,27 +239,6 @@ def test_missing_data_offline(capsys, tmp_path):
       '--gin_param', f"CharLMInputs.data_dir = '{tmp_path}'",
       '--gin_param', 'CharLMInputs.download = False'],
               'tiny_shakespeare', str(tmp_path), 'TFDS_DATA_DIR')
-
-
-def _snapshot(directory):
-  snapshot = {}
-  for path in sorted(glob.glob(os.path.join(directory, '**'), recursive=True)):
-    if os.path.isfile(path):
-      with open(path, 'rb') as f:
-        snapshot[path] = f.read()
-  return snapshot
-
-
-def test_other_models_checkpoint_is_left_untouched(capsys, trained_run,
-                                                   tiny_data_dir, tmp_path):
-  run = str(tmp_path / 'run')
-  shutil.copytree(trained_run, run)
-  before = _snapshot(run)
-  _fails_with(capsys, train.main, [
-      '--gin_file', TINY, '--output_dir', run, '--steps', '30',
-      '--gin_param', 'RNNLanguageModel.d_model = 48',
-      *_data_params(tiny_data_dir)], 'different model', run)
-  assert _snapshot(run) == before
 
 
 @pytest.mark.parametrize('binding, words', [
@@ -258,8 +276,13 @@ def test_required_marker_left_unset(capsys, tmp_path):
 
 
 @pytest.mark.parametrize('params, words', [
-    (['--gin_param', 'train_and_evaluate.optimizer = @trax.optimizers.SGD'],
-     ('different optimizer',)),
+    (['--gin_param', 'multifactor.constant = 0.0005'],
+     ('config differs', 'checkpoint: `multifactor.constant = 0.002`',
+      'yours: `multifactor.constant = 0.0005`', '--allow_config_change')),
+    (['--gin_param', 'RNNLanguageModel.d_model = 48', '--allow_config_change'],
+     ('different model',)),
+    (['--gin_param', 'train_and_evaluate.optimizer = @trax.optimizers.SGD',
+      '--allow_config_change'], ('different optimizer',)),
     ([], ("'other_text'", "'tiny_text'", 'new --output_dir')),
 ])
 def test_resume_with_incompatible_config_changes_nothing(
@@ -280,10 +303,9 @@ def test_resume_with_incompatible_config_changes_nothing(
 def test_evaluate_without_checkpoint(capsys, trained_run, tmp_path):
   run = str(tmp_path / 'run')
   shutil.copytree(trained_run, run)
-  for path in glob.glob(os.path.join(run, '*.pkl.gz')):
-    os.remove(path)
+  shutil.rmtree(os.path.join(run, 'checkpoints'))
   _fails_with(capsys, evaluate.main, ['--output_dir', run],
-              'no checkpoint', run)
+              'no committed checkpoint', run)
   _fails_with(capsys, evaluate.main, ['--output_dir', str(tmp_path / 'none')],
               'not a run directory')
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+import configurables
 import run_dir
 import train
 from conftest import REPO_ROOT, run_script
@@ -45,16 +46,19 @@ def test_signal_stops_after_a_step_with_a_checkpoint(tiny_data_dir, tmp_path,
   _, err = process.communicate(timeout=120)
   assert process.returncode == train.EXIT_INTERRUPTED, err
   assert signal.Signals(signals[0]).name in err and 'Traceback' not in err
-  step = run_dir.read_checkpoint(
-      os.path.join(output_dir, run_dir.LATEST_CHECKPOINT))['step']
+  step = _steps(output_dir)[-1]
   assert f'Stopped at step {step};' in err
   assert step >= 10
 
   resumed = run_script('train.py', '--gin_file', 'configs/char_rnn_tiny.gin',
                        '--output_dir', output_dir, '--steps', str(step + 3),
                        '--gin_param', "CharLMInputs.dataset = 'tiny_text'",
-                       '--gin_param', f"CharLMInputs.data_dir = '{tiny_data_dir}'")
+                       '--gin_param', f"CharLMInputs.data_dir = '{tiny_data_dir}'",
+                       '--gin_param', 'CharLMInputs.download = False')
   assert resumed.returncode == 0, resumed.stderr
   assert f'from its checkpoint at step {step}' in resumed.stdout
-  assert run_dir.read_checkpoint(os.path.join(
-      output_dir, run_dir.LATEST_CHECKPOINT))['step'] == step + 3
+  assert _steps(output_dir)[-1] == step + 3
+
+
+def _steps(output_dir):
+  return configurables.Checkpoints(output_dir, read_only=True).steps()

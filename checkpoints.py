@@ -1,0 +1,311 @@
+"""A run's checkpoints: all training state, committed as one unit by orbax.
+
+Each checkpoint is a directory OUTPUT_DIR/checkpoints/STEP written by
+orbax-checkpoint: orbax writes it under a temporary name and renames it
+once every file is in place, and lists only renamed (committed) steps, so
+a crash at any moment leaves each checkpoint whole or absent. A
+checkpoint holds two items:
+
+  arrays: the flat model weights, optimizer slots, train- and eval-mode
+    model state, the RNG key every step's randomness is folded from, and
+    the loss of every step so far.
+  meta (JSON): the step, the input pipeline's position, the evaluation
+    history, the config the run was trained with and its hash, and the
+    SHA-256 of every array, checked on every restore.
+
+Orbax keeps the last `keep_last` checkpoints and the `keep_best` best by
+an evaluation metric, and removes temporaries left by a crash.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+from errors import UsageError
+
+SUBDIR = 'checkpoints'
+DAMAGED_SUBDIR = 'damaged_checkpoints'  # where unreadable checkpoints are moved
+FORMAT = 1
+_GROUPS = ('weights', 'slots', 'state', 'eval_state')
+
+# orbax warns each time a directory is opened read-only (every reader here
+# does so on purpose) and each time a checkpoint comes without metrics
+# (those saved between evaluations, on purpose too).
+_EXPECTED_WARNINGS = ('Given directory is read only',
+                      'did not provide metrics')
+logging.getLogger('absl').addFilter(
+    lambda record: not any(w in record.getMessage() for w in _EXPECTED_WARNINGS))
+
+
+@dataclasses.dataclass
+class TrainingState:
+  """Everything needed to continue a run exactly where it stopped.
+
+  Attributes:
+    step: training steps done.
+    weights: flat model weights (trax's `flatten_weights_and_state` order).
+    slots: flat optimizer slots.
+    state: flat train-mode model state.
+    eval_state: flat eval-mode model state.
+    rng: uint32[2], the key each step's randomness is folded from.
+    train_loss: f32[step], the loss of steps 1..step (NaN where skipped).
+    input_position: training batches drawn from the input pipeline.
+    history: trax `History.to_dict()` of the evaluations so far.
+    config: the gin config the run was trained with (see `config_hash`).
+  """
+  step: int
+  weights: list
+  slots: list
+  state: list
+  eval_state: list
+  rng: np.ndarray
+  train_loss: np.ndarray
+  input_position: int
+  history: dict
+  config: str
+
+  def config_hash(self):
+    return text_hash(self.config)
+
+
+def text_hash(text):
+  return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
+def array_hash(array):
+  """SHA-256 of an array's dtype, shape and bytes."""
+  array = np.ascontiguousarray(array)
+  digest = hashlib.sha256(f'{array.dtype.str}{array.shape}'.encode())
+  digest.update(array.tobytes())
+  return digest.hexdigest()
+
+
+# Test-only: seconds to pause inside every commit, after the files are
+# written and before the rename, so fault-injection tests can kill a
+# process mid-commit often (tests/fault_injection.py).
+COMMIT_DELAY_ENV = 'RNN_TOOLKIT_TEST_COMMIT_DELAY'
+
+
+def _delay_commits(seconds):
+  from orbax.checkpoint._src.path import atomicity  # pylint: disable=g-import-not-at-top
+  finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+  async def delayed_finalize(self, *args, **kwargs):
+    await asyncio.sleep(seconds)
+    return await finalize(self, *args, **kwargs)
+
+  atomicity.AtomicRenameTemporaryPath.finalize = delayed_finalize
+
+
+if os.environ.get(COMMIT_DELAY_ENV):
+  _delay_commits(float(os.environ[COMMIT_DELAY_ENV]))
+
+
+class WriteFailed(UsageError):
+  """A checkpoint could not be written (disk full, no permission, ...)."""
+
+
+class DamagedCheckpoint(Exception):
+  """A committed checkpoint that can't be read back as it was written."""
+
+
+class Checkpoints:
+  """The committed checkpoints of one run directory.
+
+  Args:
+    output_dir: the run directory; checkpoints live in its `checkpoints/`.
+    keep_last: how many of the newest checkpoints to keep.
+    keep_best: how many of the best evaluated checkpoints to keep as well.
+    best_metric: the evaluation metric ranking checkpoints, e.g. 'loss'.
+    best_mode: 'min' or 'max': whether a lower or higher metric is better.
+    read_only: open without creating or cleaning anything (for readers).
+  """
+
+  def __init__(self, output_dir, keep_last=3, keep_best=1, best_metric='loss',
+               best_mode='min', read_only=False):
+    if not (isinstance(keep_last, int) and isinstance(keep_best, int)
+            and keep_last >= 1 and keep_best >= 0
+            and best_mode in ('min', 'max')):
+      raise UsageError(
+          f'Checkpoints needs keep_last >= 1, keep_best >= 0 and best_mode '
+          f"'min' or 'max' (got keep_last={keep_last}, keep_best={keep_best}, "
+          f'best_mode={best_mode!r}). Fix the Checkpoints bindings.')
+    self.directory = os.path.join(os.path.abspath(output_dir), SUBDIR)
+    self.best_metric, self.best_mode = best_metric, best_mode
+    rank = lambda metrics: metrics[best_metric]
+    policy = checkpoint_managers.AnyPreservationPolicy(policies=[
+        checkpoint_managers.LatestN(n=keep_last),
+        checkpoint_managers.BestN(
+            get_metric_fn=rank, reverse=best_mode == 'min', n=keep_best,
+            keep_checkpoints_without_metrics=False)])
+    self._manager = _while_pruned(lambda: ocp.CheckpointManager(
+        self.directory, item_names=('arrays', 'meta'),
+        options=ocp.CheckpointManagerOptions(
+            preservation_policy=policy, best_fn=rank, best_mode=best_mode,
+            read_only=read_only,
+            save_interval_steps=0 if read_only else 1,
+            create=not read_only, cleanup_tmp_directories=not read_only)))
+
+  def steps(self):
+    """Committed steps, oldest first."""
+    self._reload()
+    return sorted(self._manager.all_steps())
+
+  def best_step(self):
+    """The committed step with the best `best_metric`; None if none has it."""
+    self._reload()
+    return self._manager.best_step()
+
+  def _reload(self):
+    """Re-lists the directory, where another process may commit or prune."""
+    _while_pruned(self._manager.reload)
+
+  def save(self, state, metrics=None):
+    """Starts writing `state` as checkpoint `state.step`; returns at once.
+
+    Args:
+      state: the TrainingState; its arrays must already be host (NumPy) copies.
+      metrics: the evaluation metrics at this step, used to rank it.
+    """
+    arrays, meta = _to_items(state)
+    with self._write_errors_reported(state.step):
+      self._manager.save(
+          state.step, metrics=metrics,
+          args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
+                                  meta=ocp.args.JsonSave(meta)))
+
+  def wait(self):
+    """Blocks until every started save is committed.
+
+    Raises:
+      WriteFailed: a save could not be completed.
+    """
+    with self._write_errors_reported(None):
+      self._manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _write_errors_reported(self, step):
+    """Turns orbax's error for a failed background write into WriteFailed."""
+    try:
+      yield
+    except (OSError, ValueError, RuntimeError) as e:
+      code = re.search(r"os_error_code='(\d+)'", str(e))
+      reason = (os.strerror(int(code.group(1))) if code
+                else ' '.join(str(e).split())[-300:])
+      committed = [s for s in self.steps() if s != step]
+      newest = (f'the newest committed one, step {committed[-1]}, is intact'
+                if committed else 'no checkpoint had been committed')
+      raise WriteFailed(
+          f'Writing a checkpoint to {self.directory} failed ({reason}); '
+          f'{newest}. Free space or fix the directory, then rerun the same '
+          f'command to resume.') from None
+
+  def close(self):
+    self._manager.close()
+
+  def restore(self, step):
+    """Reads checkpoint `step` and checks it against its recorded hashes.
+
+    Raises:
+      DamagedCheckpoint: a file is missing, truncated or altered.
+    """
+    try:
+      items = self._manager.restore(step, args=ocp.args.Composite(
+          arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+      return _from_items(items['arrays'], items['meta'])
+    except DamagedCheckpoint:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      reason = ' '.join(str(e).split())[:300] or type(e).__name__
+      raise DamagedCheckpoint(f'it could not be read ({reason})') from None
+
+  def restore_newest_good(self):
+    """The newest checkpoint that reads back intact.
+
+    Returns:
+      (state or None, damaged) where `damaged` lists (step, reason) for every
+      newer checkpoint that failed its checks.
+    """
+    damaged = []
+    for step in reversed(self.steps()):
+      try:
+        return self.restore(step), damaged
+      except DamagedCheckpoint as e:
+        damaged.append((step, str(e)))
+    return None, damaged
+
+  def set_aside(self, step):
+    """Moves checkpoint `step` to DAMAGED_SUBDIR, out of orbax's sight."""
+    target = os.path.join(os.path.dirname(self.directory), DAMAGED_SUBDIR,
+                          f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()
+    return target
+
+
+def _while_pruned(list_steps, attempts=5):
+  """Calls `list_steps`, again if a training run pruned a step meanwhile."""
+  for attempt in range(attempts):
+    try:
+      return list_steps()
+    except FileNotFoundError:
+      if attempt == attempts - 1:
+        raise
+      time.sleep(0.05)
+
+
+def _to_items(state):
+  """TrainingState -> (dict of arrays, JSON-able meta) as stored."""
+  arrays = {'rng': np.asarray(state.rng),
+            'train_loss': np.asarray(state.train_loss, np.float32)}
+  for group in _GROUPS:
+    for i, array in enumerate(getattr(state, group)):
+      arrays[f'{group}_{i:04d}'] = np.asarray(array)
+  meta = {
+      'format': FORMAT, 'step': state.step,
+      'input_position': state.input_position,
+      'history': json.loads(json.dumps(state.history, default=_to_builtin)),
+      'config': state.config, 'config_hash': state.config_hash(),
+      'counts': {g: len(getattr(state, g)) for g in _GROUPS},
+      'arrays': {name: {'shape': list(a.shape), 'dtype': a.dtype.str,
+                        'sha256': array_hash(a)}
+                 for name, a in arrays.items()},
+  }
+  return arrays, meta
+
+
+def _from_items(arrays, meta):
+  """The stored items -> TrainingState, after checking every array's hash."""
+  if meta.get('format') != FORMAT:
+    raise DamagedCheckpoint(f'its format {meta.get("format")!r} is not {FORMAT}')
+  if sorted(arrays) != sorted(meta['arrays']):
+    raise DamagedCheckpoint('its arrays differ from the ones it recorded')
+  for name, array in arrays.items():
+    if array_hash(array) != meta['arrays'][name]['sha256']:
+      raise DamagedCheckpoint(f'array {name!r} does not match its checksum')
+  groups = {g: [np.asarray(arrays[f'{g}_{i:04d}'])
+                for i in range(meta['counts'][g])] for g in _GROUPS}
+  if meta['config_hash'] != text_hash(meta['config']):
+    raise DamagedCheckpoint('its config does not match its checksum')
+  return TrainingState(
+      step=meta['step'], rng=np.asarray(arrays['rng']),
+      train_loss=np.asarray(arrays['train_loss']),
+      input_position=meta['input_position'], history=meta['history'],
+      config=meta['config'], **groups)
+
+
+
+def _to_builtin(value):
+  return np.asarray(value).tolist()

@@ -1,0 +1,221 @@
+"""Damaged checkpoints, non-finite steps, full disks, SIGKILL, and readers
+racing a writer: what train.py and evaluate.py do about each."""
+
+import glob
+import math
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import pytest
+
+import checkpoints
+import configurables
+import evaluate
+import fault_injection
+import train
+from conftest import REPO_ROOT, fails_with, snapshot, tiny_data_params
+
+TINY = 'configs/char_rnn_tiny.gin'
+
+
+def _argv(output_dir, data_dir, steps, *params):
+  return ['--gin_file', TINY, '--output_dir', output_dir, '--steps',
+          str(steps), *tiny_data_params(data_dir),
+          *[arg for p in params for arg in ('--gin_param', p)]]
+
+
+def _saved(output_dir):
+  return configurables.Checkpoints(output_dir, read_only=True)
+
+
+@pytest.fixture(scope='module')
+def run_20(tiny_data_dir, tmp_path_factory):
+  """A run trained to step 20, with checkpoints at steps 10 and 20."""
+  output_dir = str(tmp_path_factory.mktemp('run20'))
+  train.main(_argv(output_dir, tiny_data_dir, 20))
+  assert _saved(output_dir).steps() == [10, 20]
+  return output_dir
+
+
+@pytest.fixture
+def run_copy(run_20, tmp_path):
+  run = str(tmp_path / 'run')
+  shutil.copytree(run_20, run)
+  return run
+
+
+def _damage(checkpoint_dir, how):
+  """Truncates, or flips one bit in the middle of, its largest file."""
+  files = [os.path.join(d, f) for d, _, names in os.walk(checkpoint_dir)
+           for f in names]
+  path = max(files, key=os.path.getsize)
+  with open(path, 'r+b') as f:
+    data = bytearray(f.read())
+    if how == 'truncate':
+      f.truncate(len(data) // 2)
+    else:
+      data[len(data) // 2] ^= 0x10
+      f.seek(0)
+      f.write(data)
+
+
+@pytest.mark.parametrize('how', ['truncate', 'flip'])
+def test_damaged_newest_checkpoint_is_reported_and_the_previous_used(
+    capsys, run_copy, tiny_data_dir, how):
+  original = _saved(run_copy).restore(20)
+  _damage(os.path.join(run_copy, checkpoints.SUBDIR, '20'), how)
+  with pytest.raises(checkpoints.DamagedCheckpoint):
+    _saved(run_copy).restore(20)
+  train.main(_argv(run_copy, tiny_data_dir, 20))
+  out, err = capsys.readouterr()
+  assert 'Checkpoint 20' in err and 'is damaged' in err, err
+  assert 'from its checkpoint at step 10' in out
+  assert len(glob.glob(os.path.join(run_copy, checkpoints.DAMAGED_SUBDIR,
+                                    '20-*'))) == 1
+  retrained = _saved(run_copy).restore(20)  # the same steps, exactly
+  np.testing.assert_array_equal(retrained.train_loss, original.train_loss)
+
+
+def test_no_intact_checkpoint_refuses_to_start_over_unless_told(
+    capsys, run_copy, tiny_data_dir):
+  for step in ('10', '20'):
+    _damage(os.path.join(run_copy, checkpoints.SUBDIR, step), 'truncate')
+  before = snapshot(run_copy)
+  fails_with(capsys, train.main, _argv(run_copy, tiny_data_dir, 20),
+             'No checkpoint in', 'step 10:', 'step 20:', '--from_scratch',
+             'Nothing was changed')
+  assert snapshot(run_copy) == before
+  train.main(_argv(run_copy, tiny_data_dir, 20) + ['--from_scratch'])
+  assert _saved(run_copy).steps() == [10, 20]
+  assert len(os.listdir(os.path.join(run_copy, checkpoints.DAMAGED_SUBDIR))) == 2
+
+
+def test_from_scratch_never_discards_an_intact_checkpoint(capsys, run_copy,
+                                                          tiny_data_dir):
+  before = snapshot(run_copy)
+  fails_with(capsys, train.main,
+             _argv(run_copy, tiny_data_dir, 30) + ['--from_scratch'],
+             'intact one at step 20')
+  assert snapshot(run_copy) == before
+
+
+def test_extending_the_run_is_not_a_config_change(capsys, run_copy,
+                                                  tiny_data_dir):
+  train.main(_argv(run_copy, tiny_data_dir, 23))
+  assert _saved(run_copy).steps()[-1] == 23
+
+
+def test_stale_temporaries_are_removed_at_start(run_copy, tiny_data_dir):
+  stale = os.path.join(run_copy, checkpoints.SUBDIR, '30.orbax-checkpoint-tmp')
+  os.makedirs(os.path.join(stale, 'arrays'))
+  train.main(_argv(run_copy, tiny_data_dir, 22))
+  assert not os.path.exists(stale)
+  assert _saved(run_copy).steps()[-1] == 22
+
+
+@gin.configurable
+def infinite_at_step_5(step):
+  """A learning rate that makes step 5's update infinite, and only it."""
+  return math.inf if step == 5 else 1e-3
+
+
+def _spiky_argv(output_dir, data_dir, policy):
+  return _argv(output_dir, data_dir, 8,
+               'train_and_evaluate.lr_schedule = @infinite_at_step_5',
+               f"train_and_evaluate.on_nonfinite = '{policy}'",
+               'train_and_evaluate.checkpoint_every = 1',
+               'Checkpoints.keep_last = 10')
+
+
+def test_nonfinite_step_stops_and_keeps_the_last_good_checkpoint(
+    capsys, tiny_data_dir, tmp_path):
+  run = str(tmp_path / 'run')
+  with pytest.raises(SystemExit) as exit_info:
+    train.main(_spiky_argv(run, tiny_data_dir, 'stop'))
+  assert exit_info.value.code == train.EXIT_DIVERGED
+  err = ' '.join(capsys.readouterr().err.split())
+  assert 'diverged' in err and 'step 5' in err and 'step 4' in err, err
+  assert _saved(run).steps() == [1, 2, 3, 4]
+  assert all(np.isfinite(w).all() for w in _saved(run).restore(4).weights)
+
+
+def test_nonfinite_step_is_skipped_with_weights_and_slots_unchanged(
+    capsys, tiny_data_dir, tmp_path):
+  run = str(tmp_path / 'run')
+  train.main(_spiky_argv(run, tiny_data_dir, 'skip_step'))
+  assert 'update skipped' in capsys.readouterr().err
+  saved = _saved(run)
+  assert saved.steps() == list(range(1, 9))
+  before, skipped, last = saved.restore(4), saved.restore(5), saved.restore(8)
+  for a, b in zip(before.weights + before.slots, skipped.weights + skipped.slots,
+                  strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert np.isnan(last.train_loss[4])
+  assert np.isfinite(np.delete(last.train_loss, 4)).all()
+  assert all(np.isfinite(w).all() for w in last.weights)
+
+
+def test_nonfinite_step_can_raise(tiny_data_dir, tmp_path):
+  run = str(tmp_path / 'run')
+  with pytest.raises(FloatingPointError, match='step 5'):
+    train.main(_spiky_argv(run, tiny_data_dir, 'raise'))
+  assert _saved(run).steps() == [1, 2, 3, 4]
+
+
+def _limit_file_size():
+  signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write, don't die
+  resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+
+def test_full_disk_fails_cleanly_and_the_run_resumes(run_copy, tiny_data_dir):
+  command = [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
+             *_argv(run_copy, tiny_data_dir, 40)]
+  # Files over 20 kB can't be written: like a disk that is full.
+  full = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
+                        preexec_fn=_limit_file_size, timeout=600)
+  # orbax logs the failure of its background thread first; the last
+  # paragraph is train.py's own.
+  err = ' '.join(full.stderr.split('train.py: error:')[-1].split())
+  assert full.returncode == 2, full.stderr
+  assert 'failed (File too large)' in err and 'step 20, is intact' in err, err
+  for step in _saved(run_copy).steps():  # every committed one still loads
+    _saved(run_copy).restore(step)
+  resumed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True,
+                           text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr
+  assert _saved(run_copy).steps()[-1] == 40
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing(tmp_path):
+  summary = fault_injection.run(kills=4, work_dir=str(tmp_path))
+  assert summary['mid_commit'] >= 1  # the kills did land inside commits
+
+
+@pytest.mark.slow
+def test_evaluation_reads_only_committed_checkpoints(tiny_data_dir, tmp_path):
+  run = str(tmp_path / 'run')
+  command = [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
+             *_argv(run, tiny_data_dir, 60,
+                    'train_and_evaluate.checkpoint_every = 2')]
+  env = dict(os.environ, **{checkpoints.COMMIT_DELAY_ENV: '0.2'})
+  training = subprocess.Popen(command, cwd=REPO_ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+  loads = during_commit = 0
+  while training.poll() is None:
+    if os.path.isdir(os.path.join(run, checkpoints.SUBDIR)) and _saved(run).steps():
+      committing = fault_injection._commit_in_progress(run)  # pylint: disable=protected-access
+      state = evaluate.load_checkpoint(run, 'latest')  # never partial
+      assert np.isfinite(state.train_loss).all()
+      loads, during_commit = loads + 1, during_commit + committing
+    time.sleep(0.05)
+  assert training.returncode == 0, training.stderr.read()
+  assert loads >= 5 and during_commit >= 1, (loads, during_commit)
