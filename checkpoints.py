@@ -211,9 +211,6 @@ class Checkpoints:
           f'{newest}. Free space or fix the directory, then rerun the same '
           f'command to resume.') from None
 
-  def close(self):
-    self._manager.close()
-
   def restore(self, step):
     """Reads checkpoint `step` and checks it against its recorded hashes.
 
@@ -253,6 +250,13 @@ class Checkpoints:
     shutil.move(os.path.join(self.directory, str(step)), target)
     self._manager.reload()
     return target
+
+
+def flat_slots(slots):
+  """Optimizer slots as a flat list; weightless layers' empty slots left out."""
+  from trax import fastmath  # pylint: disable=g-import-not-at-top
+  return [s for s in fastmath.tree_flatten(slots)
+          if not (s is None or (isinstance(s, tuple) and not s))]
 
 
 def _while_pruned(list_steps, attempts=5):
@@ -304,7 +308,6 @@ def _from_items(arrays, meta):
       train_loss=np.asarray(arrays['train_loss']),
       input_position=meta['input_position'], history=meta['history'],
       config=meta['config'], **groups)
-
 
 
 def _to_builtin(value):

@@ -12,11 +12,18 @@ class UsageError(Exception):
   """
 
 
+def without_gin_trace(message):
+  """`message` without the "In call to configurable ..." gin appends.
+
+  gin adds that trace to every error raised inside a configurable; for a
+  problem the user fixes in config it is noise.
+  """
+  return message.split('  In call to configurable')[0]
+
+
 def exit_with(error, program):
   """Prints `error` as one wrapped paragraph on stderr and exits with status 2."""
-  # gin appends "In call to configurable ..." to errors raised inside a
-  # configurable; that trace is noise for a problem the user fixes in config.
-  text = ' '.join(str(error).split('  In call to configurable')[0].split())
+  text = ' '.join(without_gin_trace(str(error)).split())
   print(textwrap.fill(f'{program}: error: {text}', width=100,
                     break_long_words=False, break_on_hyphens=False),
         file=sys.stderr)

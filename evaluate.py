@@ -16,7 +16,6 @@ import math
 import os
 import sys
 
-import gin
 
 import checkpoints
 import configurables
@@ -50,7 +49,6 @@ def load_run(output_dir, with_data=True):
       raise UsageError(f'{path} does not exist, so {output_dir} is not a run '
                        f'directory written by train.py. Point --output_dir at '
                        f'the directory you passed to train.py.')
-  gin.clear_config()  # Only the run's own bindings apply.
   configurables.parse([config], [] if with_data else ['experiment.inputs = None'])
   return train.experiment(), CharVocab.load(vocab)
 
@@ -71,7 +69,7 @@ def load_checkpoint(output_dir, which='best'):
   """
   run_dir.check_not_legacy(output_dir)
   saved = configurables.Checkpoints(output_dir, read_only=True)
-  steps = saved.steps() if os.path.isdir(saved.directory) else []
+  steps = saved.steps()
   if not steps:
     raise UsageError(f'{output_dir} holds no committed checkpoint yet. Point '
                      f'--output_dir at a directory train.py has trained in '

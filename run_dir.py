@@ -108,11 +108,8 @@ def planned_shapes(model, optimizer, input_signature):
   weights, _ = model.weights_and_state_signature(input_signature)
   zeros = fastmath.nested_map(lambda w: np.zeros(w.shape, w.dtype), weights)
   slots, _ = optimizer.tree_init(zeros)
-  # Like the checkpoint writer, leave out the empty slots of weightless layers.
-  flat_slots = [s for s in fastmath.tree_flatten(slots)
-                if not (s is None or (isinstance(s, tuple) and not s))]
   return ([tuple(w.shape) for w in fastmath.tree_flatten(zeros)],
-          [tuple(np.shape(s)) for s in flat_slots])
+          [tuple(np.shape(s)) for s in checkpoints.flat_slots(slots)])
 
 
 def save_operative_config(output_dir, step):

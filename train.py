@@ -35,7 +35,7 @@ from tqdm import tqdm
 import checkpoints
 import configurables
 import run_dir
-from errors import UsageError, exit_with
+from errors import UsageError, exit_with, without_gin_trace
 from trax import fastmath
 from trax import layers as tl
 from trax import optimizers
@@ -45,8 +45,6 @@ from trax.supervised import lr_schedules
 from trax.supervised import training
 
 EXIT_DIVERGED = 3
-_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS,
-                      errno.EACCES, errno.EPERM)
 # Stopped cleanly by a signal, with a checkpoint: worth rerunning
 # (EX_TEMPFAIL in sysexits.h).
 EXIT_INTERRUPTED = 75
@@ -54,6 +52,9 @@ NONFINITE_POLICIES = ('stop', 'skip_step', 'raise')
 # Under on_nonfinite = 'skip_step', this many non-finite steps in a row
 # mean the weights themselves have gone bad; skipping more would only spin.
 MAX_SKIPPED_IN_A_ROW = 20
+# Write errors that mean a full or read-only disk: the user's to fix.
+_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS,
+                      errno.EACCES, errno.EPERM)
 
 Experiment = collections.namedtuple('Experiment', ['inputs', 'model'])
 
@@ -184,10 +185,8 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
 def _newest_intact_checkpoint(output_dir, from_scratch):
   """(TrainingState or None, [(step, reason)] of the damaged newer ones)."""
   run_dir.check_not_legacy(output_dir)
-  saved = configurables.Checkpoints(output_dir, read_only=True)  # checks bindings
-  if not os.path.isdir(saved.directory):
-    return None, []
-  restored, damaged = saved.restore_newest_good()
+  restored, damaged = configurables.Checkpoints(
+      output_dir, read_only=True).restore_newest_good()
   listing = '; '.join(f'step {step}: {reason}' for step, reason in damaged)
   if restored is None and damaged and not from_scratch:
     raise UsageError(
@@ -223,15 +222,7 @@ class Interrupted(Exception):
 
 
 class Diverged(Exception):
-  """A step gave a non-finite loss, weight or slot, under on_nonfinite='stop'.
-
-  Attributes:
-    what: which step, and what was non-finite.
-  """
-
-  def __init__(self, what):
-    super().__init__(what)
-    self.what = what  # str(self) gains gin's call trace on the way out
+  """A step gave a non-finite loss, weight or slot, under on_nonfinite='stop'."""
 
 
 @contextlib.contextmanager
@@ -268,10 +259,9 @@ def _build_models(model, vocab_size, input_signature):
     models[0].weights_and_state_signature(input_signature)
     return models
   except (ValueError, TypeError, tl.LayerError) as e:
-    lines = [line.strip() for line in str(e).strip().splitlines()
-             if not line.strip().startswith('In call to configurable')]
-    # A LayerError's message is a trace; its last line names the problem.
-    problem = lines[-1] if isinstance(e, tl.LayerError) else ' '.join(lines)
+    problem = without_gin_trace(str(e)).strip()
+    if isinstance(e, tl.LayerError):  # a trace; its last line is the problem
+      problem = problem.splitlines()[-1].strip()
     raise UsageError(f'The model could not be built: {problem} Fix the model '
                      f'bindings in your gin config.') from None
 
@@ -358,12 +348,6 @@ def _all_finite(tree):
 
 def _on_host(arrays):
   return [np.asarray(a) for a in arrays]
-
-
-def _flat_slots(slots):
-  """Optimizer slots as a flat list; weightless layers' empty slots left out."""
-  return [s for s in fastmath.tree_flatten(slots)
-          if not (s is None or (isinstance(s, tuple) and not s))]
 
 
 class TrainingLoop(training.Loop):
@@ -514,7 +498,7 @@ class TrainingLoop(training.Loop):
                                                  self._eval_model.state)
     return checkpoints.TrainingState(
         step=self.step, weights=_on_host(weights),
-        slots=_on_host(_flat_slots(trainer.slots)), state=_on_host(state),
+        slots=_on_host(checkpoints.flat_slots(trainer.slots)), state=_on_host(state),
         eval_state=_on_host(eval_state), rng=np.asarray(self._base_rng),
         train_loss=np.asarray(self._train_loss, np.float32),
         input_position=self._train_batches.position,
@@ -571,7 +555,8 @@ def main(argv=None):
     step = _newest_step(args.output_dir)
     kept = (f'the newest checkpoint, step {step} in {args.output_dir}, is kept'
             if step else 'no checkpoint had been written yet')
-    print(f'train.py: training diverged: non-finite values at {e.what}. '
+    print(f'train.py: training diverged: non-finite values at '
+          f'{without_gin_trace(str(e))}. '
           f'Nothing after it was saved; {kept}. Lower the learning rate or '
           f'clip gradients (e.g. Adam.clip_grad_norm), or bind '
           f"train_and_evaluate.on_nonfinite = 'skip_step', then rerun.",
@@ -580,8 +565,6 @@ def main(argv=None):
 
 
 def _newest_step(output_dir):
-  if not os.path.isdir(os.path.join(output_dir, checkpoints.SUBDIR)):
-    return 0
   steps = configurables.Checkpoints(output_dir, read_only=True).steps()
   return steps[-1] if steps else 0
 

@@ -13,6 +13,7 @@ import gin
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, 'tests'))
 
+import configurables  # noqa: E402  pylint: disable=g-import-not-at-top
 import tiny_text_dataset  # noqa: E402  pylint: disable=g-import-not-at-top
 
 SHARED_TFDS = os.environ.get(
@@ -54,9 +55,13 @@ def run_script(script, *args, env=None, timeout=600):
 
 def tiny_data_params(data_dir):
   """train.py arguments that read the `tiny_text` dataset from `data_dir`."""
-  return ['--gin_param', "CharLMInputs.dataset = 'tiny_text'",
-          '--gin_param', f"CharLMInputs.data_dir = '{data_dir}'",
-          '--gin_param', 'CharLMInputs.download = False']
+  return [arg for binding in tiny_text_dataset.gin_bindings(data_dir)
+          for arg in ('--gin_param', binding)]
+
+
+def committed_steps(output_dir):
+  """The steps of the run's committed checkpoints, oldest first."""
+  return configurables.Checkpoints(output_dir, read_only=True).steps()
 
 
 def fails_with(capsys, main, argv, *words):

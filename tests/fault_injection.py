@@ -40,9 +40,7 @@ SETTINGS = ['train_and_evaluate.checkpoint_every = 3',
 
 
 def train_command(data_dir, output_dir):
-  params = [f"CharLMInputs.dataset = 'tiny_text'",
-            f"CharLMInputs.data_dir = '{data_dir}'",
-            'CharLMInputs.download = False', *SETTINGS]
+  params = [*tiny_text_dataset.gin_bindings(data_dir), *SETTINGS]
   return [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
           '--gin_file', 'configs/char_rnn_tiny.gin', '--output_dir',
           output_dir, '--steps', str(N_STEPS),
@@ -81,8 +79,6 @@ def _kill_once(command, output_dir, rng, env, wait_for_commit):
 
 def check_committed(output_dir):
   """Restores every committed checkpoint; returns their steps."""
-  if not os.path.isdir(os.path.join(output_dir, checkpoints.SUBDIR)):
-    return []
   saved = configurables.Checkpoints(output_dir, read_only=True)
   steps = saved.steps()
   for step in steps:

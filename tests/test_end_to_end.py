@@ -16,16 +16,13 @@ import run_dir
 import tiny_text_dataset
 import train
 from trax import shapes
+from conftest import committed_steps as _steps
 from conftest import fails_with as _fails_with
 from conftest import run_script
 from conftest import snapshot as _snapshot
 from conftest import tiny_data_params as _data_params
 
 TINY = 'configs/char_rnn_tiny.gin'
-
-
-def _steps(output_dir):
-  return configurables.Checkpoints(output_dir, read_only=True).steps()
 
 
 def _metrics(output_dir):

@@ -8,20 +8,17 @@ import time
 
 import pytest
 
-import configurables
 import run_dir
 import train
-from conftest import REPO_ROOT, run_script
+from conftest import REPO_ROOT, committed_steps as _steps, run_script
+from conftest import tiny_data_params
 
 
 def _start_training(tiny_data_dir, output_dir, steps):
   return subprocess.Popen(
       [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
        '--gin_file', 'configs/char_rnn_tiny.gin', '--output_dir', output_dir,
-       '--steps', str(steps),
-       '--gin_param', "CharLMInputs.dataset = 'tiny_text'",
-       '--gin_param', f"CharLMInputs.data_dir = '{tiny_data_dir}'",
-       '--gin_param', 'CharLMInputs.download = False'],
+       '--steps', str(steps), *tiny_data_params(tiny_data_dir)],
       cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -52,13 +49,7 @@ def test_signal_stops_after_a_step_with_a_checkpoint(tiny_data_dir, tmp_path,
 
   resumed = run_script('train.py', '--gin_file', 'configs/char_rnn_tiny.gin',
                        '--output_dir', output_dir, '--steps', str(step + 3),
-                       '--gin_param', "CharLMInputs.dataset = 'tiny_text'",
-                       '--gin_param', f"CharLMInputs.data_dir = '{tiny_data_dir}'",
-                       '--gin_param', 'CharLMInputs.download = False')
+                       *tiny_data_params(tiny_data_dir))
   assert resumed.returncode == 0, resumed.stderr
   assert f'from its checkpoint at step {step}' in resumed.stdout
   assert _steps(output_dir)[-1] == step + 3
-
-
-def _steps(output_dir):
-  return configurables.Checkpoints(output_dir, read_only=True).steps()

@@ -211,7 +211,7 @@ def test_evaluation_reads_only_committed_checkpoints(tiny_data_dir, tmp_path):
                               text=True)
   loads = during_commit = 0
   while training.poll() is None:
-    if os.path.isdir(os.path.join(run, checkpoints.SUBDIR)) and _saved(run).steps():
+    if _saved(run).steps():
       committing = fault_injection._commit_in_progress(run)  # pylint: disable=protected-access
       state = evaluate.load_checkpoint(run, 'latest')  # never partial
       assert np.isfinite(state.train_loss).all()

@@ -44,3 +44,10 @@ def prepare(data_dir):
   """Writes the dataset under `data_dir`; returns its TFDS name."""
   TinyText(data_dir=data_dir).download_and_prepare()
   return 'tiny_text'
+
+
+def gin_bindings(data_dir):
+  """The gin bindings that make a run read this dataset from `data_dir`."""
+  return ["CharLMInputs.dataset = 'tiny_text'",
+          f"CharLMInputs.data_dir = '{data_dir}'",
+          'CharLMInputs.download = False']
