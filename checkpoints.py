@@ -155,6 +155,11 @@ class Checkpoints:
             preservation_policy=policy, best_fn=rank, best_mode=best_mode,
             read_only=read_only,
             save_interval_steps=0 if read_only else 1,
+            # Saving in the training thread costs a fraction of a second per
+            # checkpoint at this scale, and a failed write then stops the run
+            # at that step with one message, rather than surfacing later
+            # from orbax's background threads amid their tracebacks.
+            enable_async_checkpointing=False,
             create=not read_only, cleanup_tmp_directories=not read_only)))
 
   def steps(self):
@@ -172,11 +177,14 @@ class Checkpoints:
     _while_pruned(self._manager.reload)
 
   def save(self, state, metrics=None):
-    """Starts writing `state` as checkpoint `state.step`; returns at once.
+    """Writes and commits `state` as checkpoint `state.step`.
 
     Args:
       state: the TrainingState; its arrays must already be host (NumPy) copies.
       metrics: the evaluation metrics at this step, used to rank it.
+
+    Raises:
+      WriteFailed: the checkpoint could not be written (nothing is committed).
     """
     arrays, meta = _to_items(state)
     with self._write_errors_reported(state.step):
@@ -184,32 +192,44 @@ class Checkpoints:
           state.step, metrics=metrics,
           args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
                                   meta=ocp.args.JsonSave(meta)))
-
-  def wait(self):
-    """Blocks until every started save is committed.
-
-    Raises:
-      WriteFailed: a save could not be completed.
-    """
-    with self._write_errors_reported(None):
-      self._manager.wait_until_finished()
+      # orbax's rename makes the commit atomic for other processes; this
+      # makes it durable if the machine, not just the process, goes down.
+      _fsync_tree(os.path.join(self.directory, str(state.step)))
 
   @contextlib.contextmanager
   def _write_errors_reported(self, step):
-    """Turns orbax's error for a failed background write into WriteFailed."""
+    """Turns orbax's error for a failed write into WriteFailed.
+
+    orbax's threads also log such an error, traceback and all; those logs
+    are held back while writing and shown only if the write did not fail,
+    since WriteFailed then says the same in one paragraph.
+    """
+    held = []
+    absl_logger = logging.getLogger('absl')
+    hold = lambda record: not (record.levelno >= logging.ERROR and
+                               f'{os.sep}orbax{os.sep}' in record.pathname
+                               and not held.append(record))
+    absl_logger.addFilter(hold)
     try:
       yield
     except (OSError, ValueError, RuntimeError) as e:
-      code = re.search(r"os_error_code='(\d+)'", str(e))
-      reason = (os.strerror(int(code.group(1))) if code
-                else ' '.join(str(e).split())[-300:])
-      committed = [s for s in self.steps() if s != step]
-      newest = (f'the newest committed one, step {committed[-1]}, is intact'
-                if committed else 'no checkpoint had been committed')
-      raise WriteFailed(
-          f'Writing a checkpoint to {self.directory} failed ({reason}); '
-          f'{newest}. Free space or fix the directory, then rerun the same '
-          f'command to resume.') from None
+      absl_logger.removeFilter(hold)
+      raise self._write_failed(e, step) from None
+    absl_logger.removeFilter(hold)
+    for record in held:
+      absl_logger.handle(record)
+
+  def _write_failed(self, error, step):
+    code = re.search(r"os_error_code='(\d+)'", str(error))
+    reason = (os.strerror(int(code.group(1))) if code
+              else ' '.join(str(error).split())[-300:])
+    committed = [s for s in self.steps() if s != step]
+    newest = (f'the newest committed one, step {committed[-1]}, is intact'
+              if committed else 'no checkpoint had been committed')
+    return WriteFailed(
+        f'Writing a checkpoint to {self.directory} failed ({reason}); '
+        f'{newest}. Free space or fix the directory, then rerun the same '
+        f'command to resume.')
 
   def restore(self, step):
     """Reads checkpoint `step` and checks it against its recorded hashes.
@@ -257,6 +277,19 @@ def flat_slots(slots):
   from trax import fastmath  # pylint: disable=g-import-not-at-top
   return [s for s in fastmath.tree_flatten(slots)
           if not (s is None or (isinstance(s, tuple) and not s))]
+
+
+def _fsync_tree(directory):
+  """Flushes every file and directory entry below `directory`, and its own."""
+  paths = [os.path.dirname(directory)]
+  for root, _, files in os.walk(directory):
+    paths += [root] + [os.path.join(root, name) for name in files]
+  for path in paths:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+      os.fsync(descriptor)
+    finally:
+      os.close(descriptor)
 
 
 def _while_pruned(list_steps, attempts=5):

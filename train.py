@@ -131,8 +131,6 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
     except Interrupted:
       loop.save_now()  # A second signal cannot cut this short.
       raise
-    finally:
-      saver.wait()
   return loop
 
 
@@ -476,7 +474,7 @@ class TrainingLoop(training.Loop):
       self.save_now()
 
   def save_now(self, metrics=None):
-    """Starts committing the current step, unless it is committed already.
+    """Commits a checkpoint of the current step, unless there is one already.
 
     Raises:
       FloatingPointError: the weights or slots are not finite (never saved).

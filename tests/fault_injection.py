@@ -4,14 +4,14 @@ A reference run trains straight through. A second run directory is then
 trained by processes killed with `kill -9`, each at a random moment: half
 the kills wait for a checkpoint commit to be in progress (a test-only
 delay, checkpoints.COMMIT_DELAY_ENV, holds each commit open), the others
-land anywhere after start-up. After every kill each committed checkpoint
+land anywhere in start-up or training. After every kill each committed checkpoint
 must load with matching checksums. Finally one process runs to the end,
 and its per-step losses, weights, optimizer slots and evaluation history
 must equal the reference run's exactly.
 
 The suite runs a few kills (tests/test_interruptions.py); for more:
 
-    python tests/fault_injection.py --kills 30
+    python tests/fault_injection.py --kills 30 --steps 150
 """
 
 import argparse
@@ -39,11 +39,11 @@ SETTINGS = ['train_and_evaluate.checkpoint_every = 3',
             'Checkpoints.keep_last = 2', 'Checkpoints.keep_best = 1']
 
 
-def train_command(data_dir, output_dir):
+def train_command(data_dir, output_dir, steps=N_STEPS):
   params = [*tiny_text_dataset.gin_bindings(data_dir), *SETTINGS]
   return [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
           '--gin_file', 'configs/char_rnn_tiny.gin', '--output_dir',
-          output_dir, '--steps', str(N_STEPS),
+          output_dir, '--steps', str(steps),
           *[arg for p in params for arg in ('--gin_param', p)]]
 
 
@@ -60,16 +60,27 @@ def _commit_in_progress(output_dir):
       'tmp' in name for name in os.listdir(directory))
 
 
-def _kill_once(command, output_dir, rng, env, wait_for_commit):
-  """Starts training, kills it with SIGKILL; True if it died mid-commit."""
+def _kill_once(command, output_dir, rng, env, wait_for_commit, run_seconds):
+  """Starts training, kills it with SIGKILL; True if it died mid-commit.
+
+  A commit kill lets 0 to 3 commits pass and kills inside the next one; any
+  other kill comes at a random time up to about one uninterrupted run's
+  length (`run_seconds`), so kills spread over start-up and training.
+  """
   process = subprocess.Popen(command, cwd=REPO_ROOT, env=env,
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-  deadline = time.time() + (120 if wait_for_commit else rng.uniform(5, 40))
+  deadline = time.time() + (
+      600 if wait_for_commit else rng.uniform(0.2, 1.2) * run_seconds)
+  commits_to_pass, was_committing = rng.randint(0, 3), False
   while time.time() < deadline and process.poll() is None:
-    if wait_for_commit and _commit_in_progress(output_dir):
-      time.sleep(rng.uniform(0, 0.3))  # somewhere inside the commit
-      break
+    committing = _commit_in_progress(output_dir)
+    if wait_for_commit and committing and not was_committing:
+      if not commits_to_pass:
+        time.sleep(rng.uniform(0, 0.3))  # somewhere inside the commit
+        break
+      commits_to_pass -= 1
+    was_committing = committing
     time.sleep(0.02)
   mid_commit = _commit_in_progress(output_dir)
   process.send_signal(signal.SIGKILL)
@@ -87,12 +98,13 @@ def check_committed(output_dir):
 
 
 def final_state(output_dir):
+  """The newest checkpoint's TrainingState."""
   saved = configurables.Checkpoints(output_dir, read_only=True)
   return saved.restore(saved.steps()[-1])
 
 
-def assert_same_training(got, want):
-  assert got.step == want.step == N_STEPS, (got.step, want.step)
+def assert_same_training(got, want, steps):
+  assert got.step == want.step == steps, (got.step, want.step)
   np.testing.assert_array_equal(got.train_loss, want.train_loss)
   for name in ('weights', 'slots'):
     for a, b in zip(getattr(got, name), getattr(want, name), strict=True):
@@ -105,37 +117,48 @@ def assert_same_training(got, want):
     assert got_values == want_values, (mode, metric, got_values, want_values)
 
 
-def run(kills, work_dir, seed=0, commit_delay=0.5, log=print):
-  """The whole experiment; returns a summary dict. Raises AssertionError."""
+def run(kills, work_dir, steps=N_STEPS, seed=0, commit_delay=0.5, log=print):
+  """The whole experiment; returns a summary dict. Raises AssertionError.
+
+  Kills stop early once the killed run has committed its last step (any
+  further kill would only hit a finished run).
+  """
   rng = random.Random(seed)
   data_dir = os.path.join(work_dir, 'tfds')
   tiny_text_dataset.prepare(data_dir)
   reference, killed = (os.path.join(work_dir, d) for d in ('reference', 'killed'))
-  _run(train_command(data_dir, reference))
+  start = time.time()
+  _run(train_command(data_dir, reference, steps))
+  run_seconds = time.time() - start
   env = dict(os.environ, **{checkpoints.COMMIT_DELAY_ENV: str(commit_delay)})
-  command = train_command(data_dir, killed)
-  mid_commit = 0
-  for i in range(kills):
+  command = train_command(data_dir, killed, steps)
+  mid_commit = done = 0
+  committed = check_committed(killed)
+  while done < kills and steps not in committed:
     mid_commit += _kill_once(command, killed, rng, env,
-                             wait_for_commit=i % 2 == 0)
-    steps = check_committed(killed)
-    log(f'kill {i + 1}/{kills}: committed steps {steps}')
+                             wait_for_commit=done % 2 == 0,
+                             run_seconds=run_seconds)
+    done += 1
+    committed = check_committed(killed)
+    log(f'kill {done}/{kills}: committed steps {committed}')
   _run(command, env)
-  assert_same_training(final_state(killed), final_state(reference))
-  return {'kills': kills, 'mid_commit': mid_commit,
-          'committed_after_end': check_committed(killed)}
+  assert_same_training(final_state(killed), final_state(reference), steps)
+  return {'kills': done, 'mid_commit': mid_commit}
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--kills', type=int, default=30)
+  parser.add_argument('--steps', type=int, default=150,
+                      help='training steps of each run (enough to outlast '
+                           'the kills)')
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()
   start = time.time()
   with tempfile.TemporaryDirectory() as work_dir:
-    summary = run(args.kills, work_dir, args.seed)
+    summary = run(args.kills, work_dir, args.steps, args.seed)
   print(f'{summary["kills"]} kills ({summary["mid_commit"]} during a '
-        f'checkpoint commit): every committed checkpoint loaded with matching '
+        f'checkpoint commit) over {args.steps} steps: every committed checkpoint loaded with matching '
         f'checksums after each kill, and the resumed run ended with the '
         f'uninterrupted run\'s per-step losses, weights and slots, bit for '
         f'bit. {time.time() - start:.0f} s.')
