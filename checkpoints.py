@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -110,6 +111,34 @@ def _delay_commits(seconds):
 
 if os.environ.get(COMMIT_DELAY_ENV):
   _delay_commits(float(os.environ[COMMIT_DELAY_ENV]))
+
+
+@contextlib.contextmanager
+def _closed_loop_reports_held():
+  """Holds back tensorstore's "Event loop is closed" reports during I/O.
+
+  When one file of a checkpoint fails to write or read, orbax's event loop
+  ends while tensorstore still finishes the item's other operations; their
+  completion callbacks find the loop closed and Python would print each
+  one as an unraisable traceback, during the call and for a while after.
+  If the block succeeds, anything held is reported as usual; if it fails,
+  the hook stays, since those operations belong to the failure the caller
+  reports in one paragraph.
+  """
+  report, held = sys.unraisablehook, []
+
+  def hold_closed_loop(unraisable):
+    if (unraisable.exc_type is RuntimeError and
+        str(unraisable.exc_value) == 'Event loop is closed'):
+      held.append(unraisable)
+    else:
+      report(unraisable)
+
+  sys.unraisablehook = hold_closed_loop
+  yield
+  sys.unraisablehook = report
+  for unraisable in held:
+    report(unraisable)
 
 
 class WriteFailed(UsageError):
@@ -200,9 +229,11 @@ class Checkpoints:
   def _write_errors_reported(self, step):
     """Turns orbax's error for a failed write into WriteFailed.
 
-    orbax's threads also log such an error, traceback and all; those logs
-    are held back while writing and shown only if the write did not fail,
-    since WriteFailed then says the same in one paragraph.
+    orbax's threads also log such an error, traceback and all, and
+    tensorstore's writes left running print tracebacks of their own (see
+    `_closed_loop_reports_held`). Both are held back while writing and shown
+    only if the write did not fail, since WriteFailed then says the same in
+    one paragraph.
     """
     held = []
     absl_logger = logging.getLogger('absl')
@@ -211,7 +242,8 @@ class Checkpoints:
                                and not held.append(record))
     absl_logger.addFilter(hold)
     try:
-      yield
+      with _closed_loop_reports_held():
+        yield
     except (OSError, ValueError, RuntimeError) as e:
       absl_logger.removeFilter(hold)
       raise self._write_failed(e, step) from None
@@ -238,8 +270,9 @@ class Checkpoints:
       DamagedCheckpoint: a file is missing, truncated or altered.
     """
     try:
-      items = self._manager.restore(step, args=ocp.args.Composite(
-          arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+      with _closed_loop_reports_held():
+        items = self._manager.restore(step, args=ocp.args.Composite(
+            arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
       return _from_items(items['arrays'], items['meta'])
     except DamagedCheckpoint:
       raise

@@ -176,8 +176,7 @@ def test_full_disk_fails_cleanly_and_the_run_resumes(run_copy, tiny_data_dir):
                         cwd=REPO_ROOT, capture_output=True, text=True,
                         timeout=600)
   assert full.returncode == 2, full.stderr
-  # tensorstore's callbacks into orbax's closed event loops still print
-  # tracebacks first; the last paragraph is train.py's own.
+  assert 'Traceback' not in full.stderr, full.stderr
   err = ' '.join(full.stderr.split('train.py: error:')[-1].split())
   assert 'failed (File too large)' in err and 'step 20, is intact' in err, err
   for step in _saved(run_copy).steps():  # every committed one still loads
