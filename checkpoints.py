@@ -29,6 +29,7 @@ import shutil
 import sys
 import time
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
@@ -178,6 +179,8 @@ class Checkpoints:
         checkpoint_managers.BestN(
             get_metric_fn=rank, reverse=best_mode == 'min', n=keep_best,
             keep_checkpoints_without_metrics=False)])
+    if not read_only:
+      os.makedirs(self.directory, exist_ok=True)
     self._manager = _while_pruned(lambda: ocp.CheckpointManager(
         self.directory, item_names=('arrays', 'meta'),
         options=ocp.CheckpointManagerOptions(
@@ -189,7 +192,12 @@ class Checkpoints:
             # at that step with one message, rather than surfacing later
             # from orbax's background threads amid their tracebacks.
             enable_async_checkpointing=False,
-            create=not read_only, cleanup_tmp_directories=not read_only)))
+            create=False, cleanup_tmp_directories=not read_only,
+            # Each process works with the checkpoints on its own: only
+            # process 0 writes, every process reads, none waits for another.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=jax.process_index(),
+                active_processes={jax.process_index()}))))
 
   def steps(self):
     """Committed steps, oldest first."""

@@ -19,6 +19,7 @@ import sys
 
 import checkpoints
 import configurables
+import devices
 import run_dir
 import train
 from errors import UsageError, exit_with
@@ -119,17 +120,27 @@ def batch_sums(model):
 
 
 def evaluate(output_dir, split=None, checkpoint='best'):
-  """One full pass over `split`; returns the metrics and writes eval_SPLIT.json."""
+  """One full pass over `split`; returns the metrics and writes eval_SPLIT.json.
+
+  The batches are split over every device, as in training; a batch size
+  that does not divide by the device count is padded with rows of weight 0.
+  """
   (inputs, model_fn), vocab = load_run(output_dir)
   state = load_checkpoint(output_dir, checkpoint)
   split = split or inputs.eval_split
-  batches = inputs.eval_batches(vocab, split)
+  parallel = devices.DataParallel.over_all_devices()
+  rows = devices.round_up(inputs.batch_size, parallel.n_devices)
+  batches = (parallel.place_batch(
+      tuple(a[parallel.process_rows(rows)] for a in _pad_rows(b, rows)))
+             for b in inputs.eval_batches(vocab, split))
   signature = shapes.ShapeDtype((inputs.batch_size, inputs.seq_len), np.int32)
   model = load_model(model_fn, vocab, state, 'eval', signature)
+  weights, model_state = parallel.replicate((model.weights, model.state))
   sums = batch_sums(model)
   total = np.zeros(3)
-  for x, y, w in tqdm(batches, desc=f'evaluating {split}', unit='batch'):
-    total += np.array(sums(model.weights, model.state, x, y, w))
+  for x, y, w in tqdm(batches, desc=f'evaluating {split}', unit='batch',
+                      disable=not parallel.is_writer):
+    total += np.array(sums(weights, model_state, x, y, w))
   nll, correct, n_chars = total
   if not n_chars:
     raise UsageError(f'Split {split!r} of {inputs.dataset} holds no text to '
@@ -141,8 +152,15 @@ def evaluate(output_dir, split=None, checkpoint='best'):
       'perplexity': math.exp(loss), 'bits_per_char': loss / math.log(2),
       'n_chars': int(n_chars),
   }
-  _write_json(os.path.join(output_dir, f'eval_{split}.json'), metrics)
+  if parallel.is_writer:
+    _write_json(os.path.join(output_dir, f'eval_{split}.json'), metrics)
   return metrics
+
+
+def _pad_rows(batch, rows):
+  """Pads every array of `batch` with zero rows (weight 0) up to `rows`."""
+  return tuple(np.pad(a, [(0, rows - len(a))] + [(0, 0)] * (a.ndim - 1))
+               for a in batch)
 
 
 def _write_json(path, record):
@@ -213,12 +231,14 @@ def parse_args(argv):
   parser.add_argument('--temperature', type=float, default=0.8,
                       help='sampling temperature; 0 picks the likeliest.')
   parser.add_argument('--seed', type=int, default=0, help='sampling seed.')
+  devices.add_arguments(parser)
   return parser.parse_args(argv)
 
 
 def main(argv=None):
   args = parse_args(argv)
   try:
+    devices.set_up(args)
     if args.generate is not None:
       if args.generate < 1 or args.length < 0:
         raise UsageError('--generate takes the number of samples (1 or more) '
@@ -230,7 +250,8 @@ def main(argv=None):
         print(f'--- sample {i + 1} ---\n{text}\n')
     else:
       metrics = evaluate(args.output_dir, args.split, args.checkpoint)
-      print(json.dumps(metrics, indent=2))
+      if jax.process_index() == 0:
+        print(json.dumps(metrics, indent=2))
   except UsageError as e:
     exit_with(e, 'evaluate.py')
 

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 import checkpoints
 import configurables
+import devices
 import run_dir
 from errors import UsageError, exit_with, without_gin_trace
 from trax import fastmath
@@ -61,7 +62,7 @@ Experiment = collections.namedtuple('Experiment', ['inputs', 'model'])
 # What a run needs, built and checked against output_dir before it is touched.
 Plan = collections.namedtuple('Plan', [
     'inputs', 'vocab', 'vocab_is_new', 'train_model', 'eval_model',
-    'optimizer', 'restored', 'damaged', 'eval_batches', 'config'])
+    'optimizer', 'restored', 'damaged', 'eval_batches', 'config', 'parallel'])
 
 
 @gin.configurable
@@ -112,19 +113,23 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
   plan = _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
                from_scratch)
   start = plan.restored.step if plan.restored else 0
+  writer = plan.parallel.is_writer
   if start >= n_steps:
     print(f'{output_dir} is already trained to step {start} '
           f'(n_steps = {n_steps}); nothing to do.')
     return None
   # Every check has passed: only now may the run directory change.
-  saver = _prepare_run_dir(output_dir, plan, start)
+  saver = _prepare_run_dir(output_dir, plan, start) if writer else None
   loop = _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
                     checkpoint_every or eval_every, seed, on_nonfinite)
-  run_dir.save_operative_config(output_dir, start)
+  if writer:
+    run_dir.save_operative_config(output_dir, start)
+  print(plan.parallel.describe())
   if start:
     print(f'Resuming {output_dir} from its checkpoint at step {start}.')
   with tqdm(total=n_steps, initial=start, unit='step', dynamic_ncols=True,
-            mininterval=1.0) as bar, _stop_requests() as signals:
+            mininterval=1.0, disable=not writer) as bar, \
+      _stop_requests() as signals:
     loop.progress_bar, loop.stop_signals = bar, signals
     try:
       loop.run(n_steps - start)
@@ -162,6 +167,9 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
           from_scratch):
   """Builds what the run needs and checks it against output_dir, writing nothing."""
   inputs, model = experiment()
+  parallel = devices.DataParallel.over_all_devices()
+  parallel.check_batch_size(inputs.batch_size,
+                            f'{type(inputs).__name__}.batch_size')
   run_dir.check_writable(output_dir)
   config = configurables.config_text()
   restored, damaged = _newest_intact_checkpoint(output_dir, from_scratch)
@@ -175,9 +183,9 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
   if restored:
     run_dir.check_shapes(output_dir, restored, train_model, opt,
                          _signature(inputs))
-  eval_batches = _eval_batches(inputs, vocab, n_eval_batches)
+  eval_batches = _eval_batches(inputs, vocab, n_eval_batches, parallel)
   return Plan(inputs, vocab, saved_vocab is None, train_model, eval_model, opt,
-              restored, damaged, eval_batches, config)
+              restored, damaged, eval_batches, config, parallel)
 
 
 def _newest_intact_checkpoint(output_dir, from_scratch):
@@ -273,14 +281,16 @@ def _build_optimizer(optimizer):
                      f'e.g. @trax.optimizers.Adam.') from None
 
 
-def _eval_batches(inputs, vocab, n_eval_batches):
-  """The batches every evaluation runs on: the same ones each time."""
-  batches = list(inputs.eval_batches(vocab))
+def _eval_batches(inputs, vocab, n_eval_batches, parallel):
+  """The batches every evaluation runs on, placed on the devices once."""
+  batches = list(inputs.eval_batches(
+      vocab, rows=parallel.process_rows(inputs.batch_size)))
   if not batches:
     raise UsageError(f'The eval split {inputs.eval_split!r} of '
                      f'{inputs.dataset} holds no text. Bind '
                      f'CharLMInputs.eval_split to a split with examples.')
-  return batches[:n_eval_batches or len(batches)]
+  return [parallel.place_batch(b) for b in batches[:n_eval_batches or
+                                                   len(batches)]]
 
 
 def _signature(inputs):
@@ -291,13 +301,15 @@ def _signature(inputs):
 def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
                checkpoint_every, seed, on_nonfinite):
   """Builds the Loop: one train task, one eval task, state from plan.restored."""
-  restored, inputs = plan.restored, plan.inputs
+  restored, inputs, parallel = plan.restored, plan.inputs, plan.parallel
   position = restored.input_position if restored else 0
   # The same seeded stream every time, fast-forwarded past what was trained.
-  batches = _Counted(inputs.train_batches(plan.vocab, seed=seed, start=position),
-                     position)
+  batches = _Counted(inputs.train_batches(
+      plan.vocab, seed=seed, start=position,
+      rows=parallel.process_rows(inputs.batch_size)), position)
   train_task = training.TrainTask(
-      labeled_data=batches, sample_batch=plan.eval_batches[0],
+      labeled_data=map(parallel.place_batch, batches),
+      sample_batch=plan.eval_batches[0],
       loss_layer=tl.WeightedCategoryCrossEntropy(),
       optimizer=plan.optimizer, lr_schedule=lr_schedule,
       n_steps_per_checkpoint=checkpoint_every, loss_name='loss')
@@ -314,7 +326,7 @@ def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
       checkpoint_at=lambda s: s % checkpoint_every == 0 or s == n_steps,
       eval_at=lambda s: s % eval_every == 0 or s == n_steps,
       saver=saver, restored=restored, config=plan.config, base_rng=base_rng,
-      train_batches=batches, on_nonfinite=on_nonfinite)
+      train_batches=batches, on_nonfinite=on_nonfinite, parallel=parallel)
 
 
 def _cycle(batches):
@@ -362,12 +374,16 @@ class TrainingLoop(training.Loop):
     uninterrupted one would have done.
   - After each step the loss, weights and slots are checked; a non-finite
     update is handled as `on_nonfinite` says, and never checkpointed.
+  - Weights, state and slots are replicated over `parallel`'s mesh; the
+    batches come split over it. Only the writing process (saver not None)
+    saves checkpoints and metrics.
   - It feeds a tqdm bar, writes metrics.jsonl and stops on a signal.
   """
 
   def __init__(self, *args, saver, restored, config, base_rng, train_batches,
-               on_nonfinite, **kwargs):
+               on_nonfinite, parallel, **kwargs):
     self._saver, self._restored, self._config = saver, restored, config
+    self._parallel = parallel
     self._base_rng, self._rng_step, self._rng_draws = base_rng, None, 0
     self._train_batches, self._on_nonfinite = train_batches, on_nonfinite
     self._train_loss = list(restored.train_loss) if restored else []
@@ -375,6 +391,16 @@ class TrainingLoop(training.Loop):
     self._save_after_eval, self._skipped_in_a_row = False, 0
     self.progress_bar, self.stop_signals = None, ()
     super().__init__(*args, checkpoint_low_metric=None, **kwargs)
+    self._replicate_over_devices()
+
+  def _replicate_over_devices(self):
+    """Puts a copy of the weights, state and slots on every device."""
+    replicate = self._parallel.replicate
+    self.update_weights_and_state(*replicate((self._model.weights,
+                                              self._model.state)))
+    self._eval_model.state = replicate(self._eval_model.state)
+    for trainer in self._trainer_per_task:
+      trainer.slots = replicate(trainer.slots)
 
   def new_rng(self):
     if self._rng_step != self.step:
@@ -416,7 +442,9 @@ class TrainingLoop(training.Loop):
       self.progress_bar.update(1)
       if self.step % 10 == 0:
         self.progress_bar.set_postfix(loss=f'{loss:.4f}', refresh=False)
-    if self.stop_signals:
+    # Every process must stop at the same step, or the others would wait
+    # for it in the next step's collectives.
+    if self._parallel.any_process(self.stop_signals):
       raise Interrupted()
     return loss, stats
 
@@ -459,7 +487,8 @@ class TrainingLoop(training.Loop):
         step, value = self.history.get(mode, metric)[-1]
         if step == self.step:
           record[f'{mode}/{metric.split("/", 1)[-1]}'] = float(value)
-    run_dir.append_metrics(self.output_dir, record)
+    if self._saver is not None:
+      run_dir.append_metrics(self.output_dir, record)
     if self._save_after_eval:
       self._save_after_eval = False
       self.save_now({k[len('eval/'):]: v for k, v in record.items()
@@ -485,7 +514,8 @@ class TrainingLoop(training.Loop):
     if not bool(_all_finite((state.weights, state.slots))):
       raise FloatingPointError(f'Step {self.step} has non-finite weights or '
                                f'optimizer slots; it is not checkpointed.')
-    self._saver.save(state, metrics)
+    if self._saver is not None:
+      self._saver.save(state, metrics)
     self._saved_step = self.step
 
   def _training_state(self):
@@ -521,6 +551,7 @@ def parse_args(argv):
   parser.add_argument('--from_scratch', action='store_true',
                       help='start at step 0 when every checkpoint in '
                            '--output_dir is damaged (they are moved aside).')
+  devices.add_arguments(parser)
   return parser.parse_args(argv)
 
 
@@ -530,8 +561,10 @@ def main(argv=None):
   if args.steps is not None:
     params.append(f'train_and_evaluate.n_steps = {args.steps}')
   try:
+    devices.set_up(args)
     configurables.parse(args.gin_file, params)
-    with configurables.required_bindings_as_usage_errors():
+    with configurables.required_bindings_as_usage_errors(), \
+        devices.log_in_process_0_only():
       train_and_evaluate(args.output_dir,
                          allow_config_change=args.allow_config_change,
                          from_scratch=args.from_scratch)
@@ -545,11 +578,15 @@ def main(argv=None):
         f'committed before are intact; free space or fix the directory, then '
         f'rerun the same command to resume.'), 'train.py')
   except Interrupted:
+    if jax.process_index() != 0:  # process 0 says where the checkpoint is
+      sys.exit(EXIT_INTERRUPTED)
     print(f'Stopped at step {_newest_step(args.output_dir)}; its checkpoint is '
           f'in {args.output_dir}. Run the same command again to resume.',
           file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)
   except Diverged as e:
+    if jax.process_index() != 0:
+      sys.exit(EXIT_DIVERGED)
     step = _newest_step(args.output_dir)
     kept = (f'the newest checkpoint, step {step} in {args.output_dir}, is kept'
             if step else 'no checkpoint had been written yet')

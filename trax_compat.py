@@ -4,9 +4,10 @@ Import this module before anything imports trax; `models`, `data`, `train.py`
 and `evaluate.py` all do. Every fix here is small, names the breakage it
 repairs, and has a test in `tests/test_trax_compat.py` that fails without it.
 
-Known breakages that are *not* patched here, because the toolkit does not take
-those paths: trax's multi-device `pmap` training (it calls the removed
-`jax.device_put_replicated`); the toolkit trains on one device per process.
+Known breakage that is *not* patched but avoided: trax's multi-device `pmap`
+training (it calls the removed `jax.device_put_replicated`, and assumes the
+old `pmap`). `_see_one_logical_device` keeps trax off that path; the toolkit
+spreads work over devices with `jax.sharding` instead (see `devices.py`).
 """
 
 import contextlib
@@ -94,6 +95,25 @@ def _quiet_gzip_mode_warning():
                           category=FutureWarning)
 
 
+def _see_one_logical_device():
+  """Makes trax treat all devices as one, for data parallelism by sharding.
+
+  trax reads the local device count to choose its `pmap` path, which no
+  longer works on current JAX, and its `Loop` refuses any other count. With
+  the count at 1 trax jits its step as on a single device; batches arrive
+  already split over the device mesh and XLA partitions the step from that.
+  For the same reason `tl.on_cpu`, with which trax pins optimizer slots
+  (and some keys) to CPU device 0, leaves arrays where they are: pinned
+  slots would clash with sharded batches (and with a GPU or TPU holding
+  the weights).
+  """
+  from trax import layers as tl  # pylint: disable=g-import-not-at-top
+  from trax.fastmath import jax as trax_jax  # pylint: disable=g-import-not-at-top
+  from trax.layers import acceleration  # pylint: disable=g-import-not-at-top
+  trax_jax.JAX_BACKEND['local_device_count'] = lambda: 1
+  acceleration.on_cpu = tl.on_cpu = lambda x: x
+
+
 def apply():
   """Applies every fix once; later calls do nothing."""
   global _applied
@@ -103,6 +123,7 @@ def apply():
   _patch_tree_unflatten()
   _restore_host_aliases()
   _quiet_gzip_mode_warning()
+  _see_one_logical_device()
   _applied = True
 
 

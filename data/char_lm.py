@@ -63,11 +63,21 @@ class CharLMInputs:
                        f'CharLMInputs.train_split to a split with examples.')
     return vocab
 
-  def train_batches(self, vocab, seed=0, start=0):
+  def train_batches(self, vocab, seed=0, start=0, rows=slice(None)):
     """Endless, shuffled training batches; window boundaries move each epoch.
 
     The stream is a function of `seed` alone; `start` skips its first
     batches, so a resumed run continues exactly where it stopped.
+
+    Args:
+      vocab: the CharVocab to encode with.
+      seed: seed of the data order.
+      start: how many batches to skip.
+      rows: the rows of each batch to keep: in a multi-process run, each
+        process feeds its own slice of every global batch. Every process
+        cuts the same windows (a character-LM split is often one document,
+        which can't be divided by examples), and keeps only its rows, so
+        the global batches are the same whatever the number of processes.
     """
     encode = _encoder(vocab)
     seq_len = self.seq_len
@@ -91,15 +101,17 @@ class CharLMInputs:
           .shuffle(self.shuffle_buffer, seed=seed)
           .batch(self.batch_size, drop_remainder=True)
           .skip(start)
-          .map(_with_weights, num_parallel_calls=tf.data.AUTOTUNE)
+          .map(lambda batch: _with_weights(batch[rows]),
+               num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))
     return iter(tfds.as_numpy(ds))
 
-  def eval_batches(self, vocab, split=None):
+  def eval_batches(self, vocab, split=None, rows=slice(None)):
     """One ordered pass over `split` (default eval_split), every character once.
 
     The last batch is padded to `batch_size` with all-padding windows, whose
-    weights are 0, so every batch has the same shape.
+    weights are 0, so every batch has the same shape. `rows` is as in
+    `train_batches`.
     """
     split = split or self.eval_split
     tfds_io.check_split_and_feature(self._builder, split, self.text_key)
@@ -111,7 +123,8 @@ class CharLMInputs:
           .batch(self.batch_size)
           .map(_with_weights)
           .prefetch(tf.data.AUTOTUNE))
-    return (_pad_batch(b, self.batch_size) for b in tfds.as_numpy(ds))
+    return (tuple(a[rows] for a in _pad_batch(b, self.batch_size))
+            for b in tfds.as_numpy(ds))
 
   def _texts(self, split, shuffle_seed=None):
     """The text feature of `split`, as a tf.data.Dataset of strings."""

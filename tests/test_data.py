@@ -97,6 +97,24 @@ def test_train_order_follows_the_seed(tiny_data_dir):
   assert not np.array_equal(first(1), first(2))
 
 
+def test_process_rows_put_together_are_the_global_batches(tiny_data_dir):
+  inputs = _inputs(tiny_data_dir)
+  vocab = inputs.build_vocab()
+  halves = [slice(0, inputs.batch_size // 2),
+            slice(inputs.batch_size // 2, inputs.batch_size)]
+  def stream(make, rows):
+    return [np.stack(b) for b in itertools.islice(make(vocab, rows=rows), 6)]
+  for make in (lambda v, rows: inputs.train_batches(v, seed=3, start=2,
+                                                    rows=rows),
+               inputs.eval_batches):
+    whole = stream(make, slice(None))
+    parts = [stream(make, rows) for rows in halves]
+    assert parts[0][0].shape[1] == inputs.batch_size // 2
+    for k, batch in enumerate(whole):  # (3, rows, seq_len) each
+      np.testing.assert_array_equal(
+          np.concatenate([parts[0][k], parts[1][k]], axis=1), batch)
+
+
 def test_real_tiny_shakespeare_pipeline(shakespeare_data_dir):
   inputs = data.CharLMInputs(data_dir=shakespeare_data_dir, seq_len=100,
                              batch_size=8, download=False)

@@ -1,6 +1,7 @@
 """Each fix in trax_compat, shown to be needed and shown to work."""
 
 import importlib
+import os
 import warnings
 import subprocess
 import sys
@@ -119,3 +120,35 @@ def test_checkpoint_writes_raise_no_gzip_mode_warning(tmp_path):
   loop = _loop(str(tmp_path))
   assert _gzip_warnings(loop, quiet=False)
   assert not _gzip_warnings(loop, quiet=True)
+
+
+_ON_EIGHT_DEVICES = '''
+import jax, numpy as np
+from trax.supervised import training
+try:
+  training.init_host_and_devices(n_devices=1)
+  print('unpatched: accepted')
+except ValueError as e:
+  print('unpatched: refused:', e)
+import trax_compat
+from trax import layers as tl
+from trax import fastmath
+_, _, n_devices, _ = training.init_host_and_devices(n_devices=1)
+x = jax.device_put(np.ones(3), jax.devices()[5])
+print('patched:', jax.local_device_count(), fastmath.local_device_count(),
+      n_devices, tl.on_cpu(x) is x)
+'''
+
+
+def test_trax_sees_one_device_so_sharded_batches_drive_the_devices():
+  # Without the fix trax refuses a Loop on fewer devices than JAX shows, and
+  # tl.on_cpu pins arrays to CPU device 0; with it, both leave JAX alone.
+  result = subprocess.run(
+      [sys.executable, '-c', _ON_EIGHT_DEVICES], cwd=REPO_ROOT, text=True,
+      capture_output=True, timeout=300,
+      env={**os.environ,
+           'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  assert result.returncode == 0, result.stderr
+  assert 'unpatched: refused: JAX cannot work yet with n_devices != all' \
+      in result.stdout
+  assert 'patched: 8 1 1 True' in result.stdout

@@ -1,0 +1,217 @@
+"""Data parallelism over several devices and processes, and platform choice.
+
+XLA_FLAGS makes JAX show 8 CPU devices, like one TPU v2-8 or v3-8 host.
+Each such run is a fresh process, since JAX fixes its devices when it
+starts; the 1-device references run in the test process itself.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import configurables
+import evaluate
+import train
+from conftest import REPO_ROOT, committed_steps, fails_with, run_script
+from conftest import tiny_data_params
+
+EIGHT_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+STEPS = 30
+# Splitting a batch over devices only changes the order of float32 sums.
+RTOL = 1e-4
+
+
+def _train_argv(output_dir, data_dir, steps=STEPS, *params):
+  return ['--gin_file', 'configs/char_rnn_tiny.gin', '--output_dir',
+          output_dir, '--steps', str(steps), *tiny_data_params(data_dir),
+          *[arg for p in params for arg in ('--gin_param', p)]]
+
+
+def _saved(output_dir, step=None):
+  saved = configurables.Checkpoints(output_dir, read_only=True)
+  return saved.restore(step or saved.steps()[-1])
+
+
+def _assert_same_training(run, reference):
+  np.testing.assert_allclose(run.train_loss, reference.train_loss, rtol=RTOL)
+  for got, want in zip(run.weights, reference.weights):
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5)
+
+
+@pytest.fixture(scope='module')
+def one_device_run(tiny_data_dir, tmp_path_factory):
+  """The tiny config trained on this process's single CPU device."""
+  output_dir = str(tmp_path_factory.mktemp('one_device'))
+  train.main(_train_argv(output_dir, tiny_data_dir))
+  return output_dir
+
+
+@pytest.fixture(scope='module')
+def eight_device_run(tiny_data_dir, tmp_path_factory):
+  """The same config and seed trained on 8 devices by train.py."""
+  output_dir = str(tmp_path_factory.mktemp('eight_devices'))
+  result = run_script('train.py', '--platform', 'cpu',
+                      *_train_argv(output_dir, tiny_data_dir),
+                      env=EIGHT_DEVICES)
+  assert result.returncode == 0, result.stderr
+  assert 'Data parallel over 8 cpu devices in 1 process' in result.stdout
+  return output_dir
+
+
+@pytest.mark.slow
+def test_eight_devices_train_like_one(one_device_run, eight_device_run):
+  _assert_same_training(_saved(eight_device_run), _saved(one_device_run))
+  np.testing.assert_allclose(_eval_losses(eight_device_run),
+                             _eval_losses(one_device_run), rtol=RTOL)
+
+
+def _eval_losses(output_dir):
+  with open(os.path.join(output_dir, 'metrics.jsonl')) as f:
+    return [json.loads(line)['eval/loss'] for line in f]
+
+
+@pytest.mark.slow
+def test_checkpoints_move_between_device_counts(one_device_run,
+                                                eight_device_run):
+  # Written on 8, evaluated on 1 (here) ...
+  on_one = evaluate.evaluate(eight_device_run, checkpoint='latest')
+  reference = evaluate.evaluate(one_device_run, checkpoint='latest')
+  assert on_one['loss'] == pytest.approx(reference['loss'], rel=RTOL)
+  # ... and written on 1, evaluated and sampled from on 8.
+  result = run_script('evaluate.py', '--output_dir', one_device_run,
+                      '--checkpoint', 'latest', env=EIGHT_DEVICES)
+  assert result.returncode == 0, result.stderr
+  on_eight = json.loads(result.stdout)
+  assert on_eight['loss'] == pytest.approx(reference['loss'], rel=RTOL)
+  assert on_eight['n_chars'] == reference['n_chars']
+  greedy = ['--generate', '2', '--prompt', 'the ', '--length', '40',
+            '--temperature', '0', '--checkpoint', 'latest']
+  result = run_script('evaluate.py', '--output_dir', one_device_run, *greedy,
+                      env=EIGHT_DEVICES)
+  assert result.returncode == 0, result.stderr
+  samples = evaluate.generate(one_device_run, 2, 'the ', 40, 0.0, 'latest')
+  for sample in samples:
+    assert f'\n{sample}\n' in result.stdout
+
+
+_INSPECT = textwrap.dedent('''
+    import json, sys
+    import jax
+    import configurables, train
+    configurables.parse(['configs/char_rnn_tiny.gin'], sys.argv[2:])
+    loop = train.train_and_evaluate(sys.argv[1])
+    trainer, = loop._trainer_per_task
+    arrays = jax.tree_util.tree_leaves((loop.model.weights, trainer.slots))
+    batch = loop._eval_tasks[0].sample_batch
+    print(json.dumps({
+        'replicated': all(a.sharding.is_fully_replicated for a in arrays),
+        'devices': sorted({len(a.sharding.device_set) for a in arrays}),
+        'batch_devices': len(batch[0].sharding.device_set),
+        'rows_per_device': sorted({s.data.shape[0]
+                                   for s in batch[0].addressable_shards}),
+    }))
+''')
+
+
+@pytest.mark.slow
+def test_weights_are_replicated_and_batches_split(tiny_data_dir, tmp_path):
+  bindings = [*tiny_data_params(tiny_data_dir)[1::2],  # the values only
+              'train_and_evaluate.n_steps = 2']
+  result = subprocess.run(
+      [sys.executable, '-c', _INSPECT, str(tmp_path / 'run'), *bindings],
+      cwd=REPO_ROOT, env=dict(os.environ, **EIGHT_DEVICES), text=True,
+      capture_output=True, timeout=600)
+  assert result.returncode == 0, result.stderr
+  layout = json.loads(result.stdout.strip().splitlines()[-1])
+  assert layout == {'replicated': True, 'devices': [8], 'batch_devices': 8,
+                    'rows_per_device': [1]}  # batch 8 over 8 devices
+
+
+def test_batch_size_must_divide_over_the_devices(tiny_data_dir, tmp_path):
+  output_dir = str(tmp_path / 'run')
+  result = run_script('train.py', *_train_argv(
+      output_dir, tiny_data_dir, 2, 'CharLMInputs.batch_size = 12'),
+                      env=EIGHT_DEVICES)
+  assert result.returncode == 2
+  err = ' '.join(result.stderr.split())
+  assert 'CharLMInputs.batch_size = 12 does not divide evenly over the 8' in err
+  assert 'multiple of 8, e.g. 16' in err and 'Traceback' not in err
+  assert not os.path.exists(output_dir)
+
+
+def test_absent_platform_is_a_clear_error(tiny_data_dir, tmp_path):
+  output_dir = str(tmp_path / 'run')
+  result = run_script('train.py', '--platform', 'tpu',
+                      *_train_argv(output_dir, tiny_data_dir, 2))
+  assert result.returncode == 2
+  err = ' '.join(result.stderr.split())
+  assert '--platform tpu was asked for, but JAX finds no tpu device' in err
+  assert 'Traceback' not in err and not os.path.exists(output_dir)
+
+
+def test_incomplete_multihost_flags_are_a_clear_error(capsys, tmp_path):
+  fails_with(capsys, train.main,
+             ['--gin_file', 'configs/char_rnn_tiny.gin', '--output_dir',
+              str(tmp_path / 'run'), '--coordinator_address', 'localhost:1',
+              '--num_processes', '2', '--process_id', '5'],
+             'Joining the multi-process run failed', '--process_id I')
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _start_processes(output_dir, data_dir, steps):
+  port = _free_port()
+  return [subprocess.Popen(
+      [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
+       *_train_argv(output_dir, data_dir, steps),
+       '--coordinator_address', f'localhost:{port}', '--num_processes', '2',
+       '--process_id', str(i)],
+      cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+
+
+def _has_checkpoint(output_dir):
+  return os.path.isdir(output_dir) and bool(committed_steps(output_dir))
+
+
+def _finish(processes, timeout=600):
+  outputs = [p.communicate(timeout=timeout) for p in processes]
+  return [p.returncode for p in processes], outputs
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_and_stop_together(
+    one_device_run, tiny_data_dir, tmp_path):
+  output_dir = str(tmp_path / 'run')
+  processes = _start_processes(output_dir, tiny_data_dir, 10_000)
+  deadline = time.time() + 300
+  while not _has_checkpoint(output_dir):
+    assert all(p.poll() is None for p in processes), _finish(processes)
+    assert time.time() < deadline, 'no checkpoint within 300 s'
+    time.sleep(0.2)
+  processes[1].send_signal(signal.SIGTERM)  # only the one that doesn't write
+  codes, outputs = _finish(processes)
+  assert codes == [train.EXIT_INTERRUPTED] * 2, outputs
+  stopped = committed_steps(output_dir)[-1]
+  assert f'Stopped at step {stopped};' in outputs[0][1]
+  assert stopped < STEPS, 'the run went past the steps this test compares'
+
+  codes, outputs = _finish(_start_processes(output_dir, tiny_data_dir, STEPS))
+  assert codes == [0, 0], outputs
+  assert f'from its checkpoint at step {stopped}' in outputs[0][0]
+  assert 'Step' not in outputs[1][0]  # only process 0 logs
+  assert 'Data parallel over 2 cpu devices in 2 processes' in outputs[0][0]
+  _assert_same_training(_saved(output_dir, STEPS), _saved(one_device_run))
