@@ -1,12 +1,14 @@
 """Recurrent language models (the many-to-many application type)."""
 
+from jax import numpy as jnp
 from trax import layers as tl
 
+from models import precision
 from models import rnn
 
 
 def RNNLanguageModel(vocab_size, d_model=512, n_layers=1, cell='elman',  # pylint: disable=invalid-name
-                     dropout=0.0, mode='train'):
+                     dropout=0.0, compute_dtype='float32', mode='train'):
   """Returns a next-token model: log-probabilities for every position.
 
   Input: int32[batch, time] token ids. Output: f32[batch, time, vocab_size],
@@ -22,8 +24,13 @@ def RNNLanguageModel(vocab_size, d_model=512, n_layers=1, cell='elman',  # pylin
     cell: recurrent layer, a name in `models.rnn.CELLS` ('elman' is the
       toolkit's shared-weight layer; 'gru' and 'lstm' are trax's).
     dropout: dropout rate after the embedding and after each recurrent layer.
+    compute_dtype: 'float32', or 'bfloat16' to run the activations and the
+      Elman and output products in bfloat16 (weights and loss stay float32;
+      trax's GRU and LSTM cells compute in float32 either way).
     mode: 'train', 'eval' or 'predict'.
   """
+  dtype = precision.compute_dtype_of(compute_dtype)
+
   def drop():
     return tl.Dropout(rate=dropout, mode=mode)
 
@@ -32,9 +39,11 @@ def RNNLanguageModel(vocab_size, d_model=512, n_layers=1, cell='elman',  # pylin
   return tl.Serial(                       # tokens
       tl.ShiftRight(mode=mode),           # previous tokens
       tl.Embedding(vocab_size, d_model),  # vectors
+      precision.Cast(dtype),              # vectors in the compute dtype
       drop(),
       recurrent_layers,                   # hidden states
-      tl.Dense(vocab_size),               # logits
+      precision.Dense(vocab_size),        # logits
+      precision.Cast(jnp.float32),        # the loss is taken in float32
       tl.LogSoftmax(),                    # log-probabilities
       name=f'RNNLanguageModel_{cell}',
   )

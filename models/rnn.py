@@ -74,6 +74,10 @@ class ElmanRNN(base.Layer):
   layer state, so feeding a sequence one step (or one chunk) at a time gives
   the same outputs as one call on the whole sequence. An initial-state input
   is then used on the first call only.
+
+  The layer computes in its input's dtype: given bfloat16 inputs, its
+  float32 weights are cast to bfloat16 for the products (see
+  models/precision.py).
   """
 
   def __init__(self, n_units, activation='tanh',
@@ -108,7 +112,7 @@ class ElmanRNN(base.Layer):
   def forward(self, inputs):
     """Runs the recurrence over every step of the input sequences."""
     x, mask, h0 = self._unpack(inputs)
-    w_xh, w_hh, b_h = self.weights
+    w_xh, w_hh, b_h = (w.astype(x.dtype) for w in self.weights)
     batch, length = x.shape[:2]
     if h0 is None:
       h0 = jnp.zeros((batch, self._n_units), x.dtype)

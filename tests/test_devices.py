@@ -215,3 +215,17 @@ def test_two_processes_train_like_one_and_stop_together(
   assert 'Step' not in outputs[1][0]  # only process 0 logs
   assert 'Data parallel over 2 cpu devices in 2 processes' in outputs[0][0]
   _assert_same_training(_saved(output_dir, STEPS), _saved(one_device_run))
+
+
+@pytest.mark.slow
+def test_bfloat16_run_trains_close_to_float32(one_device_run, tiny_data_dir,
+                                              tmp_path):
+  output_dir = str(tmp_path / 'bf16')
+  train.main(_train_argv(output_dir, tiny_data_dir, STEPS,
+                         "RNNLanguageModel.compute_dtype = 'bfloat16'"))
+  mixed, full = _saved(output_dir), _saved(one_device_run)
+  assert all(w.dtype == np.float32 for w in mixed.weights)
+  assert mixed.train_loss[-5:].mean() < mixed.train_loss[:5].mean() - 0.5
+  np.testing.assert_allclose(mixed.train_loss, full.train_loss, rtol=0.03)
+  np.testing.assert_allclose(_eval_losses(output_dir),
+                             _eval_losses(one_device_run), rtol=0.03)

@@ -62,3 +62,22 @@ def test_dropout_is_active_only_in_training():
   first = np.asarray(eval_model(tokens))
   np.testing.assert_allclose(first, np.asarray(eval_model(tokens)))
   assert np.abs(np.asarray(train_model(tokens)) - first).max() > 1e-4
+
+
+@pytest.mark.parametrize('cell', ['elman', 'gru', 'lstm'])
+def test_bfloat16_compute_stays_close_to_float32(cell):
+  full = _model(cell)
+  mixed = models.RNNLanguageModel(VOCAB, d_model=8, cell=cell, mode='eval',
+                                  compute_dtype='bfloat16')
+  mixed.init(shapes.ShapeDtype((2, 6), np.int32))
+  mixed.weights = full.weights  # float32 weights, the same in both
+  tokens = _tokens((2, 6))
+  log_probs = mixed(tokens)
+  assert log_probs.dtype == np.float32  # the loss is taken in float32
+  np.testing.assert_allclose(np.asarray(log_probs), np.asarray(full(tokens)),
+                             atol=5e-2)
+
+
+def test_unknown_compute_dtype_is_named():
+  with pytest.raises(ValueError, match="compute_dtype 'float16'.*bfloat16"):
+    models.RNNLanguageModel(VOCAB, compute_dtype='float16')

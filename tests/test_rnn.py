@@ -205,3 +205,22 @@ def test_bad_arguments_are_named():
     rnn.ElmanRNN(4, return_sequences=False)
   with pytest.raises(ValueError, match='Unknown recurrent cell'):
     rnn.RecurrentLayer('transformer', 4)
+
+
+def test_bfloat16_input_computes_in_bfloat16_with_float32_weights():
+  x = _random((3, 7, 4), seed=9)
+  layer = rnn.ElmanRNN(5)
+  w_xh, w_hh, b = _init(layer, x)
+  want, _ = numpy_elman(x, w_xh, w_hh, b)
+  got = layer(jnp.asarray(x, jnp.bfloat16))
+  assert got.dtype == jnp.bfloat16
+  # bfloat16 keeps 8 bits of mantissa: about 2-3 significant digits.
+  np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=5e-2)
+
+  def loss(weights):
+    out, _ = layer.pure_fn(jnp.asarray(x, jnp.bfloat16), weights, layer.state,
+                           layer.rng)
+    return jnp.sum(out.astype(jnp.float32) ** 2)
+  grads = jax.grad(loss)(layer.weights)
+  assert [g.dtype for g in grads] == [jnp.float32] * 3
+  assert all(np.isfinite(np.asarray(g)).all() for g in grads)
