@@ -88,7 +88,8 @@ def add_arguments(parser):
                           'JAX_COORDINATOR_ADDRESS or the cluster JAX '
                           'detects (TPU pod slice, Slurm, Open MPI).')
   group.add_argument('--coordinator_address', metavar='HOST:PORT',
-                     help='address of process 0 (implies --multihost).')
+                     help='address of process 0 (implies --multihost; '
+                          'JAX_COORDINATOR_ADDRESS in the environment too).')
   group.add_argument('--num_processes', type=int,
                      help='how many processes take part (implies --multihost).')
   group.add_argument('--process_id', type=int,
@@ -98,12 +99,16 @@ def add_arguments(parser):
 def set_up(args):
   """Selects the platform and joins other processes, as `args` ask.
 
+  A process joins others when given --multihost, any of the three
+  process flags, or JAX_COORDINATOR_ADDRESS in its environment.
+
   Raises:
     UsageError: the platform is absent or the processes can't join.
   """
   select_platform(args.platform)
   given = (args.coordinator_address, args.num_processes, args.process_id)
-  if args.multihost or any(value is not None for value in given):
+  if (args.multihost or any(value is not None for value in given)
+      or os.environ.get('JAX_COORDINATOR_ADDRESS')):
     join_processes(*given)
 
 

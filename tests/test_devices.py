@@ -166,6 +166,19 @@ def test_incomplete_multihost_flags_are_a_clear_error(capsys, tmp_path):
   assert not os.path.exists(tmp_path / 'run')
 
 
+def test_coordinator_address_in_the_environment_joins_processes(tmp_path):
+  # Without a cluster to ask, the process count is missing: joining fails,
+  # which shows the variable alone made train.py try.
+  result = run_script('train.py', '--gin_file', 'configs/char_rnn_tiny.gin',
+                      '--output_dir', str(tmp_path / 'run'),
+                      env={'JAX_COORDINATOR_ADDRESS': 'localhost:1'})
+  assert result.returncode == 2
+  err = ' '.join(result.stderr.split())
+  assert 'Joining the multi-process run failed' in err, err
+  assert 'Number of processes must be defined' in err
+  assert not os.path.exists(tmp_path / 'run')
+
+
 def _free_port():
   with socket.socket() as s:
     s.bind(('localhost', 0))
