@@ -36,14 +36,19 @@ def RNNLanguageModel(vocab_size, d_model=512, n_layers=1, cell='elman',  # pylin
 
   recurrent_layers = [[rnn.RecurrentLayer(cell, d_model, mode=mode), drop()]
                       for _ in range(n_layers)]
+  # In float32 the casts are left out, so the layers, and the random
+  # initial weights drawn for them, are those of a model without the option.
+  def cast(to):
+    return [] if dtype == jnp.float32 else precision.Cast(to)
+
   return tl.Serial(                       # tokens
       tl.ShiftRight(mode=mode),           # previous tokens
       tl.Embedding(vocab_size, d_model),  # vectors
-      precision.Cast(dtype),              # vectors in the compute dtype
+      cast(dtype),                        # vectors in the compute dtype
       drop(),
       recurrent_layers,                   # hidden states
       precision.Dense(vocab_size),        # logits
-      precision.Cast(jnp.float32),        # the loss is taken in float32
+      cast(jnp.float32),                  # the loss is taken in float32
       tl.LogSoftmax(),                    # log-probabilities
       name=f'RNNLanguageModel_{cell}',
   )

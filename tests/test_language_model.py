@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from trax import layers as tl
 from trax import shapes
 
 import models
@@ -69,8 +70,13 @@ def test_bfloat16_compute_stays_close_to_float32(cell):
   full = _model(cell)
   mixed = models.RNNLanguageModel(VOCAB, d_model=8, cell=cell, mode='eval',
                                   compute_dtype='bfloat16')
-  mixed.init(shapes.ShapeDtype((2, 6), np.int32))
-  mixed.weights = full.weights  # float32 weights, the same in both
+  signature = shapes.ShapeDtype((2, 6), np.int32)
+  mixed.init(signature)
+  # The same float32 weights in both (the casts add layers without weights).
+  flat, _ = tl.flatten_weights_and_state(full.weights, full.state)
+  mixed.weights, _ = tl.unflatten_weights_and_state(
+      flat, (), mixed.weights_and_state_signature(signature),
+      weights_only=True)
   tokens = _tokens((2, 6))
   log_probs = mixed(tokens)
   assert log_probs.dtype == np.float32  # the loss is taken in float32
