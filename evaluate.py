@@ -31,6 +31,7 @@ from tqdm import tqdm
 from trax import layers as tl
 from trax import shapes
 
+from data import char_lm
 from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID
 
 
@@ -130,8 +131,9 @@ def evaluate(output_dir, split=None, checkpoint='best'):
   split = split or inputs.eval_split
   parallel = devices.DataParallel.over_all_devices()
   rows = devices.round_up(inputs.batch_size, parallel.n_devices)
-  batches = (parallel.place_batch(
-      tuple(a[parallel.process_rows(rows)] for a in _pad_rows(b, rows)))
+  mine = parallel.process_rows(rows)
+  batches = (parallel.place_batch(tuple(a[mine]
+                                        for a in char_lm.pad_batch(b, rows)))
              for b in inputs.eval_batches(vocab, split))
   signature = shapes.ShapeDtype((inputs.batch_size, inputs.seq_len), np.int32)
   model = load_model(model_fn, vocab, state, 'eval', signature)
@@ -155,12 +157,6 @@ def evaluate(output_dir, split=None, checkpoint='best'):
   if parallel.is_writer:
     _write_json(os.path.join(output_dir, f'eval_{split}.json'), metrics)
   return metrics
-
-
-def _pad_rows(batch, rows):
-  """Pads every array of `batch` with zero rows (weight 0) up to `rows`."""
-  return tuple(np.pad(a, [(0, rows - len(a))] + [(0, 0)] * (a.ndim - 1))
-               for a in batch)
 
 
 def _write_json(path, record):

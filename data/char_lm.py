@@ -123,7 +123,7 @@ class CharLMInputs:
           .batch(self.batch_size)
           .map(_with_weights)
           .prefetch(tf.data.AUTOTUNE))
-    return (tuple(a[rows] for a in _pad_batch(b, self.batch_size))
+    return (tuple(a[rows] for a in pad_batch(b, self.batch_size))
             for b in tfds.as_numpy(ds))
 
   def _texts(self, split, shuffle_seed=None):
@@ -187,7 +187,7 @@ def _with_weights(windows):
   return windows, windows, weights
 
 
-def _pad_batch(batch, batch_size):
+def pad_batch(batch, batch_size):
   """Pads a (inputs, targets, weights) batch with zero rows up to batch_size."""
   missing = batch_size - batch[0].shape[0]
   if missing == 0:
