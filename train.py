@@ -125,6 +125,7 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
   if writer:
     run_dir.save_operative_config(output_dir, start)
   print(plan.parallel.describe())
+  print(_describe_reading(plan.inputs, plan.parallel.process_count))
   if start:
     print(f'Resuming {output_dir} from its checkpoint at step {start}.')
   with tqdm(total=n_steps, initial=start, unit='step', dynamic_ncols=True,
@@ -170,6 +171,7 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
   parallel = devices.DataParallel.over_all_devices()
   parallel.check_batch_size(inputs.batch_size,
                             f'{type(inputs).__name__}.batch_size')
+  inputs.train_shards(parallel.process_count)  # raises if they can't divide
   run_dir.check_writable(output_dir)
   config = configurables.config_text()
   restored, damaged = _newest_intact_checkpoint(output_dir, from_scratch)
@@ -306,7 +308,8 @@ def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
   # The same seeded stream every time, fast-forwarded past what was trained.
   batches = _Counted(inputs.train_batches(
       plan.vocab, seed=seed, start=position,
-      rows=parallel.process_rows(inputs.batch_size)), position)
+      process_index=parallel.process_index,
+      process_count=parallel.process_count), position)
   train_task = training.TrainTask(
       labeled_data=map(parallel.place_batch, batches),
       sample_batch=plan.eval_batches[0],
@@ -327,6 +330,17 @@ def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
       eval_at=lambda s: s % eval_every == 0 or s == n_steps,
       saver=saver, restored=restored, config=plan.config, base_rng=base_rng,
       train_batches=batches, on_nonfinite=on_nonfinite, parallel=parallel)
+
+
+def _describe_reading(inputs, process_count):
+  """A line for the log: how the processes divide the training split."""
+  shards = inputs.train_shards(process_count)
+  if shards == 1 and process_count > 1:
+    return (f'The train split has fewer examples than processes: each of '
+            f'the {process_count} processes reads all of it and keeps its '
+            f'rows of every batch.')
+  return (f'The train split is read in {shards} part{"s" * (shards > 1)}, '
+          f'{shards // process_count} per process.')
 
 
 def _cycle(batches):

@@ -30,16 +30,21 @@ class CharLMInputs:
     batch_size: windows per batch.
     shuffle_buffer: windows held in the shuffle buffer.
     vocab_max_examples: training examples read to build the vocabulary.
+    data_shards: parts the training split is read in (see `train_shards`);
+      None: one per process, so each host of a multi-host run reads only
+      its own part. The data order depends on it, so pin it to compare runs
+      on different numbers of hosts.
     download: whether TFDS may download an absent dataset.
   """
 
   def __init__(self, dataset='tiny_shakespeare', text_key='text',
                data_dir=None, train_split='train', eval_split='validation',
                seq_len=256, batch_size=64, shuffle_buffer=10_000,
-               vocab_max_examples=100_000, download=True):
+               vocab_max_examples=100_000, data_shards=None, download=True):
     _check_positive(seq_len=seq_len, batch_size=batch_size,
                     shuffle_buffer=shuffle_buffer,
-                    vocab_max_examples=vocab_max_examples)
+                    vocab_max_examples=vocab_max_examples,
+                    **({} if data_shards is None else {'data_shards': data_shards}))
     self.dataset = dataset
     self.text_key = text_key
     self.train_split = train_split
@@ -48,6 +53,7 @@ class CharLMInputs:
     self.batch_size = batch_size
     self.shuffle_buffer = shuffle_buffer
     self.vocab_max_examples = vocab_max_examples
+    self.data_shards = data_shards
     self._builder = tfds_io.get_builder(dataset, data_dir, download)
     for split in (train_split, eval_split):
       tfds_io.check_split_and_feature(self._builder, split, text_key)
@@ -63,28 +69,76 @@ class CharLMInputs:
                        f'CharLMInputs.train_split to a split with examples.')
     return vocab
 
-  def train_batches(self, vocab, seed=0, start=0, rows=slice(None)):
+  def train_shards(self, process_count=1):
+    """How many parts the training split is read in, for `process_count` processes.
+
+    Each part feeds an equal share of the rows of every batch, and each
+    process reads only its own parts. A split with fewer examples than
+    processes (a one-document corpus) can't be divided, so, unless
+    `data_shards` is set, it is read whole by every process, which keeps
+    only its rows of each batch.
+    """
+    shards = self.data_shards or process_count
+    n_examples = self._builder.info.splits[self.train_split].num_examples
+    if shards > n_examples:
+      if self.data_shards:
+        raise UsageError(
+            f'CharLMInputs.data_shards = {shards}, but the train split '
+            f'{self.train_split!r} of {self.dataset} has only {n_examples} '
+            f'examples to divide. Bind data_shards to at most {n_examples}, '
+            f'or leave it unset.')
+      return 1
+    if shards % process_count or self.batch_size % shards:
+      raise UsageError(
+          f'The training split is read in {shards} parts (data_shards) by '
+          f'{process_count} processes with {self.batch_size} rows a batch, '
+          f'but the parts must divide evenly among the processes and the '
+          f'rows evenly among the parts. Bind CharLMInputs.data_shards to a '
+          f'multiple of {process_count} that divides {self.batch_size}.')
+    return shards
+
+  def train_batches(self, vocab, seed=0, start=0, process_index=0,
+                    process_count=1):
     """Endless, shuffled training batches; window boundaries move each epoch.
 
-    The stream is a function of `seed` alone; `start` skips its first
-    batches, so a resumed run continues exactly where it stopped.
+    The stream is a function of `seed` and `train_shards()` alone; `start`
+    skips its first batches, so a resumed run continues exactly where it
+    stopped.
 
     Args:
       vocab: the CharVocab to encode with.
       seed: seed of the data order.
       start: how many batches to skip.
-      rows: the rows of each batch to keep: in a multi-process run, each
-        process feeds its own slice of every global batch. Every process
-        cuts the same windows (a character-LM split is often one document,
-        which can't be divided by examples), and keeps only its rows, so
-        the global batches are the same whatever the number of processes.
+      process_index: which process this is; each yields only its own rows
+        of every global batch, read from its own parts of the split.
+      process_count: how many processes feed the global batches.
     """
-    encode = _encoder(vocab)
-    seq_len = self.seq_len
+    shards = self.train_shards(process_count)
+    rows = self.batch_size // shards
     # tf.data's seeded shuffles also depend on TF's global seed, which trax's
     # Loop sets (to the same seed) when it starts. Setting it first makes
     # the stream the same whether or not a Loop ran before in this process.
     tf.random.set_seed(seed)
+    if shards == 1:  # every process reads it all and keeps its rows
+      ds = self._train_windows(vocab, seed, self.train_split, self.batch_size)
+      share = self.batch_size // process_count
+      ds = ds.map(lambda b: b[process_index * share:][:share])
+    else:
+      per_process = shards // process_count
+      mine = range(process_index * per_process, (process_index + 1) * per_process)
+      parts = tfds.even_splits(self.train_split, n=shards)
+      ds = tf.data.Dataset.zip(tuple(
+          self._train_windows(vocab, _shard_seed(seed, k), parts[k], rows)
+          for k in mine)).map(lambda *b: tf.concat(b, axis=0))
+    ds = (ds.skip(start)
+          .map(_with_weights, num_parallel_calls=tf.data.AUTOTUNE)
+          .prefetch(tf.data.AUTOTUNE))
+    return iter(tfds.as_numpy(ds))
+
+  def _train_windows(self, vocab, seed, split, batch_size):
+    """Shuffled batches of windows from `split`, repeated without end."""
+    encode = _encoder(vocab)
+    seq_len = self.seq_len
 
     def windows(index, text):
       ids = encode(text)
@@ -93,18 +147,13 @@ class CharLMInputs:
       return tf.data.Dataset.from_tensor_slices(
           _cut_at(ids, offset, seq_len))
 
-    ds = (self._texts(self.train_split, shuffle_seed=seed)
-          .shuffle(1_000, seed=seed)                # examples
-          .repeat()
-          .enumerate()                              # (index, text)
-          .flat_map(windows)                        # windows
-          .shuffle(self.shuffle_buffer, seed=seed)
-          .batch(self.batch_size, drop_remainder=True)
-          .skip(start)
-          .map(lambda batch: _with_weights(batch[rows]),
-               num_parallel_calls=tf.data.AUTOTUNE)
-          .prefetch(tf.data.AUTOTUNE))
-    return iter(tfds.as_numpy(ds))
+    return (self._texts(split, shuffle_seed=seed)
+            .shuffle(1_000, seed=seed)              # examples
+            .repeat()
+            .enumerate()                            # (index, text)
+            .flat_map(windows)                      # windows
+            .shuffle(self.shuffle_buffer, seed=seed)
+            .batch(batch_size, drop_remainder=True))
 
   def eval_batches(self, vocab, split=None, rows=slice(None)):
     """One ordered pass over `split` (default eval_split), every character once.
@@ -147,6 +196,13 @@ def _check_positive(**values):
   if bad:
     raise UsageError(f'CharLMInputs needs positive whole numbers, but got '
                      f'{", ".join(bad)}. Fix these bindings in your gin config.')
+
+
+def _shard_seed(seed, shard):
+  """The data seed of part `shard`; part 0 keeps `seed`, as a 1-part stream."""
+  if shard == 0:
+    return seed
+  return int(np.random.SeedSequence([seed, shard]).generate_state(1)[0] >> 1)
 
 
 def _encoder(vocab):

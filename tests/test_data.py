@@ -97,22 +97,66 @@ def test_train_order_follows_the_seed(tiny_data_dir):
   assert not np.array_equal(first(1), first(2))
 
 
-def test_process_rows_put_together_are_the_global_batches(tiny_data_dir):
+def _stacked(batches, n=6):
+  return [np.stack(b) for b in itertools.islice(batches, n)]  # (3, rows, len)
+
+
+def _assert_parts_make_the_whole(parts, whole):
+  assert parts[0][0].shape[1] == whole[0].shape[1] // len(parts)
+  for k, batch in enumerate(whole):
+    np.testing.assert_array_equal(
+        np.concatenate([part[k] for part in parts], axis=1), batch)
+
+
+def test_each_process_reads_only_its_part_of_the_train_split(tiny_data_dir):
+  inputs = _inputs(tiny_data_dir, data_shards=2)
+  vocab = inputs.build_vocab()
+  def stream(index, count):
+    return _stacked(inputs.train_batches(vocab, seed=3, start=2,
+                                         process_index=index,
+                                         process_count=count))
+  parts = [stream(i, 2) for i in range(2)]
+  _assert_parts_make_the_whole(parts, stream(0, 1))
+  builder = tfds.builder('tiny_text', data_dir=tiny_data_dir)
+  for part, split in zip(parts, tfds.even_splits('train', n=2)):
+    texts = [ex['text'].decode() for ex in
+             tfds.as_numpy(builder.as_dataset(split=split))]
+    others = [t for t in tiny_text_dataset.TEXTS['train'] if t not in texts]
+    windows = [vocab.decode(row) for batch in part for row in batch[0]]
+    assert all(any(w in t for t in texts) for w in windows)
+    assert not any(w in t for w in windows if len(w) > 3 for t in others)
+
+
+def test_an_undividable_split_is_read_whole_by_each_process(tiny_data_dir):
+  inputs = _inputs(tiny_data_dir)  # 3 training texts, 4 processes
+  vocab = inputs.build_vocab()
+  assert inputs.train_shards(process_count=4) == 1
+  def stream(index, count):
+    return _stacked(inputs.train_batches(vocab, seed=3, start=2,
+                                         process_index=index,
+                                         process_count=count))
+  _assert_parts_make_the_whole([stream(i, 4) for i in range(4)], stream(0, 1))
+
+
+def test_eval_rows_put_together_are_the_global_batches(tiny_data_dir):
   inputs = _inputs(tiny_data_dir)
   vocab = inputs.build_vocab()
-  halves = [slice(0, inputs.batch_size // 2),
-            slice(inputs.batch_size // 2, inputs.batch_size)]
-  def stream(make, rows):
-    return [np.stack(b) for b in itertools.islice(make(vocab, rows=rows), 6)]
-  for make in (lambda v, rows: inputs.train_batches(v, seed=3, start=2,
-                                                    rows=rows),
-               inputs.eval_batches):
-    whole = stream(make, slice(None))
-    parts = [stream(make, rows) for rows in halves]
-    assert parts[0][0].shape[1] == inputs.batch_size // 2
-    for k, batch in enumerate(whole):  # (3, rows, seq_len) each
-      np.testing.assert_array_equal(
-          np.concatenate([parts[0][k], parts[1][k]], axis=1), batch)
+  half = inputs.batch_size // 2
+  parts = [_stacked(inputs.eval_batches(vocab, rows=rows))
+           for rows in (slice(0, half), slice(half, None))]
+  _assert_parts_make_the_whole(parts, _stacked(inputs.eval_batches(vocab)))
+
+
+@pytest.mark.parametrize('shards, processes, words', [
+    (4, 1, ['data_shards = 4', 'only 3 examples']),
+    (3, 2, ['3 parts', '2 processes', 'multiple of 2']),
+])
+def test_train_parts_that_cant_divide_are_clear_errors(
+    tiny_data_dir, shards, processes, words):
+  inputs = _inputs(tiny_data_dir, data_shards=shards)
+  with pytest.raises(UsageError) as error:
+    inputs.train_shards(processes)
+  assert all(w in str(error.value) for w in words)
 
 
 def test_real_tiny_shakespeare_pipeline(shakespeare_data_dir):

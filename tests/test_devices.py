@@ -27,12 +27,16 @@ EIGHT_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
 STEPS = 30
 # Splitting a batch over devices only changes the order of float32 sums.
 RTOL = 1e-4
+# The training split is read in two parts in every run here, so that each of
+# two processes reads only its own, and the data order is the same in runs
+# on one process.
+TWO_PARTS = 'CharLMInputs.data_shards = 2'
 
 
 def _train_argv(output_dir, data_dir, steps=STEPS, *params):
   return ['--gin_file', 'configs/char_rnn_tiny.gin', '--output_dir',
           output_dir, '--steps', str(steps), *tiny_data_params(data_dir),
-          *[arg for p in params for arg in ('--gin_param', p)]]
+          *[arg for p in (TWO_PARTS, *params) for arg in ('--gin_param', p)]]
 
 
 def _saved(output_dir, step=None):
@@ -227,7 +231,12 @@ def test_two_processes_train_like_one_and_stop_together(
   assert f'from its checkpoint at step {stopped}' in outputs[0][0]
   assert 'Step' not in outputs[1][0]  # only process 0 logs
   assert 'Data parallel over 2 cpu devices in 2 processes' in outputs[0][0]
+  assert 'read in 2 parts, 1 per process' in outputs[0][0]
   _assert_same_training(_saved(output_dir, STEPS), _saved(one_device_run))
+
+
+def _smoothed(losses, width=5):
+  return np.convolve(losses, np.ones(width) / width, mode='valid')
 
 
 @pytest.mark.slow
@@ -239,6 +248,9 @@ def test_bfloat16_run_trains_close_to_float32(one_device_run, tiny_data_dir,
   mixed, full = _saved(output_dir), _saved(one_device_run)
   assert all(w.dtype == np.float32 for w in mixed.weights)
   assert mixed.train_loss[-5:].mean() < mixed.train_loss[:5].mean() - 0.25
-  np.testing.assert_allclose(mixed.train_loss, full.train_loss, rtol=0.03)
+  # The bf16 model's cast layers change how init splits its random keys, so
+  # it starts from other weights: compare the curves smoothed over 5 steps.
+  np.testing.assert_allclose(_smoothed(mixed.train_loss),
+                             _smoothed(full.train_loss), rtol=0.03)
   np.testing.assert_allclose(_eval_losses(output_dir),
                              _eval_losses(one_device_run), rtol=0.03)
