@@ -24,7 +24,11 @@ REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 
 gin.external_configurable(models.RNNLanguageModel, module='models')
 gin.external_configurable(models.StackedElmanRNN, module='models')
+gin.external_configurable(models.RNNClassifier, module='models')
+gin.external_configurable(models.RNNTagger, module='models')
 gin.external_configurable(data.CharLMInputs, module='data')
+gin.external_configurable(data.TextClassificationInputs, module='data')
+gin.external_configurable(data.TaggingInputs, module='data')
 # train.py and evaluate.py open checkpoints through this, so that
 # `Checkpoints.keep_last = 5` reaches both.
 Checkpoints = gin.external_configurable(
@@ -37,7 +41,8 @@ Checkpoints = gin.external_configurable(
 _configurable_elman = gin.external_configurable(models.ElmanRNN,
                                                 module='models')
 models.rnn.CELLS['elman'] = (
-    lambda n_units, mode: _configurable_elman(n_units, mode=mode))
+    lambda n_units, mode, use_mask=False: _configurable_elman(
+        n_units, use_mask=use_mask, mode=mode))
 
 
 def parse(gin_files, gin_params=()):

@@ -191,6 +191,12 @@ class DataParallel:
         lambda x: jax.device_put(x, sharding), tree,
         is_leaf=lambda x: x is None)
 
+  def gather(self, array):
+    """The whole of global `array` as a NumPy array, in every process."""
+    if self.process_count == 1:
+      return np.asarray(array)
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
   def any_process(self, flag):
     """Whether `flag` is true in any process (every process must call it)."""
     if self.process_count == 1:

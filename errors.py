@@ -28,3 +28,12 @@ def exit_with(error, program):
                     break_long_words=False, break_on_hyphens=False),
         file=sys.stderr)
   sys.exit(2)
+
+
+def check_positive(owner, **values):
+  """Raises UsageError unless every value is a positive whole number."""
+  bad = [f'{name} = {value!r}' for name, value in values.items()
+         if isinstance(value, bool) or not isinstance(value, int) or value < 1]
+  if bad:
+    raise UsageError(f'{owner} needs positive whole numbers, but got '
+                     f'{", ".join(bad)}. Fix these bindings in your gin config.')

@@ -1,13 +1,17 @@
-"""Evaluates a trained run's checkpoint, and samples text from it.
+"""Evaluates a trained run's checkpoint; samples text or predicts with it.
 
     python evaluate.py --output_dir runs/char_rnn_shakespeare [--split test]
     python evaluate.py --output_dir runs/char_rnn_shakespeare \
         --generate 3 --prompt 'ROMEO:' --length 300 --temperature 0.8
+    python evaluate.py --output_dir runs/sst2_rnn --predict 'a witty film'
 
 The model is rebuilt from the run's config.gin and vocab.json, and its
 weights come from a committed checkpoint (checksums checked). Evaluation
-makes one full pass over the split and writes DIR/eval_SPLIT.json with the
-loss (nats per character), accuracy, perplexity and bits per character.
+makes one full pass over the split and writes DIR/eval_SPLIT.json with:
+language models, the loss (nats per character), accuracy, perplexity and
+bits per character; classifiers, the loss, accuracy, per-class precision,
+recall and F1 and the confusion matrix; taggers, the loss, token accuracy
+and entity-level precision, recall and F1 (CoNLL definition, by seqeval).
 """
 
 import argparse
@@ -20,6 +24,7 @@ import sys
 import checkpoints
 import configurables
 import devices
+import metrics as task_metrics
 import run_dir
 import train
 from errors import UsageError, exit_with
@@ -31,8 +36,8 @@ from tqdm import tqdm
 from trax import layers as tl
 from trax import shapes
 
-from data import char_lm
-from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID
+from data.batching import pad_batch
+from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID, load_vocab
 
 
 def load_run(output_dir, with_data=True):
@@ -52,7 +57,7 @@ def load_run(output_dir, with_data=True):
                        f'directory written by train.py. Point --output_dir at '
                        f'the directory you passed to train.py.')
   configurables.parse([config], [] if with_data else ['experiment.inputs = None'])
-  return train.experiment(), CharVocab.load(vocab)
+  return train.experiment(), load_vocab(vocab)
 
 
 def load_checkpoint(output_dir, which='best'):
@@ -100,9 +105,13 @@ def _resolve_step(which, steps, saved):
                    f'committed step ({", ".join(map(str, steps))}).')
 
 
-def load_model(model_fn, vocab, state, mode, input_signature):
-  """Builds the model in `mode` with the weights of checkpoint `state`."""
-  model = model_fn(vocab_size=vocab.size, mode=mode)
+def load_model(model_fn, dimensions, state, mode, input_signature):
+  """Builds the model in `mode` with the weights of checkpoint `state`.
+
+  `dimensions` are the model's sizes, as the run's inputs give them
+  (`inputs.model_dimensions(vocab)`).
+  """
+  model = model_fn(**dimensions, mode=mode)
   model.init(input_signature)
   signature = model.weights_and_state_signature(input_signature)
   model.weights, _ = tl.unflatten_weights_and_state(
@@ -110,14 +119,20 @@ def load_model(model_fn, vocab, state, mode, input_signature):
   return model
 
 
-def batch_sums(model):
-  """Returns a jitted fn: batch -> (sum of w·nll, sum of w·correct, sum of w)."""
-  def sums(weights, state, inputs, targets, mask):
+def scored_batch(model):
+  """A jitted fn: batch -> (sum of w·nll, sum of w·correct, sum of w, predictions).
+
+  `predictions` are the likeliest ids: int32[batch] for a classifier,
+  int32[batch, length] for a tagger or a language model.
+  """
+  def score(weights, state, inputs, targets, mask):
     log_probs, _ = model.pure_fn(inputs, weights, state, jax.random.PRNGKey(0))
     nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    correct = (jnp.argmax(log_probs, axis=-1) == targets).astype(jnp.float32)
-    return jnp.sum(nll * mask), jnp.sum(correct * mask), jnp.sum(mask)
-  return jax.jit(sums)
+    predictions = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+    correct = (predictions == targets).astype(jnp.float32)
+    return (jnp.sum(nll * mask), jnp.sum(correct * mask), jnp.sum(mask),
+            predictions)
+  return jax.jit(score)
 
 
 def evaluate(output_dir, split=None, checkpoint='best'):
@@ -130,33 +145,70 @@ def evaluate(output_dir, split=None, checkpoint='best'):
   state = load_checkpoint(output_dir, checkpoint)
   split = split or inputs.eval_split
   parallel = devices.DataParallel.over_all_devices()
-  rows = devices.round_up(inputs.batch_size, parallel.n_devices)
-  mine = parallel.process_rows(rows)
-  batches = (parallel.place_batch(tuple(a[mine]
-                                        for a in char_lm.pad_batch(b, rows)))
-             for b in inputs.eval_batches(vocab, split))
-  signature = shapes.ShapeDtype((inputs.batch_size, inputs.seq_len), np.int32)
-  model = load_model(model_fn, vocab, state, 'eval', signature)
+  model = load_model(model_fn, inputs.model_dimensions(vocab), state, 'eval',
+                     shapes.ShapeDtype(inputs.input_shape(), np.int32))
   weights, model_state = parallel.replicate((model.weights, model.state))
-  sums = batch_sums(model)
-  total = np.zeros(3)
-  for x, y, w in tqdm(batches, desc=f'evaluating {split}', unit='batch',
+  score = scored_batch(model)
+  totals, labelled = np.zeros(3), []
+  for x, y, w in tqdm(_placed_batches(inputs, vocab, split, parallel),
+                      desc=f'evaluating {split}', unit='batch',
                       disable=not parallel.is_writer):
-    total += np.array(sums(weights, model_state, x, y, w))
-  nll, correct, n_chars = total
-  if not n_chars:
+    *sums, predictions = score(weights, model_state, x, y, w)
+    totals += np.array(sums)
+    if inputs.task != 'language_model':  # keep what the metrics need
+      labelled.append(tuple(parallel.gather(a) for a in (y, w, predictions)))
+  nll, correct, count = totals
+  if not count:
     raise UsageError(f'Split {split!r} of {inputs.dataset} holds no text to '
                      f'evaluate. Choose another --split.')
-  loss = nll / n_chars
-  metrics = {
-      'split': split, 'step': state.step,
-      'loss': loss, 'accuracy': correct / n_chars,
-      'perplexity': math.exp(loss), 'bits_per_char': loss / math.log(2),
-      'n_chars': int(n_chars),
-  }
+  result = {'split': split, 'step': state.step, 'loss': nll / count,
+            **_TASK_METRICS[inputs.task](totals, labelled, vocab)}
   if parallel.is_writer:
-    _write_json(os.path.join(output_dir, f'eval_{split}.json'), metrics)
-  return metrics
+    _write_json(os.path.join(output_dir, f'eval_{split}.json'), result)
+  return result
+
+
+def _placed_batches(inputs, vocab, split, parallel):
+  """The eval batches of `split`, padded for the devices and placed on them."""
+  rows = devices.round_up(inputs.batch_size, parallel.n_devices)
+  mine = parallel.process_rows(rows)
+  return (parallel.place_batch(tuple(a[mine] for a in pad_batch(b, rows)))
+          for b in inputs.eval_batches(vocab, split))
+
+
+def _language_model_metrics(totals, labelled, vocab):
+  del labelled, vocab  # the sums say it all
+  nll, correct, n_chars = totals
+  loss = nll / n_chars
+  return {'accuracy': correct / n_chars, 'perplexity': math.exp(loss),
+          'bits_per_char': loss / math.log(2), 'n_chars': int(n_chars)}
+
+
+def _classification_metrics(totals, labelled, vocab):
+  del totals
+  targets, weights, predictions = (np.concatenate(a) for a in zip(*labelled))
+  real = weights > 0
+  return {**task_metrics.classification_metrics(
+      targets[real], predictions[real], vocab.labels),
+          'n_texts': int(real.sum())}
+
+
+def _tagging_metrics(totals, labelled, vocab):
+  true, predicted = [], []
+  for targets, weights, predictions in labelled:
+    for t, w, p in zip(targets, weights, predictions):
+      if w.any():
+        true.append([vocab.labels[i] for i in t[w > 0]])
+        predicted.append([vocab.labels[i] for i in p[w > 0]])
+  return {**task_metrics.tagging_metrics(true, predicted),
+          'n_tokens': int(totals[2])}
+
+
+_TASK_METRICS = {
+    'language_model': _language_model_metrics,
+    'classification': _classification_metrics,
+    'tagging': _tagging_metrics,
+}
 
 
 def _write_json(path, record):
@@ -177,9 +229,14 @@ def generate(output_dir, n_samples=1, prompt='', length=200, temperature=1.0,
     A list of `n_samples` strings, each the prompt and its continuation.
   """
   (_, model_fn), vocab = load_run(output_dir, with_data=False)
+  if not isinstance(vocab, CharVocab):
+    raise UsageError(f'{output_dir} holds a classifier or tagger, which has '
+                     f'no text to sample. Use --predict TEXT with it; '
+                     f'--generate is for language models.')
   state = load_checkpoint(output_dir, checkpoint)
   signature = shapes.ShapeDtype((n_samples, 1), np.int32)
-  model = load_model(model_fn, vocab, state, 'predict', signature)
+  model = load_model(model_fn, {'vocab_size': vocab.size}, state, 'predict',
+                     signature)
   step = jax.jit(lambda tokens, weights, state: model.pure_fn(
       tokens, weights, state, jax.random.PRNGKey(0)))
   # In predict mode the model does not shift its input: it is fed the
@@ -195,6 +252,34 @@ def generate(output_dir, n_samples=1, prompt='', length=200, temperature=1.0,
     log_probs, state = step(token[:, None], model.weights, state)
   columns = np.stack(sampled, axis=1) if sampled else np.zeros((n_samples, 0))
   return [prompt + vocab.decode(row) for row in columns]
+
+
+def predict(output_dir, texts, checkpoint='best'):
+  """Classifies or tags each of `texts` with the run's model.
+
+  Returns:
+    For a classifier, a (class name, probability) pair per text; for a
+    tagger, a list of (word, tag) pairs per text.
+  """
+  (inputs, model_fn), vocab = load_run(output_dir)
+  if inputs.task == 'language_model':
+    raise UsageError(f'{output_dir} holds a language model, which predicts '
+                     f'the next character, not a label. Sample from it with '
+                     f'--generate N [--prompt TEXT].')
+  tokens = inputs.encode(vocab, texts)
+  empty = [t for t, row in zip(texts, tokens) if not row.any()]
+  if empty:
+    raise UsageError(f'--predict {empty[0]!r} has no words to classify. Pass '
+                     f'a text with at least one word.')
+  state = load_checkpoint(output_dir, checkpoint)
+  model = load_model(model_fn, inputs.model_dimensions(vocab), state, 'eval',
+                     shapes.ShapeDtype(tokens.shape, np.int32))
+  probs = np.exp(np.asarray(model(tokens)))
+  if inputs.task == 'classification':
+    return [(vocab.labels[int(p.argmax())], float(p.max())) for p in probs]
+  return [list(zip(vocab.decode(row), (vocab.labels[int(i)] for i in
+                                       p.argmax(-1)[row != PAD_ID])))
+          for row, p in zip(tokens, probs)]
 
 
 def _sample(log_probs, temperature, key):
@@ -220,7 +305,12 @@ def parse_args(argv):
                       help='best (the best evaluated; the default), latest, '
                            'or a step number.')
   parser.add_argument('--generate', type=int, metavar='N',
-                      help='sample N texts instead of evaluating.')
+                      help='language models: sample N texts instead of '
+                           'evaluating.')
+  parser.add_argument('--predict', action='append', metavar='TEXT',
+                      help='classifiers and taggers: print the class (and '
+                           'its probability) or the tags of TEXT instead of '
+                           'evaluating; may be given several times.')
   parser.add_argument('--prompt', default='', help='text the samples continue.')
   parser.add_argument('--length', type=int, default=300,
                       help='characters to sample after the prompt.')
@@ -244,12 +334,24 @@ def main(argv=None):
                          args.seed)
       for i, text in enumerate(samples):
         print(f'--- sample {i + 1} ---\n{text}\n')
+    elif args.predict:
+      _print_predictions(args.predict,
+                         predict(args.output_dir, args.predict,
+                                 args.checkpoint))
     else:
       metrics = evaluate(args.output_dir, args.split, args.checkpoint)
       if jax.process_index() == 0:
         print(json.dumps(metrics, indent=2))
   except UsageError as e:
     exit_with(e, 'evaluate.py')
+
+
+def _print_predictions(texts, predictions):
+  for text, prediction in zip(texts, predictions):
+    if isinstance(prediction, tuple):  # (class, probability)
+      print(f'{prediction[0]}\t{prediction[1]:.3f}\t{text}')
+    else:  # (word, tag) pairs
+      print(' '.join(f'{word}/{tag}' for word, tag in prediction))
 
 
 if __name__ == '__main__':

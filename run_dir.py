@@ -14,7 +14,7 @@ import gin
 import numpy as np
 
 import checkpoints
-from data.vocab import CharVocab
+from data.vocab import load_vocab as read_vocab
 from errors import UsageError
 
 CONFIG_FILE = 'config.gin'
@@ -32,7 +32,7 @@ def load_vocab(output_dir, dataset):
   path = os.path.join(output_dir, VOCAB_FILE)
   if not os.path.exists(path):
     return None
-  vocab = CharVocab.load(path)
+  vocab = read_vocab(path)
   if vocab.dataset not in (None, dataset):
     raise UsageError(
         f'{output_dir} was trained on dataset {vocab.dataset!r} and its '

@@ -70,8 +70,10 @@ def experiment(inputs=gin.REQUIRED, model=gin.REQUIRED):
   """What a run trains, shared by train.py and evaluate.py.
 
   Args:
-    inputs: a data pipeline object (e.g. `data.CharLMInputs`).
-    model: model factory taking `vocab_size` and `mode`.
+    inputs: a data pipeline object (`data.CharLMInputs`,
+      `data.TextClassificationInputs` or `data.TaggingInputs`).
+    model: model factory taking `mode` and the sizes given by
+      `inputs.model_dimensions(vocab)` (e.g. `vocab_size`, `n_classes`).
   """
   return Experiment(inputs, model)
 
@@ -125,7 +127,8 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
   if writer:
     run_dir.save_operative_config(output_dir, start)
   print(plan.parallel.describe())
-  print(_describe_reading(plan.inputs, plan.parallel.process_count))
+  if plan.parallel.process_count > 1:
+    print(_describe_reading(plan.inputs, plan.parallel.process_count))
   if start:
     print(f'Resuming {output_dir} from its checkpoint at step {start}.')
   with tqdm(total=n_steps, initial=start, unit='step', dynamic_ncols=True,
@@ -179,8 +182,8 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
     run_dir.check_config(output_dir, restored, config, allow_config_change)
   saved_vocab = run_dir.load_vocab(output_dir, inputs.dataset)
   vocab = saved_vocab or inputs.build_vocab()
-  train_model, eval_model = _build_models(model, vocab.size,
-                                          _signature(inputs))
+  train_model, eval_model = _build_models(
+      model, inputs.model_dimensions(vocab), _signature(inputs))
   opt = _build_optimizer(optimizer)
   if restored:
     run_dir.check_shapes(output_dir, restored, train_model, opt,
@@ -258,11 +261,11 @@ def _stop_requests():
       signal.signal(s, handler)
 
 
-def _build_models(model, vocab_size, input_signature):
+def _build_models(model, dimensions, input_signature):
   """The (train, eval) models; bad model bindings become a UsageError."""
   try:
-    models = (model(vocab_size=vocab_size, mode='train'),
-              model(vocab_size=vocab_size, mode='eval'))
+    models = (model(**dimensions, mode='train'),
+              model(**dimensions, mode='eval'))
     # trax builds layers lazily: shape the weights (no compute) to find out.
     models[0].weights_and_state_signature(input_signature)
     return models
@@ -290,14 +293,15 @@ def _eval_batches(inputs, vocab, n_eval_batches, parallel):
   if not batches:
     raise UsageError(f'The eval split {inputs.eval_split!r} of '
                      f'{inputs.dataset} holds no text. Bind '
-                     f'CharLMInputs.eval_split to a split with examples.')
+                     f'{type(inputs).__name__}.eval_split to a split with '
+                     f'examples.')
   return [parallel.place_batch(b) for b in batches[:n_eval_batches or
                                                    len(batches)]]
 
 
 def _signature(inputs):
   """The trax input signature of one training batch's model input."""
-  return shapes.ShapeDtype((inputs.batch_size, inputs.seq_len), np.int32)
+  return shapes.ShapeDtype(inputs.input_shape(), np.int32)
 
 
 def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,

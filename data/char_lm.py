@@ -8,12 +8,12 @@ weights f32[batch, seq_len]) with inputs == targets, since the model shifts
 its input right by itself.
 """
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data import tfds_io
-from errors import UsageError
+from data.batching import pad_batch
+from errors import UsageError, check_positive
 from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID, UNK_ID
 
 
@@ -37,13 +37,15 @@ class CharLMInputs:
     download: whether TFDS may download an absent dataset.
   """
 
+  task = 'language_model'  # what evaluate.py measures
+
   def __init__(self, dataset='tiny_shakespeare', text_key='text',
                data_dir=None, train_split='train', eval_split='validation',
                seq_len=256, batch_size=64, shuffle_buffer=10_000,
                vocab_max_examples=100_000, data_shards=None, download=True):
-    _check_positive(seq_len=seq_len, batch_size=batch_size,
-                    shuffle_buffer=shuffle_buffer,
-                    vocab_max_examples=vocab_max_examples,
+    check_positive('CharLMInputs', seq_len=seq_len, batch_size=batch_size,
+                   shuffle_buffer=shuffle_buffer,
+                   vocab_max_examples=vocab_max_examples,
                     **({} if data_shards is None else {'data_shards': data_shards}))
     self.dataset = dataset
     self.text_key = text_key
@@ -54,9 +56,9 @@ class CharLMInputs:
     self.shuffle_buffer = shuffle_buffer
     self.vocab_max_examples = vocab_max_examples
     self.data_shards = data_shards
-    self._builder = tfds_io.get_builder(dataset, data_dir, download)
+    self.builder = tfds_io.get_builder(dataset, data_dir, download)
     for split in (train_split, eval_split):
-      tfds_io.check_split_and_feature(self._builder, split, text_key)
+      tfds_io.check_split_and_feature(self.builder, split, text_key)
 
   def build_vocab(self):
     """Returns the CharVocab of the training split's characters."""
@@ -69,33 +71,17 @@ class CharLMInputs:
                        f'CharLMInputs.train_split to a split with examples.')
     return vocab
 
-  def train_shards(self, process_count=1):
-    """How many parts the training split is read in, for `process_count` processes.
+  def model_dimensions(self, vocab):
+    """The sizes the model is built with."""
+    return {'vocab_size': vocab.size}
 
-    Each part feeds an equal share of the rows of every batch, and each
-    process reads only its own parts. A split with fewer examples than
-    processes (a one-document corpus) can't be divided, so, unless
-    `data_shards` is set, it is read whole by every process, which keeps
-    only its rows of each batch.
-    """
-    shards = self.data_shards or process_count
-    n_examples = self._builder.info.splits[self.train_split].num_examples
-    if shards > n_examples:
-      if self.data_shards:
-        raise UsageError(
-            f'CharLMInputs.data_shards = {shards}, but the train split '
-            f'{self.train_split!r} of {self.dataset} has only {n_examples} '
-            f'examples to divide. Bind data_shards to at most {n_examples}, '
-            f'or leave it unset.')
-      return 1
-    if shards % process_count or self.batch_size % shards:
-      raise UsageError(
-          f'The training split is read in {shards} parts (data_shards) by '
-          f'{process_count} processes with {self.batch_size} rows a batch, '
-          f'but the parts must divide evenly among the processes and the '
-          f'rows evenly among the parts. Bind CharLMInputs.data_shards to a '
-          f'multiple of {process_count} that divides {self.batch_size}.')
-    return shards
+  def input_shape(self):
+    """Shape of the model input of a batch."""
+    return (self.batch_size, self.seq_len)
+
+  def train_shards(self, process_count=1):
+    """How many parts the training split is read in; see tfds_io.train_parts."""
+    return tfds_io.train_parts(self, process_count)
 
   def train_batches(self, vocab, seed=0, start=0, process_index=0,
                     process_count=1):
@@ -114,26 +100,15 @@ class CharLMInputs:
       process_count: how many processes feed the global batches.
     """
     shards = self.train_shards(process_count)
-    rows = self.batch_size // shards
     # tf.data's seeded shuffles also depend on TF's global seed, which trax's
     # Loop sets (to the same seed) when it starts. Setting it first makes
     # the stream the same whether or not a Loop ran before in this process.
     tf.random.set_seed(seed)
-    if shards == 1:  # every process reads it all and keeps its rows
-      ds = self._train_windows(vocab, seed, self.train_split, self.batch_size)
-      share = self.batch_size // process_count
-      ds = ds.map(lambda b: b[process_index * share:][:share])
-    else:
-      per_process = shards // process_count
-      mine = range(process_index * per_process, (process_index + 1) * per_process)
-      parts = tfds.even_splits(self.train_split, n=shards)
-      ds = tf.data.Dataset.zip(tuple(
-          self._train_windows(vocab, _shard_seed(seed, k), parts[k], rows)
-          for k in mine)).map(lambda *b: tf.concat(b, axis=0))
-    ds = (ds.skip(start)
-          .map(_with_weights, num_parallel_calls=tf.data.AUTOTUNE)
-          .prefetch(tf.data.AUTOTUNE))
-    return iter(tfds.as_numpy(ds))
+    ds = tfds_io.read_in_parts(
+        self.train_split, shards, seed, self.batch_size, process_index,
+        process_count, lambda split, part_seed, rows: self._train_windows(
+            vocab, part_seed, split, rows))
+    return iter(tfds.as_numpy(ds.skip(start).prefetch(tf.data.AUTOTUNE)))
 
   def _train_windows(self, vocab, seed, split, batch_size):
     """Shuffled batches of windows from `split`, repeated without end."""
@@ -153,7 +128,8 @@ class CharLMInputs:
             .enumerate()                            # (index, text)
             .flat_map(windows)                      # windows
             .shuffle(self.shuffle_buffer, seed=seed)
-            .batch(batch_size, drop_remainder=True))
+            .batch(batch_size, drop_remainder=True)
+            .map(_with_weights, num_parallel_calls=tf.data.AUTOTUNE))
 
   def eval_batches(self, vocab, split=None, rows=slice(None)):
     """One ordered pass over `split` (default eval_split), every character once.
@@ -163,7 +139,7 @@ class CharLMInputs:
     `train_batches`.
     """
     split = split or self.eval_split
-    tfds_io.check_split_and_feature(self._builder, split, self.text_key)
+    tfds_io.check_split_and_feature(self.builder, split, self.text_key)
     encode = _encoder(vocab)
     seq_len = self.seq_len
     ds = (self._texts(split)
@@ -177,32 +153,8 @@ class CharLMInputs:
 
   def _texts(self, split, shuffle_seed=None):
     """The text feature of `split`, as a tf.data.Dataset of strings."""
-    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed)
-    try:
-      ds = self._builder.as_dataset(split=split, read_config=read_config,
-                                    shuffle_files=shuffle_seed is not None)
-    except ValueError as e:
-      if 'corresponds to no data' not in str(e):
-        raise
-      raise UsageError(f'Split {split!r} of {self.dataset} holds no text (no '
-                       f'examples). Choose a split with examples in your gin '
-                       f'config.') from None
-    return ds.map(lambda ex: ex[self.text_key])
-
-
-def _check_positive(**values):
-  bad = [f'{name} = {value!r}' for name, value in values.items()
-         if isinstance(value, bool) or not isinstance(value, int) or value < 1]
-  if bad:
-    raise UsageError(f'CharLMInputs needs positive whole numbers, but got '
-                     f'{", ".join(bad)}. Fix these bindings in your gin config.')
-
-
-def _shard_seed(seed, shard):
-  """The data seed of part `shard`; part 0 keeps `seed`, as a 1-part stream."""
-  if shard == 0:
-    return seed
-  return int(np.random.SeedSequence([seed, shard]).generate_state(1)[0] >> 1)
+    return tfds_io.read_split(self.builder, split, shuffle_seed).map(
+        lambda ex: ex[self.text_key])
 
 
 def _encoder(vocab):
@@ -241,12 +193,3 @@ def _cut_at(ids, offset, seq_len):
 def _with_weights(windows):
   weights = tf.cast(tf.not_equal(windows, PAD_ID), tf.float32)
   return windows, windows, weights
-
-
-def pad_batch(batch, batch_size):
-  """Pads a (inputs, targets, weights) batch with zero rows up to batch_size."""
-  missing = batch_size - batch[0].shape[0]
-  if missing == 0:
-    return batch
-  return tuple(np.concatenate([a, np.zeros((missing,) + a.shape[1:], a.dtype)])
-               for a in batch)

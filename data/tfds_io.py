@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -64,7 +65,8 @@ def check_split_and_feature(builder, split, feature):
   """Raises UsageError unless `builder` has `split` and a feature `feature`."""
   name = builder.info.full_name
   splits = sorted(builder.info.splits.keys())
-  for part in split.split('+'):  # e.g. 'train+validation[:50%]'
+  # No split metadata (as under tfds.testing.mock_data): nothing to check.
+  for part in split.split('+') if splits else ():  # 'train+validation[:5%]'
     if part.split('[')[0].strip() not in splits:
       raise UsageError(f'Dataset {name} has no split {part!r}; its splits '
                        f'are {splits}. Fix the split name in your gin config '
@@ -74,3 +76,114 @@ def check_split_and_feature(builder, split, feature):
     raise UsageError(f'Dataset {name} has no feature {feature!r}; its '
                      f'features are {features}. Set the text feature name '
                      f'in your gin config.')
+
+
+def class_names(builder, feature):
+  """The class names of ClassLabel `feature` (or of a Sequence of them)."""
+  features = builder.info.features
+  if feature not in features.keys():
+    raise UsageError(f'Dataset {builder.info.full_name} has no feature '
+                     f'{feature!r}; its features are '
+                     f'{sorted(builder.info.features.keys())}. Set the label '
+                     f'feature name in your gin config.')
+  spec = features[feature]
+  if isinstance(spec, tfds.features.Sequence):
+    spec = spec.feature
+  if not isinstance(spec, tfds.features.ClassLabel):
+    raise UsageError(f'Feature {feature!r} of {builder.info.full_name} is a '
+                     f'{type(spec).__name__}, not a ClassLabel: it has no '
+                     f'class names to predict. Name a class-label feature '
+                     f'in your gin config.')
+  return list(spec.names)
+
+
+def read_split(builder, split, shuffle_seed=None):
+  """The examples of `split` as a tf.data.Dataset; files shuffled if seeded."""
+  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed)
+  try:
+    return builder.as_dataset(split=split, read_config=read_config,
+                              shuffle_files=shuffle_seed is not None)
+  except ValueError as e:
+    if 'corresponds to no data' not in str(e):
+      raise
+    raise UsageError(f'Split {split!r} of {builder.info.full_name} holds no '
+                     f'text (no examples). Choose a split with examples in '
+                     f'your gin config.') from None
+
+
+def train_parts(inputs, process_count):
+  """How many parts `inputs`' training split is read in, by `process_count` processes.
+
+  `inputs.data_shards` parts (default, one per process), each feeding an
+  equal share of the rows of every batch; each process reads only the parts
+  whose rows it feeds. A split with fewer examples than processes (a
+  one-document corpus) can't be divided: unless `data_shards` is set, it is
+  read in 1 part, whole by every process, which keeps only its rows.
+  """
+  shards = inputs.data_shards or process_count
+  name = type(inputs).__name__
+  n_examples = _n_examples(inputs.builder, inputs.train_split)
+  if shards > n_examples:
+    if inputs.data_shards:
+      raise UsageError(
+          f'{name}.data_shards = {shards}, but the train split '
+          f'{inputs.train_split!r} of {inputs.dataset} has only {n_examples} '
+          f'examples to divide. Bind data_shards to at most {n_examples}, '
+          f'or leave it unset.')
+    return 1
+  if shards % process_count or inputs.batch_size % shards:
+    raise UsageError(
+        f'The training split is read in {shards} parts (data_shards) by '
+        f'{process_count} processes with {inputs.batch_size} rows a batch, '
+        f'but the parts must divide evenly among the processes and the '
+        f'rows evenly among the parts. Bind {name}.data_shards to a '
+        f'multiple of {process_count} that divides {inputs.batch_size}.')
+  return shards
+
+
+def read_in_parts(split, shards, seed, batch_size, process_index,
+                  process_count, stream):
+  """This process's rows of every batch, from its parts of `split`.
+
+  Args:
+    split: the split to read.
+    shards: how many parts it is read in (see `train_parts`).
+    seed: the data seed; part k is read with `part_seed(seed, k)`.
+    batch_size: rows of a global batch.
+    process_index, process_count: this process, and how many there are.
+    stream: (split, seed, rows) -> tf.data.Dataset of batches (tuples of
+      tensors) with `rows` rows.
+
+  Returns:
+    A tf.data.Dataset of this process's batch_size // process_count rows of
+    every global batch; global batches are the parts' batches side by side.
+  """
+  if shards == 1:  # every process reads it all and keeps its rows
+    share = batch_size // process_count
+    return stream(split, seed, batch_size).map(
+        lambda *batch: tuple(a[process_index * share:][:share] for a in batch))
+  per_process = shards // process_count
+  parts = tfds.even_splits(split, n=shards)
+  mine = range(process_index * per_process, (process_index + 1) * per_process)
+  return tf.data.Dataset.zip(tuple(
+      stream(parts[k], part_seed(seed, k), batch_size // shards)
+      for k in mine)).map(_side_by_side)
+
+
+def _side_by_side(*batches):
+  return tuple(tf.concat(arrays, axis=0) for arrays in zip(*batches))
+
+
+def part_seed(seed, part):
+  """The data seed of part `part`; part 0 keeps `seed`, as a 1-part stream."""
+  if part == 0:
+    return seed
+  return int(np.random.SeedSequence([seed, part]).generate_state(1)[0] >> 1)
+
+
+def _n_examples(builder, split):
+  """Examples in `split`; unknown (infinite) when TFDS has no split metadata,
+  as under `tfds.testing.mock_data`."""
+  if not builder.info.splits:
+    return float('inf')
+  return builder.info.splits[split].num_examples

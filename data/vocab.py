@@ -1,8 +1,10 @@
-"""Character vocabulary: built from a training split, saved with the run."""
+"""Vocabularies of characters and of words: built from a training split, saved with the run."""
 
 import collections
 import json
 import os
+
+import tensorflow as tf
 
 PAD_ID = 0  # padding, and the "previous token" the model sees at position 0
 UNK_ID = 1  # characters not seen when the vocabulary was built
@@ -46,17 +48,90 @@ class CharVocab:
 
   def save(self, path):
     """Writes the vocabulary as JSON, through a temporary file and a rename."""
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      json.dump({'type': 'char', 'dataset': self.dataset, 'pad_id': PAD_ID,
-                 'unk_id': UNK_ID, 'chars': self.chars}, f, ensure_ascii=False)
-    os.replace(tmp, path)
+    _write_json(path, {'type': 'char', 'dataset': self.dataset,
+                       'pad_id': PAD_ID, 'unk_id': UNK_ID,
+                       'chars': self.chars})
 
   @classmethod
   def load(cls, path):
-    with open(path, encoding='utf-8') as f:
-      saved = json.load(f)
+    saved = _read_json(path)
     return cls(saved['chars'], saved.get('dataset'))
 
   def __eq__(self, other):
     return isinstance(other, CharVocab) and self.chars == other.chars
+
+
+class WordVocab:
+  """Maps words to ids and back, and keeps the names of the labels.
+
+  Ids 0 and 1 are padding and unknown words; the others go to the most
+  frequent training words, most frequent first. `labels` are the names of
+  the classes (or tags) the model predicts, in id order.
+  """
+
+  def __init__(self, words, labels, dataset=None):
+    self.words = list(words)
+    self.labels = list(labels)
+    self.dataset = dataset  # TFDS name of the dataset it was built from
+
+  @classmethod
+  def from_counts(cls, counts, max_size, min_count=1, labels=(), dataset=None):
+    """The `max_size - 2` most frequent words seen at least `min_count` times.
+
+    Ties are broken alphabetically, so the vocabulary doesn't depend on the
+    order the words were counted in.
+    """
+    ranked = sorted(((-n, w) for w, n in counts.items() if n >= min_count))
+    words = [w.decode('utf-8') if isinstance(w, bytes) else w
+             for _, w in ranked[:max_size - FIRST_CHAR_ID]]
+    return cls(words, labels, dataset)
+
+  @property
+  def size(self):
+    return len(self.words) + FIRST_CHAR_ID
+
+  def lookup_table(self):
+    """A TF table from word to id, unknown words to UNK_ID."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(self.words, tf.string),
+            tf.range(FIRST_CHAR_ID, self.size, dtype=tf.int32)),
+        default_value=UNK_ID)
+
+  def decode(self, ids):
+    """The words of `ids`, padding dropped and unknown words shown as '<unk>'."""
+    return [self.words[i - FIRST_CHAR_ID] if i >= FIRST_CHAR_ID else '<unk>'
+            for i in map(int, ids) if i != PAD_ID]
+
+  def save(self, path):
+    _write_json(path, {'type': 'word', 'dataset': self.dataset,
+                       'pad_id': PAD_ID, 'unk_id': UNK_ID,
+                       'labels': self.labels, 'words': self.words})
+
+  @classmethod
+  def load(cls, path):
+    saved = _read_json(path)
+    return cls(saved['words'], saved['labels'], saved.get('dataset'))
+
+  def __eq__(self, other):
+    return (isinstance(other, WordVocab) and self.words == other.words
+            and self.labels == other.labels)
+
+
+def load_vocab(path):
+  """Reads a CharVocab or WordVocab saved with `save`."""
+  kind = _read_json(path).get('type', 'char')
+  return {'char': CharVocab, 'word': WordVocab}[kind].load(path)
+
+
+def _write_json(path, record):
+  """Writes `record` as JSON through a temporary file and a rename."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(record, f, ensure_ascii=False)
+  os.replace(tmp, path)
+
+
+def _read_json(path):
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)

@@ -2,5 +2,7 @@
 
 import trax_compat  # noqa: F401  (must precede the first trax import)
 
+from models.classifier import RNNClassifier, RNNTagger
 from models.language_model import RNNLanguageModel
-from models.rnn import CELLS, ElmanRNN, RecurrentLayer, StackedElmanRNN, elman_scan
+from models.rnn import (CELLS, ElmanRNN, MaskedRNN, RecurrentLayer,
+                        StackedElmanRNN, elman_scan)

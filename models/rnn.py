@@ -152,30 +152,40 @@ class ElmanRNN(base.Layer):
       self.state = (jnp.zeros((batch, units), x_sig.dtype), jnp.array(False))
 
 
-def _trax_gru(n_units, mode):
+def _trax_gru(n_units, mode, use_mask=False):
+  if use_mask:
+    return _masked_trax_cell(tl.GRUCell(n_units), n_units, mode)
   return tl.GRU(n_units, mode=mode)
 
 
-def _trax_lstm(n_units, mode):
+def _trax_lstm(n_units, mode, use_mask=False):
+  if use_mask:
+    return _masked_trax_cell(tl.LSTMCell(n_units), 2 * n_units, mode)
   return tl.LSTM(n_units, mode=mode)
 
 
-# Recurrent layers selectable by name, each (n_units, mode) -> Layer taking
-# [batch, time, n_units] to [batch, time, n_units]. trax's GRU and LSTM need
-# inputs as wide as their state; ElmanRNN accepts any width.
+# Recurrent layers selectable by name, each (n_units, mode, use_mask) ->
+# Layer taking x [batch, time, features] (and, with use_mask, the mask
+# [batch, time]) to [batch, time, n_units]. trax's unmasked GRU and LSTM
+# need inputs as wide as their state; the others accept any width.
 CELLS = {
-    'elman': lambda n_units, mode: ElmanRNN(n_units, mode=mode),
+    'elman': lambda n_units, mode, use_mask=False: ElmanRNN(
+        n_units, use_mask=use_mask, mode=mode),
     'gru': _trax_gru,
     'lstm': _trax_lstm,
 }
 
 
-def RecurrentLayer(cell, n_units, mode='train'):  # pylint: disable=invalid-name
-  """Returns the sequence-to-sequence recurrent layer called `cell`."""
+def RecurrentLayer(cell, n_units, mode='train', use_mask=False):  # pylint: disable=invalid-name
+  """Returns the sequence-to-sequence recurrent layer called `cell`.
+
+  With `use_mask` it takes (x, mask) and skips padding steps: the state is
+  carried over them unchanged and their outputs are zero.
+  """
   if cell not in CELLS:
     raise ValueError(f'Unknown recurrent cell {cell!r}; '
                      f'choose one of {sorted(CELLS)}.')
-  return CELLS[cell](n_units, mode)
+  return CELLS[cell](n_units, mode, use_mask=use_mask)
 
 
 def StackedElmanRNN(n_units, n_layers, use_mask=False, dropout=0.0,  # pylint: disable=invalid-name
@@ -200,3 +210,74 @@ def StackedElmanRNN(n_units, n_layers, use_mask=False, dropout=0.0,  # pylint: d
     else:
       layers.append(rnn)
   return tl.Serial(layers, name=f'StackedElmanRNN_{n_layers}x{n_units}')
+
+
+def _masked_step(cell):
+  """Wraps a trax cell (x_t, state) -> (y_t, state) to skip padding steps.
+
+  The wrapped step takes (x_t, mask_t, state) and returns (y_t, state): at a
+  padding step the state is carried unchanged and the output is zero, as in
+  ElmanRNN.
+  """
+  def keep_where_real(y, new_state, mask, state):
+    real = mask[:, None] > 0
+    return jnp.where(real, y, 0.0), jnp.where(real, new_state, state)
+
+  return tl.Serial(                                    # x, mask, state
+      tl.Select([0, 2, 1, 2]),                         # x, state, mask, state
+      cell,                                            # y, state', mask, state
+      tl.Fn('KeepWhereReal', keep_where_real, n_out=2),  # y, state
+  )
+
+
+def _masked_trax_cell(cell, state_width, mode):
+  """(x, mask) -> outputs, the trax `cell` run over the real steps only."""
+  def with_zero_state(x, mask):
+    return x, mask, jnp.zeros((x.shape[0], state_width), x.dtype)
+
+  return tl.Serial(                                        # x, mask
+      tl.Fn('WithZeroState', with_zero_state, n_out=3),   # x, mask, state
+      tl.Scan(_masked_step(cell), axis=1, mode=mode),     # y, state
+      tl.Select([0], n_in=2),                             # y
+  )
+
+
+def MaskedRNN(cell, n_units, n_layers=1, bidirectional=False, dropout=0.0,  # pylint: disable=invalid-name
+              mode='train'):
+  """Stacked recurrent layers over padded sequences, optionally bidirectional.
+
+  Inputs: x f32[batch, length, features], mask f32[batch, length] (1 for
+  real steps, 0 for the padding after each sequence). Outputs: states
+  f32[batch, length, n_units], or [..., 2 * n_units] if `bidirectional`
+  (forward states, then backward), zero at padding; and the mask.
+
+  The backward layer runs over the whole reversed array, where each
+  sequence's padding comes first; padding steps carry the initial state
+  unchanged, so it starts from that state at the sequence's last real step.
+  """
+  layers = []
+  for i in range(n_layers):
+    if i > 0:
+      layers.append(tl.Dropout(rate=dropout, mode=mode))
+    layers.append(_bidirectional(cell, n_units, mode) if bidirectional
+                  else tl.Serial(tl.Select([0, 1, 1]),
+                                 RecurrentLayer(cell, n_units, mode,
+                                                use_mask=True)))
+  direction = 'Bidirectional' if bidirectional else 'Masked'
+  return tl.Serial(layers, name=f'{direction}RNN_{cell}_{n_layers}x{n_units}')
+
+
+def _bidirectional(cell, n_units, mode):
+  """(x, mask) -> (forward and backward states side by side, mask)."""
+  def reverse_both(x, mask):
+    return jnp.flip(x, axis=1), jnp.flip(mask, axis=1)
+
+  return tl.Serial(                                         # x, mask
+      tl.Branch(
+          RecurrentLayer(cell, n_units, mode, use_mask=True),
+          [tl.Fn('ReverseTime', reverse_both, n_out=2),     # reversed x, mask
+           RecurrentLayer(cell, n_units, mode, use_mask=True),
+           tl.Fn('ReverseTime', lambda h: jnp.flip(h, axis=1))],
+          tl.Select([1], n_in=2)),                          # fwd, bwd, mask
+      tl.Concatenate(n_items=2),                            # states, mask
+  )

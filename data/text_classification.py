@@ -1,0 +1,288 @@
+"""Input pipelines for labelled text: one label per text, or one tag per word.
+
+`TextClassificationInputs` reads any TFDS dataset with a text feature and a
+ClassLabel feature; texts are split into lower-cased words (punctuation marks
+are words of their own). `TaggingInputs` reads token-level tagging datasets
+(a sequence of words and a sequence of ClassLabel tags, as in `conll2003`).
+
+Words become ids through a vocabulary built from the training split, and
+batches are what trax trains on: (tokens int32[batch, length], labels
+int32[batch] or int32[batch, length], weights of the same shape as labels).
+`length` is the longest text of the batch rounded up to a bucket boundary:
+training texts of similar length are batched together, so short sentences
+don't pay for long ones, and XLA compiles the step for a handful of shapes.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from data import tfds_io
+from data.batching import pad_batch
+from data.vocab import PAD_ID, WordVocab
+from errors import UsageError, check_positive
+
+# Batches are padded to one of these lengths below `max_len`, or `max_len`.
+BUCKET_BOUNDARIES = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
+                     1024)
+
+
+class TextClassificationInputs:
+  """Builds the vocabulary and the train/eval batch streams of one dataset.
+
+  Args:
+    dataset: TFDS name of a dataset with a text and a ClassLabel feature.
+    text_key: name of the text feature.
+    label_key: name of the class-label feature.
+    data_dir: TFDS data directory (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
+    train_split: split to train on and to build the vocabulary from.
+    eval_split: split evaluated during training.
+    batch_size: texts per batch.
+    max_len: texts longer than this many words are cut to their first
+      `max_len` words.
+    vocab_size: largest number of ids, the padding and unknown ids included;
+      the most frequent training words get the others.
+    min_count: training-split occurrences a word needs to get its own id.
+    shuffle_buffer: texts held in the shuffle buffer.
+    data_shards: parts the training split is read in (see
+      `tfds_io.train_parts`); None: one per process.
+    download: whether TFDS may download an absent dataset.
+  """
+
+  task = 'classification'  # what evaluate.py measures
+
+  def __init__(self, dataset='glue/sst2', text_key='sentence',
+               label_key='label', data_dir=None, train_split='train',
+               eval_split='validation', batch_size=64, max_len=256,
+               vocab_size=20_000, min_count=1, shuffle_buffer=20_000,
+               data_shards=None, download=True):
+    check_positive(type(self).__name__, batch_size=batch_size,
+                   max_len=max_len, vocab_size=vocab_size,
+                   min_count=min_count, shuffle_buffer=shuffle_buffer,
+                   **({} if data_shards is None
+                      else {'data_shards': data_shards}))
+    self.dataset = dataset
+    self.text_key = text_key
+    self.label_key = label_key
+    self.train_split = train_split
+    self.eval_split = eval_split
+    self.batch_size = batch_size
+    self.max_len = max_len
+    self.vocab_size = vocab_size
+    self.min_count = min_count
+    self.shuffle_buffer = shuffle_buffer
+    self.data_shards = data_shards
+    self.builder = tfds_io.get_builder(dataset, data_dir, download)
+    self.labels = tfds_io.class_names(self.builder, label_key)
+    for split in (train_split, eval_split):
+      tfds_io.check_split_and_feature(self.builder, split, text_key)
+
+  @property
+  def boundaries(self):
+    """The lengths batches are padded to, the last one `max_len`."""
+    return [b for b in BUCKET_BOUNDARIES if b < self.max_len] + [self.max_len]
+
+  def build_vocab(self):
+    """Returns the WordVocab of the training split, checking its labels."""
+    counts = collections.Counter()
+    for words, labels in tfds.as_numpy(self._examples(self.train_split)):
+      counts.update(words)
+      self._check_labels(labels, self.train_split)
+    vocab = WordVocab.from_counts(counts, self.vocab_size, self.min_count,
+                                  labels=self.labels, dataset=self.dataset)
+    if not vocab.words:
+      raise UsageError(f'The train split {self.train_split!r} of '
+                       f'{self.dataset} holds no words. Bind '
+                       f'{type(self).__name__}.train_split to a split with '
+                       f'text.')
+    return vocab
+
+  def model_dimensions(self, vocab):
+    """The sizes the model is built with: its vocabulary and its classes."""
+    return {'vocab_size': vocab.size, 'n_classes': len(vocab.labels)}
+
+  def input_shape(self):
+    """Shape of the model input of a training batch (the shortest bucket)."""
+    return (self.batch_size, self.boundaries[0])
+
+  def train_shards(self, process_count=1):
+    """How many parts the training split is read in; see tfds_io.train_parts."""
+    return tfds_io.train_parts(self, process_count)
+
+  def train_batches(self, vocab, seed=0, start=0, process_index=0,
+                    process_count=1):
+    """Endless, shuffled training batches; see CharLMInputs.train_batches."""
+    shards = self.train_shards(process_count)
+    tf.random.set_seed(seed)  # as in CharLMInputs.train_batches
+    table = vocab.lookup_table()
+
+    def stream(split, part_seed, rows):
+      return self._train_stream(table, split, part_seed, rows, shards > 1)
+
+    ds = tfds_io.read_in_parts(self.train_split, shards, seed, self.batch_size,
+                               process_index, process_count, stream)
+    ds = ds.skip(start).prefetch(tf.data.AUTOTUNE)
+    return (self._checked(b, self.train_split) for b in tfds.as_numpy(ds))
+
+  def eval_batches(self, vocab, split=None, rows=slice(None)):
+    """One ordered pass over `split` (default eval_split), every text once.
+
+    The last batch is padded with rows of weight 0 to `batch_size`.
+    """
+    split = split or self.eval_split
+    tfds_io.check_split_and_feature(self.builder, split, self.text_key)
+    ds = (self._encoded(vocab.lookup_table(), split)
+          .padded_batch(self.batch_size)
+          .map(self._pad_to_boundary)
+          .map(_with_weights)
+          .prefetch(tf.data.AUTOTUNE))
+    return (tuple(a[rows] for a in pad_batch(self._checked(b, split),
+                                             self.batch_size))
+            for b in tfds.as_numpy(ds))
+
+  def encode(self, vocab, texts):
+    """int32[len(texts), length]: `texts` (strings) as one batch of ids."""
+    table = vocab.lookup_table()
+    ids = [table.lookup(self.split_text(tf.constant(t))).numpy() for t in texts]
+    batch = np.full((len(ids), max(map(len, ids), default=0)), PAD_ID, np.int32)
+    for row, text_ids in zip(batch, ids):
+      row[:len(text_ids)] = text_ids
+    return self._pad_to_boundary(batch, None)[0].numpy()
+
+  def split_text(self, text):
+    """string -> string[n]: the words of `text`, cut to `max_len`."""
+    return split_words(text)[:self.max_len]
+
+  def _examples(self, split, shuffle_seed=None):
+    """(words string[n], label) pairs of `split`, as a tf.data.Dataset."""
+    return tfds_io.read_split(self.builder, split, shuffle_seed).map(
+        lambda ex: (self.split_text(ex[self.text_key]),
+                    tf.cast(ex[self.label_key], tf.int32)),
+        num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _encoded(self, table, split, shuffle_seed=None):
+    return self._examples(split, shuffle_seed).map(
+        lambda words, labels: (table.lookup(words), labels),
+        num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _train_stream(self, table, split, seed, rows, fixed_length):
+    """Shuffled batches of `rows` texts from `split`, repeated without end.
+
+    With `fixed_length`, every batch is padded to `max_len`: the parts of a
+    multi-part stream must give batches of one shape to be put side by side.
+    """
+    ds = (self._encoded(table, split, shuffle_seed=seed)
+          .shuffle(self.shuffle_buffer, seed=seed)
+          .repeat())
+    if fixed_length:
+      ds = ds.padded_batch(rows, padded_shapes=self._padded_shapes(),
+                           drop_remainder=True)
+    else:
+      ds = ds.bucket_by_sequence_length(
+          lambda ids, labels: tf.size(ids),
+          bucket_boundaries=[b + 1 for b in self.boundaries[:-1]],
+          bucket_batch_sizes=[rows] * len(self.boundaries),
+          drop_remainder=True).map(self._pad_to_boundary)
+    return ds.map(_with_weights)
+
+  def _padded_shapes(self):
+    return ([self.max_len], [])
+
+  def _pad_to_boundary(self, ids, labels):
+    """Pads int32[batch, n] ids to the first bucket boundary >= n."""
+    boundaries = tf.constant(self.boundaries)
+    n = tf.shape(ids)[1]
+    length = tf.gather(boundaries, tf.argmax(boundaries >= n))
+    return tf.pad(ids, [[0, 0], [0, length - n]],
+                  constant_values=PAD_ID), labels
+
+  def _check_labels(self, labels, split):
+    """Raises UsageError if a label id is not one of the classes."""
+    outside = labels[(labels < 0) | (labels >= len(self.labels))]
+    if outside.size:
+      raise UsageError(
+          f'Split {split!r} of {self.dataset} has an example labelled '
+          f'{int(outside.flat[0])}, outside the {len(self.labels)} classes '
+          f'{self.labels} of its {self.label_key!r} feature (TFDS marks '
+          f'unlabelled test examples with -1). Evaluate a split with labels.')
+
+  def _checked(self, batch, split):
+    tokens, labels, weights = batch
+    self._check_labels(labels[weights > 0], split)
+    return batch
+
+
+class TaggingInputs(TextClassificationInputs):
+  """Batches of (tokens, tags, weights) from a token-level tagging dataset.
+
+  Args:
+    dataset: TFDS name of a dataset with a sequence-of-words feature and a
+      sequence-of-ClassLabel feature (`conll2003`: 'tokens', 'ner').
+    text_key: name of the words feature.
+    label_key: name of the tags feature.
+    lowercase: whether words are lower-cased (for NER, case is a clue).
+    The others are as in TextClassificationInputs.
+  """
+
+  task = 'tagging'
+
+  def __init__(self, dataset='conll2003', text_key='tokens', label_key='ner',
+               lowercase=False, **kwargs):
+    self.lowercase = lowercase
+    super().__init__(dataset=dataset, text_key=text_key, label_key=label_key,
+                     **kwargs)
+
+  def model_dimensions(self, vocab):
+    return {'vocab_size': vocab.size, 'n_tags': len(vocab.labels)}
+
+  def split_text(self, text):
+    """string -> string[n]: whitespace-separated words, as the dataset's."""
+    words = _split_at_spaces(text)
+    return (tf.strings.lower(words) if self.lowercase else words)[:self.max_len]
+
+  def _examples(self, split, shuffle_seed=None):
+    def words_and_tags(ex):
+      words, tags = ex[self.text_key], tf.cast(ex[self.label_key], tf.int32)
+      # A real dataset has one tag per word; tfds.testing.mock_data's random
+      # examples need not, so both are cut to the shorter.
+      n = tf.minimum(tf.minimum(tf.size(words), tf.size(tags)), self.max_len)
+      words = tf.strings.lower(words[:n]) if self.lowercase else words[:n]
+      return words, tags[:n]
+    return tfds_io.read_split(self.builder, split, shuffle_seed).map(
+        words_and_tags, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _padded_shapes(self):
+    return ([self.max_len], [self.max_len])
+
+  def _pad_to_boundary(self, ids, tags):
+    padded, _ = super()._pad_to_boundary(ids, None)
+    if tags is not None:
+      tags = tf.pad(tags, [[0, 0], [0, tf.shape(padded)[1] - tf.shape(tags)[1]]])
+    return padded, tags
+
+
+def split_words(text):
+  """string -> string[n]: lower-cased words; punctuation marks are words too."""
+  text = tf.strings.lower(text)
+  text = tf.strings.regex_replace(text, r'<br\s*/?>', ' ')  # IMDB line breaks
+  text = tf.strings.regex_replace(text, r"([^\pL\pN\s'])", r' \1 ')
+  return _split_at_spaces(text)
+
+
+def _split_at_spaces(text):
+  """string -> string[n], split at whitespace.
+
+  trax turns on TF's NumPy behaviour, under which tf.strings.split of a
+  scalar fails (it indexes with an empty list), so a 1-element vector is
+  split instead.
+  """
+  return tf.strings.split(tf.reshape(text, [1])).values
+
+
+def _with_weights(ids, labels):
+  """Weight 1 for each real label: every text, or every real word's tag."""
+  if labels.shape.rank == 1:
+    return ids, labels, tf.ones_like(labels, tf.float32)
+  return ids, labels, tf.cast(ids != PAD_ID, tf.float32)

@@ -1,0 +1,70 @@
+"""Evaluation metrics of classifiers and taggers, from scikit-learn and seqeval.
+
+Both libraries are the reference implementations people compare with:
+scikit-learn for per-class precision, recall and F1 and the confusion
+matrix; seqeval for entity-level scores by the CoNLL definition (an entity
+counts as found only if its type and both its ends are right).
+"""
+
+import numpy as np
+import seqeval.metrics
+from sklearn import metrics as sk_metrics
+
+
+def classification_metrics(targets, predictions, names):
+  """Accuracy, per-class precision/recall/F1 and the confusion matrix.
+
+  Args:
+    targets: int[n] true class ids.
+    predictions: int[n] predicted class ids.
+    names: the class names, in id order.
+
+  Returns:
+    A JSON-ready dict. `confusion_matrix[i][j]` counts texts of class i
+    predicted as class j.
+  """
+  ids = list(range(len(names)))
+  precision, recall, f1, support = sk_metrics.precision_recall_fscore_support(
+      targets, predictions, labels=ids, zero_division=0)
+  return {
+      'accuracy': float(np.mean(np.asarray(targets) == predictions)),
+      'macro_f1': float(np.mean(f1)),
+      'per_class': {name: {'precision': float(p), 'recall': float(r),
+                           'f1': float(f), 'support': int(s)}
+                    for name, p, r, f, s in zip(names, precision, recall, f1,
+                                                support)},
+      'confusion_matrix': sk_metrics.confusion_matrix(
+          targets, predictions, labels=ids).tolist(),
+      'labels': list(names),
+  }
+
+
+def tagging_metrics(target_tags, predicted_tags):
+  """Token accuracy and entity-level precision/recall/F1 (CoNLL definition).
+
+  Args:
+    target_tags: list of sentences, each a list of true tag names ('B-PER').
+    predicted_tags: the predicted tag names, sentence by sentence.
+
+  Returns:
+    A JSON-ready dict, with the scores of each entity type in `per_type`.
+  """
+  flat_true = [t for sentence in target_tags for t in sentence]
+  flat_pred = [t for sentence in predicted_tags for t in sentence]
+  report = seqeval.metrics.classification_report(
+      target_tags, predicted_tags, output_dict=True, zero_division=0)
+  return {
+      'token_accuracy': float(np.mean(np.array(flat_true) ==
+                                      np.array(flat_pred))),
+      'entity_precision': float(seqeval.metrics.precision_score(
+          target_tags, predicted_tags, zero_division=0)),
+      'entity_recall': float(seqeval.metrics.recall_score(
+          target_tags, predicted_tags, zero_division=0)),
+      'entity_f1': float(seqeval.metrics.f1_score(
+          target_tags, predicted_tags, zero_division=0)),
+      'per_type': {kind: {'precision': float(s['precision']),
+                          'recall': float(s['recall']),
+                          'f1': float(s['f1-score']),
+                          'support': int(s['support'])}
+                   for kind, s in report.items() if 'avg' not in kind},
+  }

@@ -1,0 +1,101 @@
+"""Recurrent text classifier (many-to-one) and sequence tagger (many-to-many, aligned)."""
+
+from jax import numpy as jnp
+from trax import layers as tl
+
+from models import rnn
+from data.vocab import PAD_ID
+
+POOLINGS = ('last', 'mean', 'max')
+
+
+def RNNClassifier(vocab_size, n_classes, d_model=128, n_units=256,  # pylint: disable=invalid-name
+                  n_layers=1, cell='elman', bidirectional=True,
+                  pooling='max', dropout=0.5, mode='train'):
+  """Returns a classifier: log-probabilities of the classes of each text.
+
+  Input: int32[batch, length] token ids, PAD_ID after each text's end.
+  Output: f32[batch, n_classes]. Padding changes nothing: recurrent layers
+  carry their state over padding steps and pooling reads real steps only.
+
+  Args:
+    vocab_size: number of token ids.
+    n_classes: number of classes.
+    d_model: width of the word embeddings.
+    n_units: units of each recurrent layer (each direction).
+    n_layers: stacked recurrent layers.
+    cell: recurrent layer, a name in `models.rnn.CELLS`.
+    bidirectional: run a second recurrent layer over the reversed text.
+    pooling: how the states become one vector: 'last' (the state after the
+      last word; with `bidirectional`, also the backward state after the
+      first word), 'mean' or 'max' over the real steps.
+    dropout: dropout rate after the embedding, between recurrent layers and
+      before the output layer.
+    mode: 'train', 'eval' or 'predict'.
+  """
+  if pooling not in POOLINGS:
+    raise ValueError(f'Unknown pooling {pooling!r}; choose one of {POOLINGS}.')
+  return tl.Serial(                                   # tokens
+      _Encoder(vocab_size, d_model, cell, n_units, n_layers, bidirectional,
+               dropout, mode),                        # states, mask
+      _Pool(pooling, bidirectional),                  # features
+      tl.Dropout(rate=dropout, mode=mode),
+      tl.Dense(n_classes),                            # logits
+      tl.LogSoftmax(),                                # log-probabilities
+      name=f'RNNClassifier_{cell}',
+  )
+
+
+def RNNTagger(vocab_size, n_tags, d_model=128, n_units=256, n_layers=1,  # pylint: disable=invalid-name
+              cell='elman', bidirectional=True, dropout=0.5, mode='train'):
+  """Returns a tagger: log-probabilities of the tags of every token.
+
+  Input: int32[batch, length] token ids, PAD_ID after each text's end.
+  Output: f32[batch, length, n_tags]; the arguments are as in RNNClassifier.
+  """
+  return tl.Serial(                                   # tokens
+      _Encoder(vocab_size, d_model, cell, n_units, n_layers, bidirectional,
+               dropout, mode),                        # states, mask
+      tl.Select([0], n_in=2),                         # states
+      tl.Dropout(rate=dropout, mode=mode),
+      tl.Dense(n_tags),                               # logits
+      tl.LogSoftmax(),                                # log-probabilities
+      name=f'RNNTagger_{cell}',
+  )
+
+
+def _Encoder(vocab_size, d_model, cell, n_units, n_layers, bidirectional,  # pylint: disable=invalid-name
+             dropout, mode):
+  """tokens -> (states f32[batch, length, units], mask f32[batch, length])."""
+  return [                                            # tokens
+      tl.Branch([], _PaddingMask()),                  # tokens, mask
+      tl.Embedding(vocab_size, d_model),              # vectors, mask
+      tl.Dropout(rate=dropout, mode=mode),
+      rnn.MaskedRNN(cell, n_units, n_layers, bidirectional, dropout,
+                    mode=mode),                       # states, mask
+  ]
+
+
+def _PaddingMask():  # pylint: disable=invalid-name
+  return tl.Fn('PaddingMask',
+               lambda tokens: (tokens != PAD_ID).astype(jnp.float32))
+
+
+def _Pool(pooling, bidirectional):  # pylint: disable=invalid-name
+  """(states f32[batch, length, d], mask) -> f32[batch, d]."""
+  def pool(states, mask):
+    real = mask[:, :, None] > 0
+    if pooling == 'mean':
+      return (jnp.sum(jnp.where(real, states, 0.0), axis=1)
+              / jnp.maximum(jnp.sum(mask, axis=1), 1.0)[:, None])
+    if pooling == 'max':
+      pooled = jnp.max(jnp.where(real, states, -jnp.inf), axis=1)
+      return jnp.where(jnp.any(real, axis=1), pooled, 0.0)
+    last = jnp.maximum(jnp.sum(mask, axis=1).astype(jnp.int32) - 1, 0)
+    after_last = jnp.take_along_axis(states, last[:, None, None], axis=1)[:, 0]
+    if not bidirectional:
+      return after_last
+    half = states.shape[-1] // 2  # backward states: their last step is step 0
+    return jnp.concatenate([after_last[:, :half], states[:, 0, half:]], -1)
+
+  return tl.Fn(f'{pooling.capitalize()}Pool', pool)
