@@ -209,6 +209,10 @@ class Checkpoints:
     self._reload()
     return self._manager.best_step()
 
+  def close(self):
+    """Waits for orbax's background metadata writes and stops its threads."""
+    self._manager.close()
+
   def _reload(self):
     """Re-lists the directory, where another process may commit or prune."""
     _while_pruned(self._manager.reload)

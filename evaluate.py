@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 
 
@@ -194,14 +195,18 @@ def _classification_metrics(totals, labelled, vocab):
 
 
 def _tagging_metrics(totals, labelled, vocab):
+  """Token accuracy; entity scores too when the tags are IOB-style (B-PER)."""
   true, predicted = [], []
   for targets, weights, predictions in labelled:
     for t, w, p in zip(targets, weights, predictions):
       if w.any():
         true.append([vocab.labels[i] for i in t[w > 0]])
         predicted.append([vocab.labels[i] for i in p[w > 0]])
-  return {**task_metrics.tagging_metrics(true, predicted),
-          'n_tokens': int(totals[2])}
+  if all(re.fullmatch(r'O|[BIES]-.+', tag) for tag in vocab.labels):
+    scores = task_metrics.tagging_metrics(true, predicted)
+  else:  # part-of-speech or chunk tags: no entities to score
+    scores = {'token_accuracy': totals[1] / totals[2]}
+  return {**scores, 'n_tokens': int(totals[2])}
 
 
 _TASK_METRICS = {
@@ -277,9 +282,11 @@ def predict(output_dir, texts, checkpoint='best'):
   probs = np.exp(np.asarray(model(tokens)))
   if inputs.task == 'classification':
     return [(vocab.labels[int(p.argmax())], float(p.max())) for p in probs]
-  return [list(zip(vocab.decode(row), (vocab.labels[int(i)] for i in
-                                       p.argmax(-1)[row != PAD_ID])))
-          for row, p in zip(tokens, probs)]
+  # A tagger's words are split at whitespace; they are shown as typed
+  # (not as the vocabulary knows them: unknown or lower-cased).
+  return [list(zip(text.split()[:inputs.max_len],
+                   (vocab.labels[int(i)] for i in p.argmax(-1)[row != PAD_ID])))
+          for text, row, p in zip(texts, tokens, probs)]
 
 
 def _sample(log_probs, temperature, key):

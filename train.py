@@ -140,6 +140,9 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
     except Interrupted:
       loop.save_now()  # A second signal cannot cut this short.
       raise
+    finally:
+      if saver:  # nothing of the run's is written after train.py returns
+        saver.close()
   return loop
 
 

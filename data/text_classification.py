@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 
 from data import tfds_io
 from data.batching import pad_batch
-from data.vocab import PAD_ID, WordVocab
+from data.vocab import FIRST_CHAR_ID as FIRST_WORD_ID, PAD_ID, WordVocab
 from errors import UsageError, check_positive
 
 # Batches are padded to one of these lengths below `max_len`, or `max_len`.
@@ -63,6 +63,11 @@ class TextClassificationInputs:
                    min_count=min_count, shuffle_buffer=shuffle_buffer,
                    **({} if data_shards is None
                       else {'data_shards': data_shards}))
+    if vocab_size <= FIRST_WORD_ID:
+      raise UsageError(
+          f'{type(self).__name__}.vocab_size = {vocab_size} leaves no id for '
+          f'words: ids 0 and 1 are padding and unknown words. Bind it to '
+          f'{FIRST_WORD_ID + 1} or more.')
     self.dataset = dataset
     self.text_key = text_key
     self.label_key = label_key
@@ -75,9 +80,11 @@ class TextClassificationInputs:
     self.shuffle_buffer = shuffle_buffer
     self.data_shards = data_shards
     self.builder = tfds_io.get_builder(dataset, data_dir, download)
-    self.labels = tfds_io.class_names(self.builder, label_key)
     for split in (train_split, eval_split):
       tfds_io.check_split_and_feature(self.builder, split, text_key)
+    per_word = self.task == 'tagging'
+    tfds_io.check_feature_kind(self.builder, text_key, per_word)
+    self.labels = tfds_io.class_names(self.builder, label_key, per_word)
 
   @property
   def boundaries(self):
@@ -93,10 +100,10 @@ class TextClassificationInputs:
     vocab = WordVocab.from_counts(counts, self.vocab_size, self.min_count,
                                   labels=self.labels, dataset=self.dataset)
     if not vocab.words:
-      raise UsageError(f'The train split {self.train_split!r} of '
-                       f'{self.dataset} holds no words. Bind '
-                       f'{type(self).__name__}.train_split to a split with '
-                       f'text.')
+      raise UsageError(f'No word of the train split {self.train_split!r} of '
+                       f'{self.dataset} occurs {self.min_count} times or more '
+                       f'(min_count). Lower {type(self).__name__}.min_count, '
+                       f'or bind train_split to a split with text.')
     return vocab
 
   def model_dimensions(self, vocab):
@@ -229,10 +236,14 @@ class TaggingInputs(TextClassificationInputs):
   task = 'tagging'
 
   def __init__(self, dataset='conll2003', text_key='tokens', label_key='ner',
-               lowercase=False, **kwargs):
+               lowercase=False, data_dir=None, train_split='train',
+               eval_split='validation', batch_size=32, max_len=128,
+               vocab_size=30_000, min_count=1, shuffle_buffer=20_000,
+               data_shards=None, download=True):
     self.lowercase = lowercase
-    super().__init__(dataset=dataset, text_key=text_key, label_key=label_key,
-                     **kwargs)
+    super().__init__(dataset, text_key, label_key, data_dir, train_split,
+                     eval_split, batch_size, max_len, vocab_size, min_count,
+                     shuffle_buffer, data_shards, download)
 
   def model_dimensions(self, vocab):
     return {'vocab_size': vocab.size, 'n_tags': len(vocab.labels)}
@@ -240,7 +251,7 @@ class TaggingInputs(TextClassificationInputs):
   def split_text(self, text):
     """string -> string[n]: whitespace-separated words, as the dataset's."""
     words = _split_at_spaces(text)
-    return (tf.strings.lower(words) if self.lowercase else words)[:self.max_len]
+    return (_lower(words) if self.lowercase else words)[:self.max_len]
 
   def _examples(self, split, shuffle_seed=None):
     def words_and_tags(ex):
@@ -248,7 +259,7 @@ class TaggingInputs(TextClassificationInputs):
       # A real dataset has one tag per word; tfds.testing.mock_data's random
       # examples need not, so both are cut to the shorter.
       n = tf.minimum(tf.minimum(tf.size(words), tf.size(tags)), self.max_len)
-      words = tf.strings.lower(words[:n]) if self.lowercase else words[:n]
+      words = _lower(words[:n]) if self.lowercase else words[:n]
       return words, tags[:n]
     return tfds_io.read_split(self.builder, split, shuffle_seed).map(
         words_and_tags, num_parallel_calls=tf.data.AUTOTUNE)
@@ -265,10 +276,14 @@ class TaggingInputs(TextClassificationInputs):
 
 def split_words(text):
   """string -> string[n]: lower-cased words; punctuation marks are words too."""
-  text = tf.strings.lower(text)
+  text = _lower(text)
   text = tf.strings.regex_replace(text, r'<br\s*/?>', ' ')  # IMDB line breaks
   text = tf.strings.regex_replace(text, r"([^\pL\pN\s'])", r' \1 ')
   return _split_at_spaces(text)
+
+
+def _lower(text):
+  return tf.strings.lower(text, encoding='utf-8')  # not only ASCII capitals
 
 
 def _split_at_spaces(text):

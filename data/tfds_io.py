@@ -78,8 +78,8 @@ def check_split_and_feature(builder, split, feature):
                      f'in your gin config.')
 
 
-def class_names(builder, feature):
-  """The class names of ClassLabel `feature` (or of a Sequence of them)."""
+def class_names(builder, feature, per_word=False):
+  """The class names of ClassLabel `feature`, or of a Sequence of them if `per_word`."""
   features = builder.info.features
   if feature not in features.keys():
     raise UsageError(f'Dataset {builder.info.full_name} has no feature '
@@ -87,7 +87,8 @@ def class_names(builder, feature):
                      f'{sorted(builder.info.features.keys())}. Set the label '
                      f'feature name in your gin config.')
   spec = features[feature]
-  if isinstance(spec, tfds.features.Sequence):
+  check_feature_kind(builder, feature, per_word)
+  if per_word:
     spec = spec.feature
   if not isinstance(spec, tfds.features.ClassLabel):
     raise UsageError(f'Feature {feature!r} of {builder.info.full_name} is a '
@@ -95,6 +96,21 @@ def class_names(builder, feature):
                      f'class names to predict. Name a class-label feature '
                      f'in your gin config.')
   return list(spec.names)
+
+
+def check_feature_kind(builder, feature, per_word):
+  """Raises UsageError unless `feature` is a sequence exactly if `per_word`."""
+  is_sequence = isinstance(builder.info.features[feature],
+                           tfds.features.Sequence)
+  if is_sequence != per_word:
+    name = builder.info.full_name
+    raise UsageError(
+        f'Feature {feature!r} of {name} holds '
+        f'{"one value per word" if is_sequence else "one value per example"}'
+        f', but this pipeline needs '
+        f'{"one per word" if per_word else "one per example"}: '
+        f'{"TaggingInputs" if is_sequence else "TextClassificationInputs"} '
+        f'reads such datasets. Change experiment.inputs in your gin config.')
 
 
 def read_split(builder, split, shuffle_seed=None):
