@@ -338,11 +338,16 @@ def _fsync_tree(directory):
 
 
 def _while_pruned(list_steps, attempts=5):
-  """Calls `list_steps`, again if a training run pruned a step meanwhile."""
+  """Calls `list_steps`, again if a training run pruned a step meanwhile.
+
+  Orbax lists a step directory, then opens it, then checks it is a directory;
+  a step pruned in between shows up as FileNotFoundError or, when it vanishes
+  between orbax's `exists()` and `is_dir()`, as NotADirectoryError.
+  """
   for attempt in range(attempts):
     try:
       return list_steps()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
       if attempt == attempts - 1:
         raise
       time.sleep(0.05)

@@ -213,3 +213,27 @@ def test_evaluation_reads_only_committed_checkpoints(tiny_data_dir, tmp_path):
     time.sleep(0.05)
   assert training.returncode == 0, training.stderr.read()
   assert loads >= 5 and during_commit >= 1, (loads, during_commit)
+
+
+
+def _listing_that_fails(error, times):
+  calls = []
+
+  def list_steps():
+    calls.append(1)
+    if len(calls) <= times:
+      raise error('checkpoints/14')
+    return [16]
+  return list_steps, calls
+
+
+@pytest.mark.parametrize('error', [FileNotFoundError, NotADirectoryError])
+def test_listing_is_retried_while_a_step_is_pruned(error):
+  # The two ways orbax reports a step directory that vanished mid-listing
+  # (the second was seen in CI, between its exists() and is_dir() calls).
+  list_steps, calls = _listing_that_fails(error, times=2)
+  assert checkpoints._while_pruned(list_steps) == [16]  # pylint: disable=protected-access
+  assert len(calls) == 3
+  lasting, _ = _listing_that_fails(error, times=100)
+  with pytest.raises(error):  # a lasting fault is not hidden
+    checkpoints._while_pruned(lasting)  # pylint: disable=protected-access
