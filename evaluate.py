@@ -14,6 +14,11 @@ recall and F1 and the confusion matrix; taggers, the loss, token accuracy
 and entity-level precision, recall and F1 (CoNLL definition, by seqeval).
 """
 
+# Before anything else loads: a program under tcmalloc must start under it.
+import allocator  # pylint: disable=g-bad-import-order
+if __name__ == '__main__':
+  allocator.relaunch_with_fast_allocator()
+
 import argparse
 import json
 import math

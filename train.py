@@ -16,6 +16,14 @@ Exit status: 0 trained, 2 bad config or input (nothing was changed),
 75 interrupted by a signal (resume by rerunning).
 """
 
+# Before anything else loads: a program under tcmalloc must start under it.
+import allocator  # pylint: disable=g-bad-import-order
+if __name__ == '__main__':
+  allocator.relaunch_with_fast_allocator()
+
+import time  # pylint: disable=g-bad-import-order
+STARTED = time.time()  # for the time to the first step, imports included
+
 import argparse
 import collections
 import contextlib
@@ -24,7 +32,6 @@ import math
 import os
 import signal
 import sys
-import time
 
 import gin
 import jax
@@ -127,6 +134,7 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
   if writer:
     run_dir.save_operative_config(output_dir, start)
   print(plan.parallel.describe())
+  print(allocator.describe())
   if plan.parallel.process_count > 1:
     print(_describe_reading(plan.inputs, plan.parallel.process_count))
   if start:
@@ -408,6 +416,7 @@ class TrainingLoop(training.Loop):
     self._base_rng, self._rng_step, self._rng_draws = base_rng, None, 0
     self._train_batches, self._on_nonfinite = train_batches, on_nonfinite
     self._train_loss = list(restored.train_loss) if restored else []
+    self._steps_this_run = 0
     self._saved_step = restored.step if restored else None
     self._save_after_eval, self._skipped_in_a_row = False, 0
     self.progress_bar, self.stop_signals = None, ()
@@ -459,6 +468,10 @@ class TrainingLoop(training.Loop):
     else:
       loss = self._nonfinite_step(float(loss), before, trainer)
     self._train_loss.append(loss)
+    self._steps_this_run += 1
+    if self._steps_this_run == 1 and self._parallel.is_writer:
+      tqdm.write(f'First step done {time.time() - STARTED:.1f} s after start '
+                 '(imports, input pipeline and compilation included).')
     if self.progress_bar is not None:
       self.progress_bar.update(1)
       if self.step % 10 == 0:

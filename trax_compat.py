@@ -11,7 +11,9 @@ spreads work over devices with `jax.sharding` instead (see `devices.py`).
 """
 
 import contextlib
+import inspect
 import io
+import sys
 import warnings
 
 import jax
@@ -28,6 +30,36 @@ def _silence_gym_notice():
   """
   with contextlib.redirect_stderr(io.StringIO()):
     import gym  # pylint: disable=g-import-not-at-top,unused-import
+
+
+@contextlib.contextmanager
+def _cheap_stack_while_importing_trax():
+  """Makes importing trax take seconds instead of about a minute.
+
+  trax's `assert_shape` decorator, applied 65 times as trax is imported,
+  calls `inspect.stack()` to record where it was applied. `inspect.stack()`
+  looks up the source of every frame on the stack; during an import most
+  are importlib's frozen frames, for which inspect scans all of
+  `sys.modules` (thousands of modules once TensorFlow is loaded). That was
+  50 of train.py's 64 seconds before its first step. trax reads only
+  `stack()[1][0]`, the caller's frame, so while trax is imported
+  `inspect.stack` returns the frames alone.
+  """
+  original = inspect.stack
+
+  def frames_only(context=1):
+    del context
+    frame, frames = sys._getframe(1), []  # pylint: disable=protected-access
+    while frame is not None:
+      frames.append((frame,))
+      frame = frame.f_back
+    return frames
+
+  inspect.stack = frames_only
+  try:
+    yield
+  finally:
+    inspect.stack = original
 
 
 def _is_copied_leaf(tree, copy_from_tree):
@@ -120,7 +152,8 @@ def apply():
   if _applied:
     return
   _silence_gym_notice()
-  _patch_tree_unflatten()
+  with _cheap_stack_while_importing_trax():
+    _patch_tree_unflatten()  # the first import of trax
   _restore_host_aliases()
   _quiet_gzip_mode_warning()
   _see_one_logical_device()

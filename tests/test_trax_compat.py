@@ -152,3 +152,17 @@ def test_trax_sees_one_device_so_sharded_batches_drive_the_devices():
   assert 'unpatched: refused: JAX cannot work yet with n_devices != all' \
       in result.stdout
   assert 'patched: 8 1 1 True' in result.stdout
+
+
+def test_trax_shape_checks_still_name_where_they_were_declared():
+  # trax imported with the cheap inspect.stack: the recorded caller must
+  # still be the line of the decorator above trax's Dense.
+  import inspect  # pylint: disable=g-import-not-at-top
+  source = inspect.getsourcefile(tl.Dense)
+  with open(source, encoding='utf-8') as f:
+    lines = f.read().splitlines()
+  decorator = lines.index('class Dense(base.Layer):')  # 1-based: line above
+  assert lines[decorator - 1].startswith('@assert_shape(')
+  message = tl.Dense(3)._before_assert_fun._message  # pylint: disable=protected-access
+  assert message.startswith(f'Defined at {source}:{decorator} ')
+  assert inspect.stack.__module__ == 'inspect'  # restored after the import

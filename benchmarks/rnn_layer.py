@@ -1,0 +1,311 @@
+"""Speed of the toolkit's Elman RNN layer against the RNNs a user could pick.
+
+    python benchmarks/rnn_layer.py                 # reference shape + sweep
+    python benchmarks/rnn_layer.py --quick         # reference shape only
+    python benchmarks/rnn_layer.py --json out.json # also one record per cell
+
+Contenders (impl): `project` (models.ElmanRNN, hand-written VJP), `keras`
+(Keras 3 SimpleRNN in a tf.function), `torch` (nn.RNN), `flax`
+(nn.RNN(nn.SimpleCell)), `trax_gru` (trax's GRU after a Dense to its width,
+for scale: three gates, so three times the work) and `lax_scan` (the
+recurrence as a plain `jax.lax.scan`, differentiated by JAX). All are tanh
+RNNs over float32 [batch, steps, inputs] -> [batch, steps, units]; `fwd`
+times the outputs, `fwd_bwd` the loss sum(outputs) and its gradients with
+respect to the weights (not the inputs).
+
+Each round starts one fresh process per contender, in a shuffled order, and
+each process times every shape after two warm-up calls (compilation). The
+figure is the median over all rounds' timed calls. GFLOP/s counts the
+matrix products of a tanh RNN (three times that for the GRU); the
+arithmetic floor is that count at the speed of one large float32 matrix
+product on this machine. Needs the `bench` extra: pip install -e '.[bench]'.
+
+The allocator matters on CPU (see README, Performance): by default every
+contender runs under both glibc malloc (`system`) and tcmalloc, if
+libtcmalloc_minimal is installed, and ratios are taken under the same one.
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+import allocator  # noqa: E402  pylint: disable=g-import-not-at-top
+
+IMPLS = ('project', 'keras', 'torch', 'flax', 'trax_gru', 'lax_scan')
+REFERENCE = (64, 128, 128, 256)  # batch, steps, inputs, units
+PASSES = ('fwd', 'fwd_bwd')
+
+
+def sweep_shapes():
+  """The reference shape, then units, steps and batch varied one at a time."""
+  batch, steps, inputs, units = REFERENCE
+  shapes = [REFERENCE]
+  shapes += [(batch, steps, inputs, u) for u in (128, 512, 1024)]
+  shapes += [(batch, s, inputs, units) for s in (32, 512)]
+  shapes += [(b, steps, inputs, units) for b in (1, 8, 256)]
+  return shapes
+
+
+def matmul_flops(shape, pass_):
+  """Multiply-adds × 2 of a tanh RNN's matrix products at `shape`."""
+  batch, steps, inputs, units = shape
+  forward = 2 * batch * steps * (inputs * units + units * units)
+  # Backward: dL/dh through W_hh, then dW_hh and dW_xh (no dL/dx).
+  backward = 2 * batch * steps * (2 * units * units + inputs * units)
+  return forward + (backward if pass_ == 'fwd_bwd' else 0)
+
+
+# ---- Contenders: each returns {pass: zero-argument callable that blocks}.
+
+def _jax_calls(apply, params, x):
+  import jax  # pylint: disable=g-import-not-at-top
+  forward = jax.jit(apply)
+  grad = jax.jit(jax.grad(lambda p, x: apply(p, x).sum()))
+  return {'fwd': lambda: jax.block_until_ready(forward(params, x)),
+          'fwd_bwd': lambda: jax.block_until_ready(grad(params, x))}
+
+
+def _random_input(shape):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  batch, steps, inputs, _ = shape
+  return np.random.default_rng(0).normal(
+      size=(batch, steps, inputs)).astype(np.float32)
+
+
+def _trax_layer_calls(layer, shape):
+  from trax import shapes as trax_shapes  # pylint: disable=g-import-not-at-top
+  x = _random_input(shape)
+  layer.init(trax_shapes.signature(x))
+  state, rng = layer.state, layer.rng
+
+  def apply(weights, x):
+    return layer.pure_fn(x, weights, state, rng)[0]
+  return _jax_calls(apply, layer.weights, x)
+
+
+def project(shape):
+  import models  # pylint: disable=g-import-not-at-top
+  return _trax_layer_calls(models.ElmanRNN(shape[3]), shape)
+
+
+def trax_gru(shape):
+  from trax import layers as tl  # pylint: disable=g-import-not-at-top
+  import trax_compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  units = shape[3]
+  return _trax_layer_calls(tl.Serial(tl.Dense(units), tl.GRU(units)), shape)
+
+
+def lax_scan(shape):
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax import numpy as jnp  # pylint: disable=g-import-not-at-top
+  _, _, inputs, units = shape
+  keys = jax.random.split(jax.random.PRNGKey(0), 2)
+  params = (jax.random.normal(keys[0], (inputs, units)) / inputs**0.5,
+            jax.random.normal(keys[1], (units, units)) / units**0.5,
+            jnp.zeros(units))
+
+  def apply(params, x):
+    w_xh, w_hh, b = params
+    def step(h, a_t):
+      h = jnp.tanh(a_t + h @ w_hh)
+      return h, h
+    x_proj = jnp.swapaxes(x @ w_xh + b, 0, 1)
+    h0 = jnp.zeros((x.shape[0], units), x.dtype)
+    return jnp.swapaxes(jax.lax.scan(step, h0, x_proj)[1], 0, 1)
+  return _jax_calls(apply, params, _random_input(shape))
+
+
+def flax(shape):
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import linen as nn  # pylint: disable=g-import-not-at-top
+  x = _random_input(shape)
+  model = nn.RNN(nn.SimpleCell(features=shape[3]))
+  params = model.init(jax.random.PRNGKey(0), x)
+  return _jax_calls(model.apply, params, x)
+
+
+def keras(shape):
+  os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
+  import keras as keras_lib  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  x = tf.constant(_random_input(shape))
+  layer = keras_lib.layers.SimpleRNN(shape[3], return_sequences=True)
+  layer(x)
+
+  @tf.function
+  def forward(x):
+    return layer(x)
+
+  @tf.function
+  def grad(x):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(layer(x))
+    return tape.gradient(loss, layer.trainable_weights)
+  return {'fwd': lambda: forward(x).numpy(),
+          'fwd_bwd': lambda: [g.numpy() for g in grad(x)]}
+
+
+def torch(shape):
+  import torch as torch_lib  # pylint: disable=g-import-not-at-top
+  x = torch_lib.from_numpy(_random_input(shape))
+  rnn = torch_lib.nn.RNN(shape[2], shape[3], batch_first=True)
+
+  def forward():
+    with torch_lib.no_grad():
+      return rnn(x)[0]
+
+  def fwd_bwd():
+    rnn.zero_grad(set_to_none=True)
+    rnn(x)[0].sum().backward()
+  return {'fwd': forward, 'fwd_bwd': fwd_bwd}
+
+
+# ---- Timing, in a worker process per contender.
+
+def time_calls(call, min_calls=5, min_seconds=0.5):
+  """Milliseconds of each of at least `min_calls` calls, after 2 warm-ups."""
+  for _ in range(2):
+    call()
+  times = []
+  started = time.perf_counter()
+  while len(times) < min_calls or time.perf_counter() - started < min_seconds:
+    begin = time.perf_counter()
+    call()
+    times.append((time.perf_counter() - begin) * 1e3)
+  return times
+
+
+def peak_gflops():
+  """GFLOP/s of one large float32 matrix product (JAX, all cores)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax import numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jnp.ones((4096, 2048), jnp.float32)
+  b = jnp.ones((2048, 2048), jnp.float32)
+  product = jax.jit(jnp.matmul)
+  ms = statistics.median(
+      time_calls(lambda: product(a, b).block_until_ready(), 10))
+  return 2 * 4096 * 2048 * 2048 / ms / 1e6
+
+
+def worker(impl, shapes):
+  """Prints one JSON line: {shape: {pass: [ms, ...]}} for `impl`."""
+  contender = globals()[impl]
+  result = {}
+  for shape in shapes:
+    calls = contender(tuple(shape))
+    result[str(list(shape))] = {p: time_calls(calls[p]) for p in PASSES}
+  if impl == 'lax_scan':
+    result['peak_gflops'] = peak_gflops()
+  print(json.dumps(result))
+
+
+def run_worker(impl, shapes, allocator_name):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  env.pop('LD_PRELOAD', None)
+  if allocator_name != 'system':
+    env['LD_PRELOAD'] = allocator.find_tcmalloc()
+  done = subprocess.run(
+      [sys.executable, __file__, '--worker', impl, '--shapes',
+       json.dumps(shapes)], env=env, capture_output=True, text=True,
+      check=False)
+  if done.returncode != 0:
+    raise RuntimeError(f'{impl} worker failed:\n{done.stderr[-3000:]}')
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(impls, shapes, allocators, rounds):
+  """{(allocator, impl, shape, pass): [ms, ...]} and the peak GFLOP/s."""
+  times, peaks = {}, []
+  for round_ in range(rounds):
+    for allocator_name in allocators:
+      order = random.sample(impls, len(impls))
+      for impl in order:
+        print(f'round {round_ + 1}/{rounds} [{allocator_name}] {impl}',
+              file=sys.stderr, flush=True)
+        result = run_worker(impl, shapes, allocator_name)
+        peaks += [result.pop('peak_gflops')] if 'peak_gflops' in result else []
+        for shape, by_pass in result.items():
+          for pass_, ms in by_pass.items():
+            key = (allocator_name, impl, tuple(json.loads(shape)), pass_)
+            times.setdefault(key, []).extend(ms)
+  return times, (statistics.median(peaks) if peaks else None)
+
+
+def records(times):
+  out = []
+  for (allocator_name, impl, shape, pass_), ms in sorted(times.items()):
+    batch, steps, inputs, units = shape
+    out.append(dict(impl=impl, batch=batch, steps=steps, inputs=inputs,
+                    units=units, allocator=allocator_name, ms=statistics.median(ms),
+                    calls=len(ms), **{'pass': pass_}))
+  return out
+
+
+def print_table(rows, peak):
+  """One block per (allocator, shape, pass), contenders fastest first."""
+  keras_ms = {(r['allocator'], r['batch'], r['steps'], r['inputs'], r['units'],
+               r['pass']): r['ms'] for r in rows if r['impl'] == 'keras'}
+  if peak:
+    print(f'large float32 matmul: {peak:.0f} GFLOP/s (arithmetic floor)')
+  header = (f'{"allocator":9} {"batch":>5} {"steps":>5} {"in":>4} {"units":>5}'
+            f' {"pass":7} {"impl":8} {"ms":>9} {"tokens/s":>11}'
+            f' {"GFLOP/s":>7} {"vs keras":>8}')
+  print(header)
+  key = lambda r: (r['allocator'], r['units'], r['steps'], r['batch'],
+                   r['pass'], r['ms'])
+  for r in sorted(rows, key=key):
+    cell = (r['allocator'], r['batch'], r['steps'], r['inputs'], r['units'],
+            r['pass'])
+    shape = cell[1:5]
+    flops = matmul_flops(shape, r['pass']) * (3 if r['impl'] == 'trax_gru'
+                                              else 1)
+    ratio = r['ms'] / keras_ms[cell] if cell in keras_ms else float('nan')
+    print(f'{r["allocator"]:9} {r["batch"]:5} {r["steps"]:5} {r["inputs"]:4} '
+          f'{r["units"]:5} {r["pass"]:7} {r["impl"]:8} {r["ms"]:9.2f} '
+          f'{r["batch"] * r["steps"] / r["ms"] * 1e3:11,.0f} '
+          f'{flops / r["ms"] / 1e6:7.1f} {ratio:8.2f}')
+  if peak:
+    floor = matmul_flops(REFERENCE, 'fwd_bwd') / peak / 1e6
+    print(f'arithmetic floor at the reference shape, fwd_bwd: {floor:.1f} ms')
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--quick', action='store_true',
+                      help='only the reference shape (batch 64, 128 steps, '
+                      '128 inputs, 256 units)')
+  parser.add_argument('--impls', nargs='+', choices=IMPLS, default=IMPLS)
+  parser.add_argument('--allocators', nargs='+',
+                      choices=('system', 'tcmalloc'), default=None,
+                      help='default: both when tcmalloc is installed')
+  parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--json', help='write the records to this file')
+  parser.add_argument('--worker', help=argparse.SUPPRESS)
+  parser.add_argument('--shapes', help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.worker:
+    return worker(args.worker, json.loads(args.shapes))
+  allocators = args.allocators or (
+      ['system', 'tcmalloc'] if allocator.find_tcmalloc() else ['system'])
+  if 'tcmalloc' in allocators and not allocator.find_tcmalloc():
+    parser.error('tcmalloc is not installed (Debian/Ubuntu: apt-get install '
+                 'libtcmalloc-minimal4)')
+  shapes = [list(REFERENCE)] if args.quick else [list(s) for s in sweep_shapes()]
+  times, peak = measure(list(args.impls), shapes, allocators, args.rounds)
+  rows = records(times)
+  print_table(rows, peak)
+  if args.json:
+    with open(args.json, 'w', encoding='utf-8') as f:
+      json.dump({'peak_gflops': peak, 'records': rows}, f, indent=1)
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

@@ -1,0 +1,196 @@
+"""End-to-end training speed of the main char-LM config, against Keras.
+
+    TFDS_DATA_DIR=../shared/tensorflow_datasets \
+        python benchmarks/train_throughput.py [--rounds 3] [--json out.json]
+
+`toolkit` is `train.py --gin_file configs/char_rnn_shakespeare.gin`, as a
+user runs it (our loop, our TFDS pipeline, tcmalloc when installed).
+`keras` is the same model in Keras 3 on TensorFlow: Embedding(vocab, 512),
+dropout 0.1, SimpleRNN(512), dropout 0.1, Dense(vocab), Adam(0.002,
+global_clipnorm=1), trained with `model.fit` on a `tf.data` pipeline over
+the same TFDS split, with the same batch (64 windows of 128 characters)
+and the same allocator.
+
+For each, a fresh process per round, rounds interleaved, medians:
+- tokens/s over the steps after the warm-up (compilation excluded);
+- time to first step: from the start of the process to the end of its
+  first training step (imports, dataset, pipeline start, compilation);
+- peak resident memory of the process (its own ru_maxrss).
+`pipeline` times the toolkit's input pipeline alone (CharLMInputs
+.train_batches, as train.py reads it) and prints how many times faster it
+delivers tokens than training consumes them.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+STARTED = time.time()
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+import allocator  # noqa: E402  pylint: disable=g-import-not-at-top
+
+CONFIG = 'configs/char_rnn_shakespeare.gin'
+BATCH, SEQ_LEN, D_MODEL, DROPOUT, LEARNING_RATE = 64, 128, 512, 0.1, 0.002
+
+
+def run_child(command, env=None):
+  """Runs `command` to the end; returns (stdout, its peak resident MiB)."""
+  with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, text=True,
+                               stdout=out, stderr=err)
+    # wait4 gives this child's own ru_maxrss (KiB on Linux), where
+    # getrusage(RUSAGE_CHILDREN) would give the largest child so far.
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    out.seek(0)
+    err.seek(0)
+    if process.returncode:
+      raise RuntimeError(f'{" ".join(command[:3])} failed:\n'
+                         f'{err.read()[-3000:]}')
+    return out.read(), usage.ru_maxrss / 1024
+
+
+def toolkit(warmup, steps):
+  """One train.py run: tokens/s, time to first step and peak MiB."""
+  with tempfile.TemporaryDirectory() as output_dir:
+    stdout, peak = run_child([
+        sys.executable, 'train.py', '--gin_file', CONFIG,
+        '--output_dir', output_dir,
+        '--gin_param', f'train_and_evaluate.n_steps = {warmup + steps}',
+        '--gin_param', f'train_and_evaluate.eval_every = {warmup}',
+        '--gin_param', 'train_and_evaluate.n_eval_batches = 1'])
+    with open(os.path.join(output_dir, 'metrics.jsonl'), encoding='utf-8') as f:
+      last = [json.loads(line) for line in f][-1]
+  first = float(re.search(r'First step done ([\d.]+) s', stdout)[1])
+  return {'tokens_per_s': last['train/steps per second'] * BATCH * SEQ_LEN,
+          'first_step_s': first, 'peak_mib': peak}
+
+
+def keras(warmup, steps):
+  """The same model and batch with Keras model.fit, in a fresh process."""
+  env = dict(os.environ, KERAS_BACKEND='tensorflow')
+  found = allocator.find()
+  if found:  # the allocator train.py relaunches itself under
+    env.update(found[2], LD_PRELOAD=found[1])
+  stdout, peak = run_child([sys.executable, __file__, '--keras_worker',
+                            str(warmup), str(steps)], env)
+  return dict(json.loads(stdout.strip().splitlines()[-1]), peak_mib=peak)
+
+
+def keras_worker(warmup, steps):
+  """Trains the Keras model; prints tokens/s and time to first step."""
+  import keras as keras_lib  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  text = next(iter(tfds.as_numpy(tfds.load('tiny_shakespeare', split='train'))))
+  chars = sorted(set(text['text'].decode('utf-8')))
+  lookup = tf.keras.layers.StringLookup(vocabulary=chars, num_oov_indices=1)
+  ids = lookup(tf.strings.unicode_split(text['text'], 'UTF-8'))
+  dataset = (tf.data.Dataset.from_tensor_slices(ids)    # characters
+             .batch(SEQ_LEN + 1, drop_remainder=True)   # windows
+             .shuffle(10_000, seed=0)
+             .repeat()
+             .batch(BATCH, drop_remainder=True)
+             .map(lambda w: (w[:, :-1], w[:, 1:]),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+             .prefetch(tf.data.AUTOTUNE))
+  vocab_size = lookup.vocabulary_size()
+  model = keras_lib.Sequential([
+      keras_lib.Input((SEQ_LEN,), dtype='int64'),
+      keras_lib.layers.Embedding(vocab_size, D_MODEL),
+      keras_lib.layers.Dropout(DROPOUT),
+      keras_lib.layers.SimpleRNN(D_MODEL, return_sequences=True),
+      keras_lib.layers.Dropout(DROPOUT),
+      keras_lib.layers.Dense(vocab_size)])
+  model.compile(
+      optimizer=keras_lib.optimizers.Adam(LEARNING_RATE, global_clipnorm=1.0),
+      loss=keras_lib.losses.SparseCategoricalCrossentropy(from_logits=True))
+  times = []
+  ends = keras_lib.callbacks.LambdaCallback(
+      on_train_batch_end=lambda batch, logs: times.append(time.time()))
+  model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps,
+            callbacks=[ends], verbose=0)
+  timed = times[warmup:]
+  print(json.dumps({
+      'tokens_per_s': (len(timed) - 1) * BATCH * SEQ_LEN / (timed[-1] - timed[0]),
+      'first_step_s': times[0] - STARTED}))
+
+
+def pipeline_worker(batches):
+  """Prints the tokens/s train.py's input pipeline delivers on its own."""
+  import configurables  # pylint: disable=g-import-not-at-top
+  import train  # pylint: disable=g-import-not-at-top
+  configurables.parse([CONFIG])
+  inputs, _ = train.experiment()
+  stream = inputs.train_batches(inputs.build_vocab(), seed=0)
+  next(stream)  # the pipeline's start-up is in the time to first step
+  started = time.perf_counter()
+  for _ in range(batches):
+    next(stream)
+  seconds = time.perf_counter() - started
+  print(json.dumps({'tokens_per_s': batches * BATCH * SEQ_LEN / seconds}))
+
+
+def pipeline(batches):
+  stdout, _ = run_child([sys.executable, __file__, '--pipeline_worker',
+                         str(batches)])
+  return json.loads(stdout.strip().splitlines()[-1])
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--warmup', type=int, default=10,
+                      help='steps before timing starts (compilation)')
+  parser.add_argument('--steps', type=int, default=60, help='steps timed')
+  parser.add_argument('--pipeline_batches', type=int, default=2000)
+  parser.add_argument('--json', help='write the records to this file')
+  parser.add_argument('--keras_worker', nargs=2, type=int,
+                      help=argparse.SUPPRESS)
+  parser.add_argument('--pipeline_worker', type=int, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.keras_worker:
+    return keras_worker(*args.keras_worker)
+  if args.pipeline_worker:
+    return pipeline_worker(args.pipeline_worker)
+  runs = {'toolkit': [], 'keras': [], 'pipeline': []}
+  for round_ in range(args.rounds):
+    for name in runs:
+      print(f'round {round_ + 1}/{args.rounds}: {name}', file=sys.stderr,
+            flush=True)
+      runs[name].append(pipeline(args.pipeline_batches) if name == 'pipeline'
+                        else globals()[name](args.warmup, args.steps))
+  report(runs, args.json)
+
+
+def report(runs, json_path):
+  """Prints medians and the ratios the README quotes; writes --json."""
+  median = {name: {key: statistics.median(r[key] for r in results)
+                   for key in results[0]} for name, results in runs.items()}
+  print(f'allocator: {allocator.find()[0] if allocator.find() else "glibc"};'
+        f' batch {BATCH} x {SEQ_LEN} characters')
+  print(f'{"":9} {"tokens/s":>9} {"first step s":>12} {"peak MiB":>9}')
+  for name in ('toolkit', 'keras'):
+    m = median[name]
+    print(f'{name:9} {m["tokens_per_s"]:9,.0f} {m["first_step_s"]:12.1f} '
+          f'{m["peak_mib"]:9,.0f}')
+  speed = median['toolkit']['tokens_per_s']
+  print(f'toolkit / keras tokens/s: {speed / median["keras"]["tokens_per_s"]:.2f}')
+  print(f'input pipeline alone: {median["pipeline"]["tokens_per_s"]:,.0f} '
+        f'tokens/s = {median["pipeline"]["tokens_per_s"] / speed:.0f}x what '
+        f'training consumes')
+  if json_path:
+    with open(json_path, 'w', encoding='utf-8') as f:
+      json.dump({'medians': median, 'runs': runs}, f, indent=1)
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

@@ -1,0 +1,156 @@
+"""The Elman recurrence over time, with a hand-written backward pass.
+
+Given the projected inputs a_t = x_t · W_xh + b_h for every step (one large
+matrix product, done by the caller), `elman_scan` runs
+
+    h_t = g(a_t + h_{t-1} · W_hh)
+
+Differentiating a `lax.scan` with JAX's autodiff makes the backward pass
+compute dW_hh as one small outer product per step and keep extra residuals.
+The VJP here instead saves only the hidden states in the forward scan, runs
+just the delta recurrence in the reverse scan,
+
+    d_t = (dL/dy_t + dL/dh_t) ⊙ g'(y_t),    dL/dh_{t-1} = d_t · W_hhᵀ
+
+and then forms dW_hh = Σ_t h_{t-1}ᵀ d_t as one large matrix product over all
+steps at once. On a 2-core CPU that halves the time of a training step of
+the layer (benchmarks/rnn_layer.py); on GPU/TPU it is the same arithmetic
+with fewer, larger kernels. g' is written in terms of the output y = g(a),
+so the pre-activations need not be kept. Activations given as callables,
+whose derivative is unknown here, use JAX's autodiff of the plain scan.
+
+The scans run time-major: XLA slices the leading axis of a scan's inputs
+for free, and the two transposes cost less than strided slicing per step.
+"""
+
+import functools
+
+import jax
+from jax import numpy as jnp
+
+ACTIVATIONS = {
+    'tanh': jnp.tanh,
+    'relu': jax.nn.relu,
+    'sigmoid': jax.nn.sigmoid,
+    'identity': lambda x: x,
+}
+
+# g'(a) as a function of y = g(a), for each named activation.
+_DERIVATIVES_FROM_OUTPUT = {
+    'tanh': lambda y: 1.0 - y * y,
+    'relu': lambda y: (y > 0).astype(y.dtype),
+    'sigmoid': lambda y: y * (1.0 - y),
+    'identity': jnp.ones_like,
+}
+
+
+def check_activation(activation):
+  """Raises ValueError unless `activation` is a callable or a known name."""
+  if not (callable(activation) or activation in ACTIVATIONS):
+    raise ValueError(f'Unknown activation {activation!r}; '
+                     f'choose one of {sorted(ACTIVATIONS)} or pass a callable.')
+
+
+def elman_scan(x_proj, mask, h0, w_hh, activation='tanh'):
+  """Runs the Elman recurrence over time, given the projected inputs.
+
+  Args:
+    x_proj: f32[batch, time, units], x_t · W_xh + b_h for every step.
+    mask: f32[batch, time] or None; 0 marks padding, where the state is
+      carried unchanged and the output is zero.
+    h0: f32[batch, units], the state before the first step.
+    w_hh: f32[units, units], the recurrent weights shared by all steps.
+    activation: a name in ACTIVATIONS (hand-written gradient), or a callable
+      applied elementwise (JAX's autodiff).
+
+  Returns:
+    (outputs f32[batch, time, units], final state f32[batch, units]).
+  """
+  outputs, h_last = elman_scan_time_major(
+      jnp.swapaxes(x_proj, 0, 1),
+      None if mask is None else jnp.swapaxes(mask, 0, 1), h0, w_hh,
+      activation)
+  return jnp.swapaxes(outputs, 0, 1), h_last
+
+
+def elman_scan_time_major(x_proj, mask, h0, w_hh, activation='tanh'):
+  """`elman_scan` on f32[time, batch, units] inputs and outputs.
+
+  The mask, if any, is [time, batch].
+  """
+  check_activation(activation)
+  if mask is not None:
+    mask = mask.astype(x_proj.dtype)
+  if callable(activation):
+    return _autodiff_scan(activation, x_proj, mask, h0, w_hh)
+  return _fast_scan(activation, mask is not None, x_proj,
+                    _ones_if_none(mask, x_proj), h0, w_hh)
+
+
+def _ones_if_none(mask, x_proj):
+  return jnp.ones(x_proj.shape[:2], x_proj.dtype) if mask is None else mask
+
+
+def _step_fn(g, w_hh, masked):
+  """The forward step: (h, (a_t, m_t)) -> (h_t, (y_t, h_t)), time-major."""
+  def step(h, inputs):
+    a_t, m_t = inputs
+    y = g(a_t + h @ w_hh)
+    if masked:
+      real = m_t[:, None] > 0
+      h_next = jnp.where(real, y, h)
+      return h_next, (jnp.where(real, y, 0.0), h_next)
+    return y, (y, y)
+  return step
+
+
+def _autodiff_scan(g, x_proj, mask, h0, w_hh):
+  step = _step_fn(g, w_hh, mask is not None)
+  h_last, (outputs, _) = jax.lax.scan(step, h0, (x_proj, _ones_if_none(
+      mask, x_proj)))
+  return outputs, h_last
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _fast_scan(activation, masked, x_proj, mask, h0, w_hh):
+  """(outputs [time, batch, units], final state); `mask` unused unless masked."""
+  (outputs, h_last), _ = _fast_scan_forward(activation, masked, x_proj, mask,
+                                            h0, w_hh)
+  return outputs, h_last
+
+
+def _fast_scan_forward(activation, masked, x_proj, mask, h0, w_hh):
+  step = _step_fn(ACTIVATIONS[activation], w_hh, masked)
+  h_last, (outputs, states) = jax.lax.scan(step, h0, (x_proj, mask))
+  # Unmasked, the states are the outputs: keep one copy.
+  residuals = (outputs, states if masked else None, mask, h0, w_hh)
+  return (outputs, h_last), residuals
+
+
+def _fast_scan_backward(activation, masked, residuals, cotangents):
+  outputs, states, mask, h0, w_hh = residuals
+  d_outputs, d_h_last = cotangents
+  derivative = _DERIVATIVES_FROM_OUTPUT[activation]
+  w_hh_t = w_hh.T
+
+  def step(d_h, inputs):
+    d_y, y, m_t = inputs
+    d_new = d_y + d_h
+    if masked:
+      d_new = d_new * m_t[:, None]
+    d_pre = d_new * derivative(y)
+    d_h_prev = d_pre @ w_hh_t
+    if masked:  # a padding step passed h_{t-1} straight through
+      d_h_prev = d_h_prev + d_h * (1.0 - m_t[:, None])
+    return d_h_prev, d_pre
+
+  d_h0, d_pre = jax.lax.scan(step, d_h_last, (d_outputs, outputs, mask),
+                             reverse=True)
+  states = outputs if states is None else states
+  h_prev = jnp.concatenate([h0[None], states[:-1]], axis=0)
+  units = w_hh.shape[0]
+  d_w_hh = h_prev.reshape(-1, units).T @ d_pre.reshape(-1, units)
+  return d_pre, jnp.zeros_like(mask), d_h0, d_w_hh
+
+
+_fast_scan.defvjp(_fast_scan_forward, _fast_scan_backward)

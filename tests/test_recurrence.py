@@ -1,0 +1,102 @@
+"""The hand-written VJP of the Elman recurrence against JAX's autodiff of a
+plain Python loop over time."""
+
+import jax
+from jax import numpy as jnp
+import numpy as np
+import pytest
+
+from models.recurrence import ACTIVATIONS, elman_scan
+
+BATCH, TIME, UNITS = 3, 7, 5
+
+
+def loop_elman(x_proj, mask, h0, w_hh, g):
+  """The recurrence written step by step, as the reference."""
+  h, outputs = h0, []
+  for t in range(x_proj.shape[1]):
+    y = g(x_proj[:, t] + h @ w_hh)
+    if mask is not None:
+      real = mask[:, t, None]
+      h, y = real * y + (1 - real) * h, real * y
+    else:
+      h = y
+    outputs.append(y)
+  return jnp.stack(outputs, axis=1), h
+
+
+def _inputs(seed, masked):
+  rng = np.random.default_rng(seed)
+  x_proj = rng.normal(size=(BATCH, TIME, UNITS)).astype(np.float32)
+  h0 = rng.normal(size=(BATCH, UNITS)).astype(np.float32)
+  w_hh = (rng.normal(size=(UNITS, UNITS)) / np.sqrt(UNITS)).astype(np.float32)
+  mask = None
+  if masked:  # ragged lengths, one sequence with padding in the middle
+    mask = (np.arange(TIME)[None] < np.array([[TIME], [4], [1]])).astype(
+        np.float32)
+    mask[0, 2] = 0.0
+  return x_proj, mask, h0, w_hh
+
+
+def _weighted_loss(scan, seed):
+  """A loss that gives every output and the final state its own cotangent."""
+  rng = np.random.default_rng(seed + 100)
+  w_out = rng.normal(size=(BATCH, TIME, UNITS)).astype(np.float32)
+  w_last = rng.normal(size=(BATCH, UNITS)).astype(np.float32)
+
+  def loss(x_proj, h0, w_hh, mask):
+    outputs, h_last = scan(x_proj, mask, h0, w_hh)
+    return jnp.sum(outputs * w_out) + jnp.sum(h_last * w_last)
+  return loss
+
+
+@pytest.mark.parametrize('activation', sorted(ACTIVATIONS))
+@pytest.mark.parametrize('masked', [False, True])
+def test_gradients_match_autodiff_of_the_plain_loop(activation, masked):
+  x_proj, mask, h0, w_hh = _inputs(0, masked)
+  ours = _weighted_loss(
+      lambda *a: elman_scan(*a, activation=activation), seed=0)
+  reference = _weighted_loss(
+      lambda *a: loop_elman(*a, ACTIVATIONS[activation]), seed=0)
+  np.testing.assert_allclose(ours(x_proj, h0, w_hh, mask),
+                             reference(x_proj, h0, w_hh, mask), rtol=1e-5)
+  got = jax.jit(jax.grad(ours, argnums=(0, 1, 2)))(x_proj, h0, w_hh, mask)
+  want = jax.grad(reference, argnums=(0, 1, 2))(x_proj, h0, w_hh, mask)
+  for name, g, w in zip(['x_proj', 'h0', 'w_hh'], got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_callable_activation_uses_autodiff_and_agrees():
+  x_proj, mask, h0, w_hh = _inputs(1, masked=True)
+  softsign = lambda a: a / (1 + jnp.abs(a))
+  ours = _weighted_loss(lambda *a: elman_scan(*a, activation=softsign), 1)
+  reference = _weighted_loss(lambda *a: loop_elman(*a, softsign), 1)
+  got = jax.grad(ours, argnums=(0, 1, 2))(x_proj, h0, w_hh, mask)
+  want = jax.grad(reference, argnums=(0, 1, 2))(x_proj, h0, w_hh, mask)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_padding_gets_no_gradient_and_passes_the_state_through():
+  x_proj, mask, h0, w_hh = _inputs(2, masked=True)
+  loss = _weighted_loss(elman_scan, 2)
+  d_x_proj = jax.grad(loss)(x_proj, h0, w_hh, mask)
+  np.testing.assert_array_equal(d_x_proj[mask == 0], 0.0)
+  assert np.all(np.abs(d_x_proj[mask == 1]).sum(axis=-1) > 0)
+
+
+def test_bfloat16_gradients_are_close_to_float32():
+  x_proj, mask, h0, w_hh = _inputs(3, masked=True)
+  loss = _weighted_loss(elman_scan, 3)
+  want = jax.grad(loss, argnums=2)(x_proj, h0, w_hh, mask)
+  low = [jnp.asarray(a, jnp.bfloat16) for a in (x_proj, h0, w_hh, mask)]
+  got = jax.grad(loss, argnums=2)(*low)
+  assert got.dtype == jnp.bfloat16
+  scale = np.abs(want).max()
+  np.testing.assert_allclose(np.float32(got), want, atol=0.05 * scale)
+
+
+def test_unknown_activation_is_named():
+  x_proj, _, h0, w_hh = _inputs(4, masked=False)
+  with pytest.raises(ValueError, match="'softplus'.*choose one of"):
+    elman_scan(x_proj, None, h0, w_hh, activation='softplus')
