@@ -82,52 +82,41 @@ def elman_scan_time_major(x_proj, mask, h0, w_hh, activation='tanh'):
   if mask is not None:
     mask = mask.astype(x_proj.dtype)
   if callable(activation):
-    return _autodiff_scan(activation, x_proj, mask, h0, w_hh)
-  return _fast_scan(activation, mask is not None, x_proj,
-                    _ones_if_none(mask, x_proj), h0, w_hh)
+    return _scan(activation, x_proj, mask, h0, w_hh)[0]
+  return _fast_scan(activation, x_proj, mask, h0, w_hh)
 
 
-def _ones_if_none(mask, x_proj):
-  return jnp.ones(x_proj.shape[:2], x_proj.dtype) if mask is None else mask
+def _scan(g, x_proj, mask, h0, w_hh):
+  """((outputs, final state), states or None): the forward recurrence.
 
-
-def _step_fn(g, w_hh, masked):
-  """The forward step: (h, (a_t, m_t)) -> (h_t, (y_t, h_t)), time-major."""
+  Unmasked, the states are the outputs, and only one copy is kept.
+  """
   def step(h, inputs):
     a_t, m_t = inputs
     y = g(a_t + h @ w_hh)
-    if masked:
-      real = m_t[:, None] > 0
-      h_next = jnp.where(real, y, h)
-      return h_next, (jnp.where(real, y, 0.0), h_next)
-    return y, (y, y)
-  return step
+    if m_t is None:
+      return y, y
+    real = m_t[:, None] > 0
+    h_next = jnp.where(real, y, h)
+    return h_next, (jnp.where(real, y, 0.0), h_next)
+
+  h_last, stacked = jax.lax.scan(step, h0, (x_proj, mask))
+  outputs, states = stacked if mask is not None else (stacked, None)
+  return (outputs, h_last), states
 
 
-def _autodiff_scan(g, x_proj, mask, h0, w_hh):
-  step = _step_fn(g, w_hh, mask is not None)
-  h_last, (outputs, _) = jax.lax.scan(step, h0, (x_proj, _ones_if_none(
-      mask, x_proj)))
-  return outputs, h_last
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fast_scan(activation, x_proj, mask, h0, w_hh):
+  """(outputs [time, batch, units], final state), with the VJP below."""
+  return _scan(ACTIVATIONS[activation], x_proj, mask, h0, w_hh)[0]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _fast_scan(activation, masked, x_proj, mask, h0, w_hh):
-  """(outputs [time, batch, units], final state); `mask` unused unless masked."""
-  (outputs, h_last), _ = _fast_scan_forward(activation, masked, x_proj, mask,
-                                            h0, w_hh)
-  return outputs, h_last
+def _fast_scan_forward(activation, x_proj, mask, h0, w_hh):
+  results, states = _scan(ACTIVATIONS[activation], x_proj, mask, h0, w_hh)
+  return results, (results[0], states, mask, h0, w_hh)
 
 
-def _fast_scan_forward(activation, masked, x_proj, mask, h0, w_hh):
-  step = _step_fn(ACTIVATIONS[activation], w_hh, masked)
-  h_last, (outputs, states) = jax.lax.scan(step, h0, (x_proj, mask))
-  # Unmasked, the states are the outputs: keep one copy.
-  residuals = (outputs, states if masked else None, mask, h0, w_hh)
-  return (outputs, h_last), residuals
-
-
-def _fast_scan_backward(activation, masked, residuals, cotangents):
+def _fast_scan_backward(activation, residuals, cotangents):
   outputs, states, mask, h0, w_hh = residuals
   d_outputs, d_h_last = cotangents
   derivative = _DERIVATIVES_FROM_OUTPUT[activation]
@@ -136,11 +125,11 @@ def _fast_scan_backward(activation, masked, residuals, cotangents):
   def step(d_h, inputs):
     d_y, y, m_t = inputs
     d_new = d_y + d_h
-    if masked:
+    if m_t is not None:
       d_new = d_new * m_t[:, None]
     d_pre = d_new * derivative(y)
     d_h_prev = d_pre @ w_hh_t
-    if masked:  # a padding step passed h_{t-1} straight through
+    if m_t is not None:  # a padding step passed h_{t-1} straight through
       d_h_prev = d_h_prev + d_h * (1.0 - m_t[:, None])
     return d_h_prev, d_pre
 
@@ -150,7 +139,8 @@ def _fast_scan_backward(activation, masked, residuals, cotangents):
   h_prev = jnp.concatenate([h0[None], states[:-1]], axis=0)
   units = w_hh.shape[0]
   d_w_hh = h_prev.reshape(-1, units).T @ d_pre.reshape(-1, units)
-  return d_pre, jnp.zeros_like(mask), d_h0, d_w_hh
+  d_mask = None if mask is None else jnp.zeros_like(mask)
+  return d_pre, d_mask, d_h0, d_w_hh
 
 
 _fast_scan.defvjp(_fast_scan_forward, _fast_scan_backward)
