@@ -3,45 +3,54 @@
 XLA on CPU allocates fresh temporaries for every step. glibc's malloc gives
 large blocks back to the kernel on free, so each step faults its pages in
 again; tcmalloc (or jemalloc told never to return memory) keeps them. On
-the 2-core machine of README's Performance section this makes a training
+the 2-core machine of README's "Performance" section this makes a training
 step of the RNN layer about 1.4 times faster; TensorFlow gains little.
 
 `relaunch_with_fast_allocator()` re-executes the current program with the
-library in LD_PRELOAD (the allocator must be loaded before anything else),
-unless TOOLKIT_MALLOC=system is set. Install with
-`apt-get install libtcmalloc-minimal4` on Debian or Ubuntu.
+library in LD_PRELOAD (an allocator must be loaded before anything else),
+unless TOOLKIT_MALLOC=system is set. Install it with
+`apt-get install libtcmalloc-minimal4` on Debian or Ubuntu (jemalloc,
+`libjemalloc2`, is used if tcmalloc is absent). Linux only.
 """
 
-import glob
+import json
 import os
 import sys
 
 OPT_OUT = 'TOOLKIT_MALLOC'
-# (name, shared-library file pattern, environment the library needs)
+# Set in the relaunched process only: what to give back to its children.
+_RELAUNCHED = '_TOOLKIT_MALLOC_RELAUNCHED_FROM'
+# (name, shared library, environment the library needs)
 _ALLOCATORS = (
-    ('tcmalloc', 'libtcmalloc_minimal.so.4', {}),
+    # Its "large alloc" notices on stderr would greet every user.
+    ('tcmalloc', 'libtcmalloc_minimal.so.4',
+     {'TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD': str(1 << 40)}),
     # jemalloc returns freed pages after 10 s by default; -1: never.
     ('jemalloc', 'libjemalloc.so.2',
      {'MALLOC_CONF': 'dirty_decay_ms:-1,muzzy_decay_ms:-1'}),
 )
 _LIBRARY_DIRS = ('/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu',
-                 '/usr/lib64', '/usr/lib', '/usr/local/lib', '/opt/homebrew/lib')
+                 '/usr/lib64', '/usr/lib', '/usr/local/lib')
 
 
 def find():
   """(name, path, environment) of the first installed allocator, or None."""
   for name, library, environment in _ALLOCATORS:
     for directory in _LIBRARY_DIRS:
-      matches = glob.glob(os.path.join(directory, library))
-      if matches:
-        return name, matches[0], environment
+      path = os.path.join(directory, library)
+      if os.path.exists(path):
+        return name, path, environment
   return None
 
 
-def find_tcmalloc():
-  """Path of libtcmalloc_minimal, or None."""
+def environment():
+  """The variables a toolkit program runs with: {} under glibc malloc."""
   found = find()
-  return found[1] if found and found[0] == 'tcmalloc' else None
+  if found is None or os.environ.get(OPT_OUT) == 'system':
+    return {}
+  _, path, extra = found
+  return dict(extra, LD_PRELOAD=':'.join(
+      filter(None, [path, os.environ.get('LD_PRELOAD')])))
 
 
 def in_use():
@@ -60,18 +69,33 @@ def in_use():
 def relaunch_with_fast_allocator():
   """Re-executes this program under tcmalloc or jemalloc if installed.
 
-  Does nothing when one is already loaded, when none is installed, or
-  when TOOLKIT_MALLOC=system. On success it does not return.
+  Does nothing when one is loaded already, when none is installed, when
+  TOOLKIT_MALLOC=system, or when the program is not a script file. After
+  the relaunch the environment is put back as it was, so that programs
+  this one starts are not preloaded. On success it does not return.
   """
-  found = find()
-  if os.environ.get(OPT_OUT) == 'system' or in_use() or found is None:
+  if _RELAUNCHED in os.environ:
+    _restore_environment()
     return
-  _, path, environment = found
-  env = dict(os.environ, **environment)
-  env['LD_PRELOAD'] = ':'.join(filter(None, [path, env.get('LD_PRELOAD')]))
-  # Marks the relaunch, so a library that fails to preload can't loop.
-  env[OPT_OUT] = 'system'
-  os.execve(sys.executable, [sys.executable] + sys.argv, env)
+  extra = environment()
+  if not extra or in_use() or not os.path.isfile(sys.argv[0]):
+    return
+  saved = {k: os.environ.get(k) for k in extra}
+  env = dict(os.environ, **extra, **{_RELAUNCHED: json.dumps(saved)})
+  try:  # orig_argv keeps the interpreter's own flags (-u, -X, -I, ...)
+    os.execve(sys.executable, sys.orig_argv, env)
+  except OSError:
+    pass  # go on under glibc malloc
+
+
+def _restore_environment():
+  """Puts back the variables the relaunch set, as they were before it."""
+  saved = json.loads(os.environ.pop(_RELAUNCHED))
+  for key, value in saved.items():
+    if value is None:
+      os.environ.pop(key, None)
+    else:
+      os.environ[key] = value
 
 
 def describe():
@@ -79,6 +103,10 @@ def describe():
   name = in_use()
   if name:
     return f'memory allocator: {name} (preloaded; {OPT_OUT}=system to turn off)'
-  hint = ('install libtcmalloc-minimal4 for faster CPU steps'
-          if find() is None else f'{OPT_OUT}=system is set')
+  if os.environ.get(OPT_OUT) == 'system':
+    hint = f'{OPT_OUT}=system is set'
+  elif find() is None:
+    hint = 'install libtcmalloc-minimal4 for faster CPU steps'
+  else:
+    hint = f'{find()[1]} could not be preloaded'
   return f'memory allocator: glibc malloc ({hint})'

@@ -22,7 +22,7 @@ if __name__ == '__main__':
   allocator.relaunch_with_fast_allocator()
 
 import time  # pylint: disable=g-bad-import-order
-STARTED = time.time()  # for the time to the first step, imports included
+LOADED = time.time()  # the time to the first step counts imports too
 
 import argparse
 import collections
@@ -470,8 +470,9 @@ class TrainingLoop(training.Loop):
     self._train_loss.append(loss)
     self._steps_this_run += 1
     if self._steps_this_run == 1 and self._parallel.is_writer:
-      tqdm.write(f'First step done {time.time() - STARTED:.1f} s after start '
-                 '(imports, input pipeline and compilation included).')
+      tqdm.write(f'First step done {time.time() - LOADED:.1f} s after train.py '
+                 'was loaded (imports, input pipeline and compilation '
+                 'included).')
     if self.progress_bar is not None:
       self.progress_bar.update(1)
       if self.step % 10 == 0:

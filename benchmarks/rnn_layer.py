@@ -18,11 +18,12 @@ each process times every shape after two warm-up calls (compilation). The
 figure is the median over all rounds' timed calls. GFLOP/s counts the
 matrix products of a tanh RNN (three times that for the GRU); the
 arithmetic floor is that count at the speed of one large float32 matrix
-product on this machine. Needs the `bench` extra: pip install -e '.[bench]'.
+product on this machine (measured in the `project` worker). Needs the `bench` extra: pip install -e '.[bench]'.
 
 The allocator matters on CPU (see README, Performance): by default every
 contender runs under both glibc malloc (`system`) and tcmalloc, if
-libtcmalloc_minimal is installed, and ratios are taken under the same one.
+libtcmalloc_minimal (or jemalloc) is installed, and ratios are taken under
+the same one.
 """
 
 import argparse
@@ -66,7 +67,9 @@ def matmul_flops(shape, pass_):
 # ---- Contenders: each returns {pass: zero-argument callable that blocks}.
 
 def _jax_calls(apply, params, x):
+  """Jitted forward and gradient calls of `apply(params, x)`."""
   import jax  # pylint: disable=g-import-not-at-top
+  x = jax.device_put(x)  # as torch and Keras, no copy from the host per call
   forward = jax.jit(apply)
   grad = jax.jit(jax.grad(lambda p, x: apply(p, x).sum()))
   return {'fwd': lambda: jax.block_until_ready(forward(params, x)),
@@ -74,6 +77,7 @@ def _jax_calls(apply, params, x):
 
 
 def _random_input(shape):
+  """f32[batch, steps, inputs] drawn from N(0, 1)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   batch, steps, inputs, _ = shape
   return np.random.default_rng(0).normal(
@@ -81,6 +85,7 @@ def _random_input(shape):
 
 
 def _trax_layer_calls(layer, shape):
+  """Calls of a trax layer initialised for `shape`, its weights the params."""
   from trax import shapes as trax_shapes  # pylint: disable=g-import-not-at-top
   x = _random_input(shape)
   layer.init(trax_shapes.signature(x))
@@ -92,11 +97,13 @@ def _trax_layer_calls(layer, shape):
 
 
 def project(shape):
+  """The toolkit's ElmanRNN."""
   import models  # pylint: disable=g-import-not-at-top
   return _trax_layer_calls(models.ElmanRNN(shape[3]), shape)
 
 
 def trax_gru(shape):
+  """trax's GRU, after a Dense layer to its width."""
   from trax import layers as tl  # pylint: disable=g-import-not-at-top
   import trax_compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   units = shape[3]
@@ -104,6 +111,7 @@ def trax_gru(shape):
 
 
 def lax_scan(shape):
+  """The recurrence as a plain lax.scan, differentiated by JAX."""
   import jax  # pylint: disable=g-import-not-at-top
   from jax import numpy as jnp  # pylint: disable=g-import-not-at-top
   _, _, inputs, units = shape
@@ -124,6 +132,7 @@ def lax_scan(shape):
 
 
 def flax(shape):
+  """Flax linen's nn.RNN over nn.SimpleCell."""
   import jax  # pylint: disable=g-import-not-at-top
   from flax import linen as nn  # pylint: disable=g-import-not-at-top
   x = _random_input(shape)
@@ -133,7 +142,8 @@ def flax(shape):
 
 
 def keras(shape):
-  os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
+  """Keras 3 SimpleRNN on TensorFlow, in tf.functions."""
+  os.environ['KERAS_BACKEND'] = 'tensorflow'  # the backend it is timed on
   import keras as keras_lib  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   x = tf.constant(_random_input(shape))
@@ -154,6 +164,7 @@ def keras(shape):
 
 
 def torch(shape):
+  """PyTorch's nn.RNN (tanh), batch first."""
   import torch as torch_lib  # pylint: disable=g-import-not-at-top
   x = torch_lib.from_numpy(_random_input(shape))
   rnn = torch_lib.nn.RNN(shape[2], shape[3], batch_first=True)
@@ -202,16 +213,18 @@ def worker(impl, shapes):
   for shape in shapes:
     calls = contender(tuple(shape))
     result[str(list(shape))] = {p: time_calls(calls[p]) for p in PASSES}
-  if impl == 'lax_scan':
+  if impl == 'project':
     result['peak_gflops'] = peak_gflops()
   print(json.dumps(result))
 
 
 def run_worker(impl, shapes, allocator_name):
+  """Times `impl` at `shapes` in a fresh process under `allocator_name`."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   env.pop('LD_PRELOAD', None)
   if allocator_name != 'system':
-    env['LD_PRELOAD'] = allocator.find_tcmalloc()
+    _, path, extra = allocator.find()
+    env.update(extra, LD_PRELOAD=path)
   done = subprocess.run(
       [sys.executable, __file__, '--worker', impl, '--shapes',
        json.dumps(shapes)], env=env, capture_output=True, text=True,
@@ -240,6 +253,7 @@ def measure(impls, shapes, allocators, rounds):
 
 
 def records(times):
+  """One JSON-able record per (allocator, impl, shape, pass): median ms."""
   out = []
   for (allocator_name, impl, shape, pass_), ms in sorted(times.items()):
     batch, steps, inputs, units = shape
@@ -284,8 +298,8 @@ def main(argv):
                       '128 inputs, 256 units)')
   parser.add_argument('--impls', nargs='+', choices=IMPLS, default=IMPLS)
   parser.add_argument('--allocators', nargs='+',
-                      choices=('system', 'tcmalloc'), default=None,
-                      help='default: both when tcmalloc is installed')
+                      choices=('system', 'tcmalloc', 'jemalloc'), default=None,
+                      help='default: glibc and the one installed')
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--json', help='write the records to this file')
   parser.add_argument('--worker', help=argparse.SUPPRESS)
@@ -293,11 +307,12 @@ def main(argv):
   args = parser.parse_args(argv)
   if args.worker:
     return worker(args.worker, json.loads(args.shapes))
-  allocators = args.allocators or (
-      ['system', 'tcmalloc'] if allocator.find_tcmalloc() else ['system'])
-  if 'tcmalloc' in allocators and not allocator.find_tcmalloc():
-    parser.error('tcmalloc is not installed (Debian/Ubuntu: apt-get install '
-                 'libtcmalloc-minimal4)')
+  fast = allocator.find()[0] if allocator.find() else None
+  allocators = args.allocators or ['system'] + ([fast] if fast else [])
+  if any(a not in ('system', fast) for a in allocators):
+    parser.error(f'{allocators[-1]} is not the allocator installed here '
+                 f'({fast}); Debian/Ubuntu: apt-get install '
+                 'libtcmalloc-minimal4')
   shapes = [list(REFERENCE)] if args.quick else [list(s) for s in sweep_shapes()]
   times, peak = measure(list(args.impls), shapes, allocators, args.rounds)
   rows = records(times)

@@ -49,10 +49,9 @@ def run_child(command, env=None):
     # wait4 gives this child's own ru_maxrss (KiB on Linux), where
     # getrusage(RUSAGE_CHILDREN) would give the largest child so far.
     _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
     out.seek(0)
     err.seek(0)
-    if process.returncode:
+    if os.waitstatus_to_exitcode(status):
       raise RuntimeError(f'{" ".join(command[:3])} failed:\n'
                          f'{err.read()[-3000:]}')
     return out.read(), usage.ru_maxrss / 1024
@@ -68,18 +67,20 @@ def toolkit(warmup, steps):
         '--gin_param', f'train_and_evaluate.eval_every = {warmup}',
         '--gin_param', 'train_and_evaluate.n_eval_batches = 1'])
     with open(os.path.join(output_dir, 'metrics.jsonl'), encoding='utf-8') as f:
-      last = [json.loads(line) for line in f][-1]
+      rows = [json.loads(line) for line in f]
+  # trax's steps/s covers the steps since the previous evaluation; the
+  # first evaluation closes the warm-up (compilation).
+  steps = [b['step'] - a['step'] for a, b in zip(rows, rows[1:])]
+  seconds = sum(n / r['train/steps per second'] for n, r in zip(steps, rows[1:]))
   first = float(re.search(r'First step done ([\d.]+) s', stdout)[1])
-  return {'tokens_per_s': last['train/steps per second'] * BATCH * SEQ_LEN,
+  return {'tokens_per_s': sum(steps) * BATCH * SEQ_LEN / seconds,
           'first_step_s': first, 'peak_mib': peak}
 
 
 def keras(warmup, steps):
   """The same model and batch with Keras model.fit, in a fresh process."""
-  env = dict(os.environ, KERAS_BACKEND='tensorflow')
-  found = allocator.find()
-  if found:  # the allocator train.py relaunches itself under
-    env.update(found[2], LD_PRELOAD=found[1])
+  # Under the allocator train.py relaunches itself under.
+  env = dict(os.environ, KERAS_BACKEND='tensorflow', **allocator.environment())
   stdout, peak = run_child([sys.executable, __file__, '--keras_worker',
                             str(warmup), str(steps)], env)
   return dict(json.loads(stdout.strip().splitlines()[-1]), peak_mib=peak)
@@ -140,12 +141,15 @@ def pipeline_worker(batches):
 
 
 def pipeline(batches):
+  """The pipeline worker's tokens/s, in a fresh process."""
   stdout, _ = run_child([sys.executable, __file__, '--pipeline_worker',
-                         str(batches)])
+                         str(batches)], dict(os.environ,
+                                             **allocator.environment()))
   return json.loads(stdout.strip().splitlines()[-1])
 
 
 def main(argv):
+  """Runs the three measurements in interleaved rounds and reports."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--warmup', type=int, default=10,
@@ -157,6 +161,9 @@ def main(argv):
                       help=argparse.SUPPRESS)
   parser.add_argument('--pipeline_worker', type=int, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.steps % args.warmup:
+    parser.error('--steps must be a multiple of --warmup (the evaluation '
+                 'interval)')
   if args.keras_worker:
     return keras_worker(*args.keras_worker)
   if args.pipeline_worker:
@@ -175,8 +182,8 @@ def report(runs, json_path):
   """Prints medians and the ratios the README quotes; writes --json."""
   median = {name: {key: statistics.median(r[key] for r in results)
                    for key in results[0]} for name, results in runs.items()}
-  print(f'allocator: {allocator.find()[0] if allocator.find() else "glibc"};'
-        f' batch {BATCH} x {SEQ_LEN} characters')
+  preload = allocator.environment().get('LD_PRELOAD', 'none (glibc malloc)')
+  print(f'allocator preloaded: {preload}; batch {BATCH} x {SEQ_LEN} characters')
   print(f'{"":9} {"tokens/s":>9} {"first step s":>12} {"peak MiB":>9}')
   for name in ('toolkit', 'keras'):
     m = median[name]

@@ -76,20 +76,24 @@ def elman_scan(x_proj, mask, h0, w_hh, activation='tanh'):
 def elman_scan_time_major(x_proj, mask, h0, w_hh, activation='tanh'):
   """`elman_scan` on f32[time, batch, units] inputs and outputs.
 
-  The mask, if any, is [time, batch].
+  The mask, if any, is [time, batch]; any nonzero value marks a real step.
   """
   check_activation(activation)
   if mask is not None:
-    mask = mask.astype(x_proj.dtype)
+    mask = (mask != 0).astype(x_proj.dtype)
+  h0 = h0.astype(x_proj.dtype)  # the carry keeps one dtype through the scan
   if callable(activation):
     return _scan(activation, x_proj, mask, h0, w_hh)[0]
   return _fast_scan(activation, x_proj, mask, h0, w_hh)
 
 
 def _scan(g, x_proj, mask, h0, w_hh):
-  """((outputs, final state), states or None): the forward recurrence.
+  """The forward recurrence.
 
-  Unmasked, the states are the outputs, and only one copy is kept.
+  Returns:
+    ((outputs [time, batch, units], final state [batch, units]), states
+    [time, batch, units]): h_t after every step. Unmasked, the states are
+    the outputs, and one copy is kept.
   """
   def step(h, inputs):
     a_t, m_t = inputs
@@ -101,7 +105,7 @@ def _scan(g, x_proj, mask, h0, w_hh):
     return h_next, (jnp.where(real, y, 0.0), h_next)
 
   h_last, stacked = jax.lax.scan(step, h0, (x_proj, mask))
-  outputs, states = stacked if mask is not None else (stacked, None)
+  outputs, states = stacked if mask is not None else (stacked, stacked)
   return (outputs, h_last), states
 
 
@@ -112,35 +116,42 @@ def _fast_scan(activation, x_proj, mask, h0, w_hh):
 
 
 def _fast_scan_forward(activation, x_proj, mask, h0, w_hh):
+  """Runs the recurrence; keeps the states, which the backward pass needs."""
   results, states = _scan(ACTIVATIONS[activation], x_proj, mask, h0, w_hh)
-  return results, (results[0], states, mask, h0, w_hh)
+  return results, (states, mask, h0, w_hh)
 
 
 def _fast_scan_backward(activation, residuals, cotangents):
-  outputs, states, mask, h0, w_hh = residuals
+  """Cotangents of (x_proj, mask, h0, w_hh) from those of the results."""
+  states, mask, h0, w_hh = residuals
   d_outputs, d_h_last = cotangents
-  derivative = _DERIVATIVES_FROM_OUTPUT[activation]
-  w_hh_t = w_hh.T
+  step = _delta_step(_DERIVATIVES_FROM_OUTPUT[activation], w_hh.T)
+  d_h0, d_pre = jax.lax.scan(step, d_h_last, (d_outputs, states, mask),
+                             reverse=True)
+  return d_pre, None, d_h0, _recurrent_weight_gradient(h0, states, d_pre)
 
+
+def _delta_step(derivative, w_hh_t):
+  """The reverse step: (dL/dh_t, inputs at t) -> (dL/dh_{t-1}, d_t)."""
   def step(d_h, inputs):
-    d_y, y, m_t = inputs
+    d_y, h, m_t = inputs
     d_new = d_y + d_h
-    if m_t is not None:
+    if m_t is not None:  # padding: no output, h_{t-1} passed straight on
       d_new = d_new * m_t[:, None]
-    d_pre = d_new * derivative(y)
+    # At real steps the state is g's output; at padding d_new is 0.
+    d_pre = d_new * derivative(h)
     d_h_prev = d_pre @ w_hh_t
-    if m_t is not None:  # a padding step passed h_{t-1} straight through
+    if m_t is not None:
       d_h_prev = d_h_prev + d_h * (1.0 - m_t[:, None])
     return d_h_prev, d_pre
+  return step
 
-  d_h0, d_pre = jax.lax.scan(step, d_h_last, (d_outputs, outputs, mask),
-                             reverse=True)
-  states = outputs if states is None else states
-  h_prev = jnp.concatenate([h0[None], states[:-1]], axis=0)
-  units = w_hh.shape[0]
-  d_w_hh = h_prev.reshape(-1, units).T @ d_pre.reshape(-1, units)
-  d_mask = None if mask is None else jnp.zeros_like(mask)
-  return d_pre, d_mask, d_h0, d_w_hh
+
+def _recurrent_weight_gradient(h0, states, d_pre):
+  """dW_hh = Σ_t h_{t-1}ᵀ d_t, as one product over all steps but the first."""
+  units = h0.shape[-1]
+  rest = states[:-1].reshape(-1, units).T @ d_pre[1:].reshape(-1, units)
+  return rest + h0.T @ d_pre[0]
 
 
 _fast_scan.defvjp(_fast_scan_forward, _fast_scan_backward)

@@ -85,13 +85,27 @@ def test_padding_gets_no_gradient_and_passes_the_state_through():
   assert np.all(np.abs(d_x_proj[mask == 1]).sum(axis=-1) > 0)
 
 
+def test_any_nonzero_mask_value_marks_a_real_step():
+  # Forward and backward must agree on what is padding: a mask of 0.5 or
+  # -1 is a real step, in the outputs and in every gradient.
+  x_proj, mask, h0, w_hh = _inputs(5, masked=True)
+  loss = _weighted_loss(elman_scan, 5)
+  scaled = np.where(mask == 0, 0.0, np.where(np.arange(TIME) % 2, 0.5, -1.0))
+  np.testing.assert_allclose(loss(x_proj, h0, w_hh, scaled.astype(np.float32)),
+                             loss(x_proj, h0, w_hh, mask), rtol=1e-6)
+  got = jax.grad(loss, argnums=(0, 1, 2))(x_proj, h0, w_hh,
+                                          scaled.astype(np.float32))
+  want = jax.grad(loss, argnums=(0, 1, 2))(x_proj, h0, w_hh, mask)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+
+
 def test_bfloat16_gradients_are_close_to_float32():
   x_proj, mask, h0, w_hh = _inputs(3, masked=True)
   loss = _weighted_loss(elman_scan, 3)
   want = jax.grad(loss, argnums=2)(x_proj, h0, w_hh, mask)
   low = [jnp.asarray(a, jnp.bfloat16) for a in (x_proj, h0, w_hh, mask)]
   got = jax.grad(loss, argnums=2)(*low)
-  assert got.dtype == jnp.bfloat16
   scale = np.abs(want).max()
   np.testing.assert_allclose(np.float32(got), want, atol=0.05 * scale)
 

@@ -166,3 +166,16 @@ def test_trax_shape_checks_still_name_where_they_were_declared():
   message = tl.Dense(3)._before_assert_fun._message  # pylint: disable=protected-access
   assert message.startswith(f'Defined at {source}:{decorator} ')
   assert inspect.stack.__module__ == 'inspect'  # restored after the import
+
+
+def test_importing_trax_looks_up_no_frame_sources():
+  # Without the fix, importing trax calls inspect.getmodule about 8,000
+  # times (each scanning sys.modules); count them in a fresh process.
+  program = ('import inspect\ncalls = [0]\noriginal = inspect.getmodule\n'
+             'def counted(*a, **k):\n  calls[0] += 1\n  return original(*a, **k)\n'
+             'inspect.getmodule = counted\nimport trax_compat\n'
+             'from trax import layers\nprint(calls[0])\n')
+  done = subprocess.run([sys.executable, '-c', program], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr
+  assert int(done.stdout.split()[-1]) < 100
