@@ -19,6 +19,7 @@ from trax.layers import initializers as init
 
 from models.recurrence import check_activation, elman_scan_time_major
 
+
 class ElmanRNN(base.Layer):
   """Elman (simple) RNN layer whose weights are shared across time steps.
 
@@ -78,8 +79,8 @@ class ElmanRNN(base.Layer):
     if self._mode == 'predict':
       h_carried, started = self.state
       h0 = jnp.where(started, h_carried, h0)
-    # Time-major from the start: the scan slices the leading axis, and
-    # transposing x (inputs wide) is cheaper than the projection (units wide).
+    # Time-major from the start, as the scan slices the leading axis: x is
+    # transposed before the projection, which is as wide as the state.
     x_proj = jnp.swapaxes(x, 0, 1) @ w_xh + b_h
     if mask is not None:
       mask = jnp.swapaxes(mask != 0, 0, 1)

@@ -215,8 +215,8 @@ def test_evaluation_reads_only_committed_checkpoints(tiny_data_dir, tmp_path):
   assert loads >= 5 and during_commit >= 1, (loads, during_commit)
 
 
-
 def _listing_that_fails(error, times):
+  """A step listing that raises `error` on its first `times` calls."""
   calls = []
 
   def list_steps():
