@@ -60,8 +60,9 @@ def in_use():
       loaded = maps.read()
   except OSError:  # not Linux
     return None
-  for name, library, _ in _ALLOCATORS:
-    if library.split('.so')[0] in loaded:
+  for name, _, _ in _ALLOCATORS:
+    # Any build of it: Colab, for one, preloads the full libtcmalloc.
+    if f'/lib{name}' in loaded:
       return name
   return None
 
