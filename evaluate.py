@@ -43,6 +43,7 @@ from trax import layers as tl
 from trax import shapes
 
 from data.batching import pad_batch
+from data.text_classification import words_as_typed
 from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID, load_vocab
 
 
@@ -287,9 +288,9 @@ def predict(output_dir, texts, checkpoint='best'):
   probs = np.exp(np.asarray(model(tokens)))
   if inputs.task == 'classification':
     return [(vocab.labels[int(p.argmax())], float(p.max())) for p in probs]
-  # A tagger's words are split at whitespace; they are shown as typed
-  # (not as the vocabulary knows them: unknown or lower-cased).
-  return [list(zip(text.split()[:inputs.max_len],
+  # A tagger's words are shown as typed (not as the vocabulary knows them:
+  # unknown or lower-cased), split exactly as the model's input was.
+  return [list(zip(words_as_typed(text)[:inputs.max_len],
                    (vocab.labels[int(i)] for i in p.argmax(-1)[row != PAD_ID])))
           for text, row, p in zip(texts, tokens, probs)]
 

@@ -237,7 +237,7 @@ class TaggingInputs(TextClassificationInputs):
 
   def __init__(self, dataset='conll2003', text_key='tokens', label_key='ner',
                lowercase=False, data_dir=None, train_split='train',
-               eval_split='validation', batch_size=32, max_len=128,
+               eval_split='dev', batch_size=32, max_len=128,
                vocab_size=30_000, min_count=1, shuffle_buffer=20_000,
                data_shards=None, download=True):
     self.lowercase = lowercase
@@ -280,6 +280,11 @@ def split_words(text):
   text = tf.strings.regex_replace(text, r'<br\s*/?>', ' ')  # IMDB line breaks
   text = tf.strings.regex_replace(text, r"([^\pL\pN\s'])", r' \1 ')
   return _split_at_spaces(text)
+
+
+def words_as_typed(text):
+  """The words a tagger tags in `text`, as typed (str): split as in training."""
+  return [w.decode('utf-8') for w in _split_at_spaces(text).numpy()]
 
 
 def _lower(text):

@@ -105,7 +105,7 @@ def test_tagging_batches_align_tags_with_words(labelled_data_dir):
   inputs = _tagging(labelled_data_dir)
   vocab = inputs.build_vocab()
   assert vocab.labels == tiny.NER_TAGS
-  examples = _split(labelled_data_dir, 'tiny_ner', 'validation')
+  examples = _split(labelled_data_dir, 'tiny_ner', 'dev')
   rows = [(x[w > 0], y[w > 0]) for xb, yb, wb in inputs.eval_batches(vocab)
           for x, y, w in zip(xb, yb, wb) if w.any()]
   assert len(rows) == len(examples)
@@ -117,11 +117,11 @@ def test_tagging_batches_align_tags_with_words(labelled_data_dir):
 def test_a_pipeline_for_the_other_kind_of_dataset_is_named(labelled_data_dir):
   with pytest.raises(UsageError, match='one value per word.*TaggingInputs'):
     _classification(labelled_data_dir, dataset='tiny_ner', text_key='tokens',
-                    label_key='ner')
+                    label_key='ner', eval_split='dev')
   with pytest.raises(UsageError,
                      match='one value per example.*TextClassificationInputs'):
     _tagging(labelled_data_dir, dataset='tiny_sentiment',
-             text_key='sentence', label_key='label')
+             text_key='sentence', label_key='label', eval_split='validation')
   with pytest.raises(UsageError, match='vocab_size = 2 leaves no id'):
     _classification(labelled_data_dir, vocab_size=2)
 
@@ -238,14 +238,20 @@ def test_tagger_beats_the_majority_tag_clearly(labelled_data_dir, tmp_path):
   _train('configs/conll2003_ner_rnn.gin', output_dir, 300,
          [*tiny.ner_bindings(labelled_data_dir), *TAGGER_PARAMS])
   result = evaluate.evaluate(output_dir)
-  tags = [t for ex in _split(labelled_data_dir, 'tiny_ner', 'validation')
+  tags = [t for ex in _split(labelled_data_dir, 'tiny_ner', 'dev')
           for t in ex['ner']]
   majority = max(collections.Counter(tags).values()) / len(tags)
   assert result['token_accuracy'] > majority + 0.1
   assert result['entity_f1'] > 0.8  # always 'O' finds no entity: F1 0
-  [tagged] = evaluate.predict(output_dir, ['the Zorblax film was in Paris'])
+  [tagged, spaced] = evaluate.predict(
+      output_dir, ['the Zorblax film was in Paris',
+                   'Zorblax\u00a0film was in Paris'])  # no-break space
   assert [word for word, _ in tagged] == 'the Zorblax film was in Paris'.split()
   assert tagged[-1] == ('Paris', 'B-LOC')
+  # The words shown are the model's: Python's split() would make two of
+  # the first and pair each later tag with the word before its own.
+  assert [w for w, _ in spaced] == ['Zorblax\u00a0film', 'was', 'in', 'Paris']
+  assert spaced[-1] == ('Paris', 'B-LOC')
 
 
 @pytest.mark.parametrize('config, dataset, inputs, model', [

@@ -21,6 +21,8 @@ POSITIVE = 'good great wonderful superb moving delightful'.split()
 NEGATIVE = 'bad awful boring dull terrible tedious'.split()
 SENTIMENT_CLASSES = ['negative', 'positive']
 SPLIT_SIZES = {'train': 600, 'validation': 200, 'test': 100}
+# tiny_ner's split names are conll2003's.
+NER_SPLIT_SIZES = {'train': 600, 'dev': 200, 'test': 100}
 
 FIRST_NAMES = 'John Mary Peter Anna Luis Mei'.split()
 LAST_NAMES = 'Smith Garcia Chen Novak'.split()
@@ -54,14 +56,15 @@ def ner_example(rng):
 
 
 class _Generated(tfds.core.GeneratorBasedBuilder):
-  """A dataset of SPLIT_SIZES examples per split, made by `_example(rng, split)`."""
+  """A dataset of `split_sizes` examples per split, made by `_example`."""
 
   VERSION = tfds.core.Version('1.0.0')
+  split_sizes = SPLIT_SIZES
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
     return {split: self._generate_examples(split, n)
-            for split, n in SPLIT_SIZES.items()}
+            for split, n in self.split_sizes.items()}
 
   def _generate_examples(self, split, n):
     rng = random.Random(split)
@@ -84,6 +87,8 @@ class TinySentiment(_Generated):
 
 class TinyNer(_Generated):
   """Generated sentences with names, features as conll2003's 'tokens', 'ner'."""
+
+  split_sizes = NER_SPLIT_SIZES
 
   def _info(self):
     return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
