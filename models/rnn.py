@@ -82,8 +82,8 @@ class ElmanRNN(base.Layer):
     # Time-major from the start, as the scan slices the leading axis: x is
     # transposed before the projection, which is as wide as the state.
     x_proj = jnp.swapaxes(x, 0, 1) @ w_xh + b_h
-    if mask is not None:
-      mask = jnp.swapaxes(mask != 0, 0, 1)
+    if mask is not None:  # elman_scan_time_major reads any nonzero as real
+      mask = jnp.swapaxes(mask, 0, 1)
     outputs, h_last = elman_scan_time_major(x_proj, mask, h0, w_hh,
                                             self._activation)
     outputs = jnp.swapaxes(outputs, 0, 1)

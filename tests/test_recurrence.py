@@ -50,6 +50,15 @@ def _weighted_loss(scan, seed):
   return loss
 
 
+def _assert_same_gradients(ours, reference, args, ours_args=None, **tolerance):
+  """d/d(x_proj, h0, w_hh) of `ours` at `ours_args` (default `args`) equal
+  those of `reference` at `args`."""
+  got = jax.grad(ours, argnums=(0, 1, 2))(*(ours_args or args))
+  want = jax.grad(reference, argnums=(0, 1, 2))(*args)
+  for name, g, w in zip(['x_proj', 'h0', 'w_hh'], got, want):
+    np.testing.assert_allclose(g, w, err_msg=name, **tolerance)
+
+
 @pytest.mark.parametrize('activation', sorted(ACTIVATIONS))
 @pytest.mark.parametrize('masked', [False, True])
 def test_gradients_match_autodiff_of_the_plain_loop(activation, masked):
@@ -60,10 +69,8 @@ def test_gradients_match_autodiff_of_the_plain_loop(activation, masked):
       lambda *a: loop_elman(*a, ACTIVATIONS[activation]), seed=0)
   np.testing.assert_allclose(ours(x_proj, h0, w_hh, mask),
                              reference(x_proj, h0, w_hh, mask), rtol=1e-5)
-  got = jax.jit(jax.grad(ours, argnums=(0, 1, 2)))(x_proj, h0, w_hh, mask)
-  want = jax.grad(reference, argnums=(0, 1, 2))(x_proj, h0, w_hh, mask)
-  for name, g, w in zip(['x_proj', 'h0', 'w_hh'], got, want):
-    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=name)
+  _assert_same_gradients(jax.jit(ours), reference, (x_proj, h0, w_hh, mask),
+                         rtol=1e-4, atol=1e-5)
 
 
 def test_callable_activation_uses_autodiff_and_agrees():
@@ -71,10 +78,8 @@ def test_callable_activation_uses_autodiff_and_agrees():
   softsign = lambda a: a / (1 + jnp.abs(a))
   ours = _weighted_loss(lambda *a: elman_scan(*a, activation=softsign), 1)
   reference = _weighted_loss(lambda *a: loop_elman(*a, softsign), 1)
-  got = jax.grad(ours, argnums=(0, 1, 2))(x_proj, h0, w_hh, mask)
-  want = jax.grad(reference, argnums=(0, 1, 2))(x_proj, h0, w_hh, mask)
-  for g, w in zip(got, want):
-    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+  _assert_same_gradients(ours, reference, (x_proj, h0, w_hh, mask),
+                         rtol=1e-4, atol=1e-5)
 
 
 def test_padding_gets_no_gradient_and_passes_the_state_through():
@@ -93,11 +98,9 @@ def test_any_nonzero_mask_value_marks_a_real_step():
   scaled = np.where(mask == 0, 0.0, np.where(np.arange(TIME) % 2, 0.5, -1.0))
   np.testing.assert_allclose(loss(x_proj, h0, w_hh, scaled.astype(np.float32)),
                              loss(x_proj, h0, w_hh, mask), rtol=1e-6)
-  got = jax.grad(loss, argnums=(0, 1, 2))(x_proj, h0, w_hh,
-                                          scaled.astype(np.float32))
-  want = jax.grad(loss, argnums=(0, 1, 2))(x_proj, h0, w_hh, mask)
-  for g, w in zip(got, want):
-    np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+  _assert_same_gradients(loss, loss, (x_proj, h0, w_hh, mask),
+                         (x_proj, h0, w_hh, scaled.astype(np.float32)),
+                         rtol=1e-6, atol=1e-7)
 
 
 def test_bfloat16_gradients_are_close_to_float32():
