@@ -21,12 +21,20 @@ whose derivative is unknown here, use JAX's autodiff of the plain scan.
 
 The scans run time-major: XLA slices the leading axis of a scan's inputs
 for free, and the two transposes cost less than strided slicing per step.
+
+On CPU, float32 scans with a named activation run both scans, and dW_hh,
+in the C++ kernels of models/elman_kernel.py instead: they split the batch
+over the cores (XLA runs a scan's steps on one) and read either layout, so
+batch-major callers need no transposes. Elsewhere, or where the kernels
+cannot be built, the XLA scans below.
 """
 
 import functools
 
 import jax
 from jax import numpy as jnp
+
+from models import elman_kernel
 
 ACTIVATIONS = {
     'tanh': jnp.tanh,
@@ -66,6 +74,9 @@ def elman_scan(x_proj, mask, h0, w_hh, activation='tanh'):
   Returns:
     (outputs f32[batch, time, units], final state f32[batch, units]).
   """
+  if _use_kernels(activation, x_proj):
+    return _kernel_scan(activation, True, x_proj, _as_mask(mask, x_proj),
+                        h0.astype(x_proj.dtype), w_hh.astype(x_proj.dtype))
   outputs, h_last = elman_scan_time_major(
       jnp.swapaxes(x_proj, 0, 1),
       None if mask is None else jnp.swapaxes(mask, 0, 1), h0, w_hh,
@@ -79,12 +90,25 @@ def elman_scan_time_major(x_proj, mask, h0, w_hh, activation='tanh'):
   The mask, if any, is [time, batch]; any nonzero value marks a real step.
   """
   check_activation(activation)
-  if mask is not None:
-    mask = (mask != 0).astype(x_proj.dtype)
+  mask = _as_mask(mask, x_proj)
   h0 = h0.astype(x_proj.dtype)  # the carry keeps one dtype through the scan
   if callable(activation):
     return _scan(activation, x_proj, mask, h0, w_hh)[0]
+  if _use_kernels(activation, x_proj):
+    return _kernel_scan(activation, False, x_proj, mask, h0,
+                        w_hh.astype(x_proj.dtype))
   return _fast_scan(activation, x_proj, mask, h0, w_hh)
+
+
+def _as_mask(mask, x_proj):
+  """1 at real steps (any nonzero value) and 0 at padding, or None."""
+  return None if mask is None else (mask != 0).astype(x_proj.dtype)
+
+
+def _use_kernels(activation, x_proj):
+  check_activation(activation)
+  return (not callable(activation) and x_proj.dtype == jnp.float32
+          and min(x_proj.shape) > 0 and elman_kernel.available())
 
 
 def _scan(g, x_proj, mask, h0, w_hh):
@@ -155,3 +179,32 @@ def _recurrent_weight_gradient(h0, states, d_pre):
 
 
 _fast_scan.defvjp(_fast_scan_forward, _fast_scan_backward)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _kernel_scan(activation, batch_major, x_proj, mask, h0, w_hh):
+  """`_fast_scan` with both scans in elman_kernel's CPU kernels, on
+  [batch, time, ...] inputs and outputs if batch_major, else time-major."""
+  return _kernel_scan_forward(activation, batch_major, x_proj, mask, h0,
+                              w_hh)[0]
+
+
+def _kernel_scan_forward(activation, batch_major, x_proj, mask, h0, w_hh):
+  real = jnp.ones(x_proj.shape[:2], x_proj.dtype) if mask is None else mask
+  states = elman_kernel.forward(x_proj, real, h0, w_hh, activation,
+                                batch_major)
+  outputs = states if mask is None else jnp.where(real[..., None] > 0,
+                                                  states, 0.0)
+  h_last = states[:, -1] if batch_major else states[-1]
+  return (outputs, h_last), (states, real, h0, w_hh)
+
+
+def _kernel_scan_backward(activation, batch_major, residuals, cotangents):
+  states, real, h0, w_hh = residuals
+  d_outputs, d_h_last = cotangents
+  d_pre, d_h0, d_w_hh = elman_kernel.backward(
+      d_outputs, d_h_last, states, real, h0, w_hh, activation, batch_major)
+  return d_pre, None, d_h0, d_w_hh
+
+
+_kernel_scan.defvjp(_kernel_scan_forward, _kernel_scan_backward)

@@ -17,7 +17,7 @@ from trax import layers as tl
 from trax.layers import base
 from trax.layers import initializers as init
 
-from models.recurrence import check_activation, elman_scan_time_major
+from models.recurrence import check_activation, elman_scan
 
 
 class ElmanRNN(base.Layer):
@@ -79,14 +79,8 @@ class ElmanRNN(base.Layer):
     if self._mode == 'predict':
       h_carried, started = self.state
       h0 = jnp.where(started, h_carried, h0)
-    # Time-major from the start, as the scan slices the leading axis: x is
-    # transposed before the projection, which is as wide as the state.
-    x_proj = jnp.swapaxes(x, 0, 1) @ w_xh + b_h
-    if mask is not None:  # elman_scan_time_major reads any nonzero as real
-      mask = jnp.swapaxes(mask, 0, 1)
-    outputs, h_last = elman_scan_time_major(x_proj, mask, h0, w_hh,
-                                            self._activation)
-    outputs = jnp.swapaxes(outputs, 0, 1)
+    outputs, h_last = elman_scan(x @ w_xh + b_h, mask, h0, w_hh,
+                                 self._activation)
     if self._mode == 'predict':
       self.state = (h_last, jnp.array(True))
     results = ([outputs] if self._return_sequences else []) + (

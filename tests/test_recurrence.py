@@ -1,14 +1,29 @@
 """The hand-written VJP of the Elman recurrence against JAX's autodiff of a
-plain Python loop over time."""
+plain Python loop over time, with the CPU kernels and with XLA's scan."""
+
+import os
+import shutil
+import subprocess
+import sys
 
 import jax
 from jax import numpy as jnp
 import numpy as np
 import pytest
 
-from models.recurrence import ACTIVATIONS, elman_scan
+from models import elman_kernel
+from models.recurrence import ACTIVATIONS, elman_scan, elman_scan_time_major
 
-BATCH, TIME, UNITS = 3, 7, 5
+# Units and batch that fill neither a vector nor a register tile, so the
+# kernels' edge loops run.
+BATCH, TIME, UNITS = 11, 7, 21
+
+
+@pytest.fixture(autouse=True, params=['auto', 'xla'])
+def scan_implementation(request, monkeypatch):
+  """Every test runs with the CPU kernels ('auto') and with XLA's scan."""
+  monkeypatch.setenv('TOOLKIT_RNN_KERNEL', request.param)
+  return request.param
 
 
 def loop_elman(x_proj, mask, h0, w_hh, g):
@@ -32,8 +47,8 @@ def _inputs(seed, masked):
   w_hh = (rng.normal(size=(UNITS, UNITS)) / np.sqrt(UNITS)).astype(np.float32)
   mask = None
   if masked:  # ragged lengths, one sequence with padding in the middle
-    mask = (np.arange(TIME)[None] < np.array([[TIME], [4], [1]])).astype(
-        np.float32)
+    lengths = np.resize([TIME, 4, 1], BATCH)[:, None]
+    mask = (np.arange(TIME)[None] < lengths).astype(np.float32)
     mask[0, 2] = 0.0
   return x_proj, mask, h0, w_hh
 
@@ -67,8 +82,11 @@ def test_gradients_match_autodiff_of_the_plain_loop(activation, masked):
       lambda *a: elman_scan(*a, activation=activation), seed=0)
   reference = _weighted_loss(
       lambda *a: loop_elman(*a, ACTIVATIONS[activation]), seed=0)
+  # The kernels' tanh and XLA's differ by ~1e-7; the loss sums hundreds
+  # of terms of either sign.
   np.testing.assert_allclose(ours(x_proj, h0, w_hh, mask),
-                             reference(x_proj, h0, w_hh, mask), rtol=1e-5)
+                             reference(x_proj, h0, w_hh, mask), rtol=1e-5,
+                             atol=1e-5)
   _assert_same_gradients(jax.jit(ours), reference, (x_proj, h0, w_hh, mask),
                          rtol=1e-4, atol=1e-5)
 
@@ -117,3 +135,63 @@ def test_unknown_activation_is_named():
   x_proj, _, h0, w_hh = _inputs(4, masked=False)
   with pytest.raises(ValueError, match="'softplus'.*choose one of"):
     elman_scan(x_proj, None, h0, w_hh, activation='softplus')
+
+
+def test_the_cpu_kernels_are_built_and_used(scan_implementation):
+  if shutil.which(os.environ.get('CXX', 'c++')) is None:
+    pytest.skip('no C++ compiler here: the layer runs XLA\'s scan')
+  x_proj, mask, h0, w_hh = _inputs(6, masked=True)
+  loss = _weighted_loss(elman_scan, 6)
+  graph = str(jax.make_jaxpr(jax.grad(loss, argnums=2))(x_proj, h0, w_hh,
+                                                         mask))
+  kernels = {'toolkit_elman_forward', 'toolkit_elman_backward'}
+  used = {name for name in kernels if name in graph}
+  assert used == (kernels if scan_implementation == 'auto' else set())
+
+
+def test_an_unknown_implementation_is_named(monkeypatch):
+  monkeypatch.setenv('TOOLKIT_RNN_KERNEL', 'fast')
+  x_proj, _, h0, w_hh = _inputs(4, masked=False)
+  with pytest.raises(ValueError, match="TOOLKIT_RNN_KERNEL='fast'.*'xla'"):
+    elman_scan(x_proj, None, h0, w_hh)
+
+
+_WITHOUT_A_COMPILER = """
+import jax, numpy as np
+from models import elman_kernel
+from models.recurrence import elman_scan
+x = np.ones((2, 3, 4), np.float32)
+outputs, _ = elman_scan(x, None, np.zeros((2, 4), np.float32),
+                        np.eye(4, dtype=np.float32))
+assert not elman_kernel.available()
+np.testing.assert_allclose(outputs[:, 0], np.tanh(1.0), rtol=1e-6)
+"""
+
+
+def test_without_a_compiler_the_layer_warns_and_runs_xla(tmp_path,
+                                                          scan_implementation):
+  if scan_implementation == 'xla':
+    pytest.skip('the fallback is what TOOLKIT_RNN_KERNEL=xla chooses anyway')
+  env = dict(os.environ, CXX=str(tmp_path / 'no-such-compiler'),
+             TOOLKIT_CACHE_DIR=str(tmp_path / 'cache'))
+  run = subprocess.run([sys.executable, '-c', _WITHOUT_A_COMPILER], env=env,
+                       capture_output=True, text=True, timeout=300,
+                       cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "could not be built, so it runs XLA's scan" in run.stderr
+  assert 'no-such-compiler' in run.stderr
+
+
+def _time_major_as_batch_major(x_proj, mask, h0, w_hh):
+  swap = lambda a: jnp.swapaxes(a, 0, 1)
+  outputs, h_last = elman_scan_time_major(
+      swap(x_proj), None if mask is None else swap(mask), h0, w_hh)
+  return swap(outputs), h_last
+
+
+@pytest.mark.parametrize('masked', [False, True])
+def test_time_major_scan_equals_the_batch_major_one(masked):
+  x_proj, mask, h0, w_hh = _inputs(7, masked)
+  _assert_same_gradients(_weighted_loss(_time_major_as_batch_major, 7),
+                         _weighted_loss(elman_scan, 7),
+                         (x_proj, h0, w_hh, mask), rtol=1e-6, atol=1e-7)

@@ -1,0 +1,471 @@
+// The Elman recurrence on CPU as two XLA FFI kernels: the forward scan, and
+// the reverse delta scan with dW_hh, of models/recurrence.py.
+//
+// Why hand-written: XLA:CPU runs a scan's per-step [batch, units] x
+// [units, units] product on one core, one operation after another, and a
+// scan cannot be split across cores by XLA. The rows of the batch are
+// independent in the recurrence, so here each thread of XLA's own intra-op
+// pool takes a block of rows through every step, with no synchronisation
+// between steps; the product, the activation and the mask of a step are
+// fused so a row block stays in cache.
+//
+// Portable C++17 with GCC/Clang vector extensions: the compiler maps them to
+// AVX-512, AVX2 or NEON, whatever -march=native finds. Float32 only; the
+// Python side (models/elman_kernel.py) builds this file, registers the
+// kernels and falls back to XLA's scan for other dtypes.
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+#else
+constexpr int kLanes = 8;
+#endif
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(float))));
+
+// A register tile of kRowBlock rows by kColVectors vectors of sums, plus the
+// vectors of w it multiplies, fits the 32 AVX-512 or 16 AVX2/NEON registers.
+#if defined(__AVX512F__)
+constexpr int kRowBlock = 8;
+#else
+constexpr int kRowBlock = 4;
+#endif
+constexpr int kColVectors = 2;
+
+enum Activation : int32_t { kTanh = 0, kRelu = 1, kSigmoid = 2, kIdentity = 3 };
+
+// Loads and stores of the first n (<= kLanes) floats; the rest read as 0.
+inline Vec Load(const float* p, int n = kLanes) {
+  Vec v = {};
+  std::memcpy(&v, p, n * sizeof(float));
+  return v;
+}
+inline void Store(float* p, Vec v, int n = kLanes) {
+  std::memcpy(p, &v, n * sizeof(float));
+}
+inline Vec Splat(float x) { return Vec{} + x; }
+inline Vec Select(IVec take_a, Vec a, Vec b) { return take_a ? a : b; }
+
+// exp(y) for y <= 0: y = n ln2 + r with |r| <= ln2 / 2, exp(r) by its
+// degree-7 Taylor polynomial (error < 1e-8), 2^n put into the exponent bits.
+inline Vec ExpNonPositive(Vec y) {
+  y = Select(y < -87.0f, Splat(-87.0f), y);  // 2^n stays a normal float
+  const float kRound = 12582912.0f;           // 1.5 * 2^23: rounds to integer
+  Vec n = (y * 1.44269504f + kRound) - kRound;
+  Vec r = y - n * 0.693145752f;  // ln 2 in two parts, for an exact product
+  r = r - n * 1.42860677e-6f;
+  Vec p = Splat(1.0f / 5040);
+  for (float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f,
+                  1.0f}) {
+    p = p * r + c;
+  }
+  IVec bits = (__builtin_convertvector(n, IVec) + 127) << 23;
+  return p * (Vec)bits;
+}
+
+inline Vec Abs(Vec x) {
+  return (Vec)((IVec)x & 0x7fffffff);
+}
+
+inline Vec CopySign(Vec magnitude, Vec sign) {
+  return (Vec)((IVec)magnitude | ((IVec)sign & int32_t(0x80000000u)));
+}
+
+// tanh: near 0 its odd Taylor series (|x| < 0.4: error < 1e-7 relative),
+// elsewhere (1 - e) / (1 + e) with e = exp(-2|x|), which has no cancellation
+// there.
+inline Vec Tanh(Vec x) {
+  Vec a = Abs(x);
+  Vec x2 = x * x;
+  Vec series = Splat(-1382.0f / 155925);
+  for (float c : {62.0f / 2835, -17.0f / 315, 2.0f / 15, -1.0f / 3}) {
+    series = series * x2 + c;
+  }
+  series = x + x * x2 * series;
+  Vec e = ExpNonPositive(-2.0f * a);
+  Vec far = CopySign((1.0f - e) / (1.0f + e), x);
+  return Select(a < 0.4f, series, far);
+}
+
+inline Vec Sigmoid(Vec x) {
+  Vec e = ExpNonPositive(-Abs(x));
+  Vec s = 1.0f / (1.0f + e);
+  return Select(x >= 0.0f, s, e * s);
+}
+
+inline Vec Apply(int32_t activation, Vec a) {
+  switch (activation) {
+    case kTanh: return Tanh(a);
+    case kRelu: return Select(a > 0.0f, a, Splat(0.0f));
+    case kSigmoid: return Sigmoid(a);
+    default: return a;
+  }
+}
+
+// g'(a) from y = g(a).
+inline Vec DerivativeFromOutput(int32_t activation, Vec y) {
+  switch (activation) {
+    case kTanh: return 1.0f - y * y;
+    case kRelu: return Select(y > 0.0f, Splat(1.0f), Splat(0.0f));
+    case kSigmoid: return y * (1.0f - y);
+    default: return Splat(1.0f);
+  }
+}
+
+template <int N>
+using Int = std::integral_constant<int, N>;
+
+// Loads and stores of the vector at p: whole, or the first `lanes` floats
+// of it when Partial (the last columns when units is not a multiple).
+template <bool Partial>
+inline Vec LoadAt(const float* p, int lanes) {
+  return Partial ? Load(p, lanes) : Load(p);
+}
+template <bool Partial>
+inline void StoreAt(float* p, Vec v, int lanes) {
+  Partial ? Store(p, v, lanes) : Store(p, v);
+}
+
+// Calls panel(Int<V>, partial, col, lanes) for the columns of a row of
+// `units`: panels of kColVectors vectors, single vectors, a partial one.
+template <typename Panel>
+inline void OverColumns(int64_t units, Panel&& panel) {
+  constexpr int64_t kWide = kColVectors * kLanes;
+  int64_t col = 0;
+  for (; col + kWide <= units; col += kWide) {
+    panel(Int<kColVectors>{}, std::false_type{}, col, kLanes);
+  }
+  for (; col + kLanes <= units; col += kLanes) {
+    panel(Int<1>{}, std::false_type{}, col, kLanes);
+  }
+  if (col < units) panel(Int<1>{}, std::true_type{}, col, int(units - col));
+}
+
+// Calls block(Int<R>, first) for blocks of kRowBlock rows, then single rows.
+template <typename Block>
+inline void OverRows(int64_t rows, Block&& block) {
+  int64_t row = 0;
+  for (; row + kRowBlock <= rows; row += kRowBlock) block(Int<kRowBlock>{}, row);
+  for (; row < rows; ++row) block(Int<1>{}, row);
+}
+
+// Rows [row, row + R) of `in` (row stride ld) times w's columns from col,
+// V vectors wide, handed to finish(row, col, sums, lanes).
+template <int R, int V, bool Partial, typename Finish>
+inline void ProductTile(const float* in, int64_t ld, int64_t row,
+                        const float* w, int64_t units, int64_t col, int lanes,
+                        Finish& finish) {
+  Vec acc[R][V] = {};
+  for (int64_t k = 0; k < units; ++k) {
+    Vec w_v[V];
+    for (int v = 0; v < V; ++v) {
+      w_v[v] = LoadAt<Partial>(w + k * units + col + v * kLanes, lanes);
+    }
+    for (int r = 0; r < R; ++r) {
+      Vec in_rk = Splat(in[(row + r) * ld + k]);
+      for (int v = 0; v < V; ++v) acc[r][v] += in_rk * w_v[v];
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < V; ++v) finish(row + r, col + v * kLanes, acc[r][v], lanes);
+  }
+}
+
+// Rows [0, rows) of `in` times the square matrix w; finish(row, col, sums,
+// lanes) gets the sums a vector at a time. Panels of columns go outermost,
+// so a panel of w is reused from cache by every row.
+template <typename Finish>
+void RowsTimes(const float* in, int64_t ld, int64_t rows, const float* w,
+               int64_t units, Finish&& finish) {
+  OverColumns(units, [&](auto v, auto partial, int64_t col, int lanes) {
+    OverRows(rows, [&](auto r, int64_t row) {
+      ProductTile<r.value, v.value, partial.value>(in, ld, row, w, units, col,
+                                                   lanes, finish);
+    });
+  });
+}
+
+// c[k, col:] += Σ_i a[i, k] b[i, col:] for k in [k0, k0 + R), i < rows;
+// a's rows are lda apart, b's ldb.
+template <int R, int V, bool Partial>
+inline void OuterTile(const float* a, int64_t lda, const float* b,
+                      int64_t ldb, int64_t rows, int64_t units, int64_t k0,
+                      int64_t col, int lanes, float* c) {
+  Vec acc[R][V];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < V; ++v) {
+      acc[r][v] = LoadAt<Partial>(c + (k0 + r) * units + col + v * kLanes, lanes);
+    }
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    Vec b_v[V];
+    for (int v = 0; v < V; ++v) {
+      b_v[v] = LoadAt<Partial>(b + i * ldb + col + v * kLanes, lanes);
+    }
+    for (int r = 0; r < R; ++r) {
+      Vec a_ik = Splat(a[i * lda + k0 + r]);
+      for (int v = 0; v < V; ++v) acc[r][v] += a_ik * b_v[v];
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < V; ++v) {
+      StoreAt<Partial>(c + (k0 + r) * units + col + v * kLanes, acc[r][v], lanes);
+    }
+  }
+}
+
+// c += aᵀ b for a, b of `rows` rows of `units` (lda, ldb apart) and c
+// [units, units].
+void AddOuterProducts(const float* a, int64_t lda, const float* b,
+                      int64_t ldb, int64_t rows, int64_t units, float* c) {
+  OverColumns(units, [&](auto v, auto partial, int64_t col, int lanes) {
+    OverRows(units, [&](auto r, int64_t k0) {
+      OuterTile<r.value, v.value, partial.value>(a, lda, b, ldb, rows, units,
+                                                 k0, col, lanes, c);
+    });
+  });
+}
+
+// How the rows of the batch are cut into blocks: two per thread, so a
+// thread held up by the machine leaves its second block to the others;
+// whole register tiles each.
+struct RowBlocks {
+  int64_t size, count;
+};
+
+RowBlocks SplitRows(ffi::ThreadPool& pool, int64_t batch) {
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  int64_t size = (batch + 2 * threads - 1) / (2 * threads);
+  size = std::max<int64_t>(kRowBlock, (size + kRowBlock - 1) / kRowBlock * kRowBlock);
+  return {size, (batch + size - 1) / size};
+}
+
+// Runs body(block, first_row, rows) for every block, on XLA's intra-op
+// threads and the calling thread. Blocks are claimed from a shared counter,
+// so the caller never waits for a block no thread has started: it runs
+// unclaimed ones itself, and a task scheduled late finds none left.
+template <typename Body>
+void ParallelOverRows(ffi::ThreadPool& pool, RowBlocks blocks, int64_t batch,
+                      Body&& body) {
+  struct Progress {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+  };
+  auto progress = std::make_shared<Progress>();
+  auto run_blocks = [progress, blocks, batch, &body] {
+    for (int64_t i; (i = progress->next.fetch_add(1)) < blocks.count;) {
+      body(i, i * blocks.size, std::min(blocks.size, batch - i * blocks.size));
+      progress->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  const int64_t helpers = std::min(pool.num_threads(), blocks.count) - 1;
+  for (int64_t t = 0; t < helpers; ++t) {
+    pool.Schedule(decltype(run_blocks)(run_blocks));  // a copy the task owns
+  }
+  run_blocks();
+  while (progress->done.load(std::memory_order_acquire) < blocks.count) {
+    std::this_thread::yield();
+  }
+}
+
+// Where the vector of units of (step t, batch row) starts, for [time,
+// batch, units] (time-major) or [batch, time, units] (batch-major) arrays,
+// and the same for the [time, batch] or [batch, time] mask.
+struct Layout {
+  int64_t time, batch, units;
+  bool batch_major;
+
+  static Layout Of(ffi::Buffer<ffi::F32>& sequences, bool batch_major) {
+    auto dims = sequences.dimensions();
+    return batch_major ? Layout{dims[1], dims[0], dims[2], true}
+                       : Layout{dims[0], dims[1], dims[2], false};
+  }
+  int64_t Step(int64_t t, int64_t row) const {
+    return batch_major ? row * time + t : t * batch + row;
+  }
+  int64_t At(int64_t t, int64_t row) const { return Step(t, row) * units; }
+  int64_t mask_stride() const { return batch_major ? time : 1; }
+  int64_t row_stride() const { return mask_stride() * units; }
+
+  ffi::Error Check(std::initializer_list<std::pair<int64_t, int64_t>> sizes) const {
+    for (auto [got, want] : sizes) {
+      if (got != want) {
+        return ffi::Error(
+            ffi::ErrorCode::kInvalidArgument,
+            "elman kernel: buffer sizes disagree with time " +
+                std::to_string(time) + ", batch " + std::to_string(batch) +
+                ", units " + std::to_string(units));
+      }
+    }
+    return ffi::Error::Success();
+  }
+};
+
+// h_t = m_t ? g(x_proj_t + h_{t-1} . w_hh) : h_{t-1}, for every step.
+ffi::Error ElmanForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x_proj,
+                            ffi::Buffer<ffi::F32> mask, ffi::Buffer<ffi::F32> h0,
+                            ffi::Buffer<ffi::F32> w_hh,
+                            ffi::ResultBuffer<ffi::F32> states,
+                            int32_t activation, bool batch_major) {
+  const Layout at = Layout::Of(x_proj, batch_major);
+  const int64_t units = at.units;
+  if (auto error = at.Check({{mask.element_count(), at.time * at.batch},
+                             {h0.element_count(), at.batch * units},
+                             {w_hh.element_count(), units * units}});
+      error.failure()) {
+    return error;
+  }
+  const float* m = mask.typed_data();
+  const float* w = w_hh.typed_data();
+  float* h = states->typed_data();
+  ParallelOverRows(pool, SplitRows(pool, at.batch), at.batch,
+                   [&](int64_t, int64_t first, int64_t rows) {
+    for (int64_t t = 0; t < at.time; ++t) {
+      const bool from_h0 = t == 0;
+      const float* prev = from_h0 ? h0.typed_data() + first * units
+                                  : h + at.At(t - 1, first);
+      const int64_t prev_stride = from_h0 ? units : at.row_stride();
+      float* out = h + at.At(t, first);
+      const float* a_t = x_proj.typed_data() + at.At(t, first);
+      const float* m_t = m + at.Step(t, first);
+      RowsTimes(prev, prev_stride, rows, w, units,
+                [&](int64_t r, int64_t c, Vec acc, int n) {
+                  const int64_t i = r * at.row_stride() + c;
+                  Vec y = Apply(activation, Load(a_t + i, n) + acc);
+                  Store(out + i,
+                        m_t[r * at.mask_stride()] != 0.0f
+                            ? y : Load(prev + r * prev_stride + c, n),
+                        n);
+                });
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// The reverse scan: with dL/dh_T = d_h_last,
+//   d_t = (d_outputs_t + dL/dh_t) * m_t * g'(h_t)         -> d_pre
+//   dL/dh_{t-1} = d_t . w_hhᵀ + (1 - m_t) dL/dh_t        -> d_h0 at t = 0
+//   dW_hh = Σ_t h_{t-1}ᵀ d_t                              -> d_w_hh
+// Each block of rows sums its own part of dW_hh while its d_t are in cache.
+ffi::Error ElmanBackwardImpl(ffi::ThreadPool pool,
+                             ffi::Buffer<ffi::F32> d_outputs,
+                             ffi::Buffer<ffi::F32> d_h_last,
+                             ffi::Buffer<ffi::F32> states,
+                             ffi::Buffer<ffi::F32> mask,
+                             ffi::Buffer<ffi::F32> h0,
+                             ffi::Buffer<ffi::F32> w_hh_t,
+                             ffi::ResultBuffer<ffi::F32> d_pre,
+                             ffi::ResultBuffer<ffi::F32> d_h0,
+                             ffi::ResultBuffer<ffi::F32> d_w_hh,
+                             int32_t activation, bool batch_major) {
+  const Layout at = Layout::Of(d_outputs, batch_major);
+  const int64_t units = at.units;
+  if (auto error = at.Check(
+          {{d_h_last.element_count(), at.batch * units},
+           {states.element_count(), at.time * at.batch * units},
+           {mask.element_count(), at.time * at.batch},
+           {h0.element_count(), at.batch * units},
+           {w_hh_t.element_count(), units * units}});
+      error.failure()) {
+    return error;
+  }
+  const float* m = mask.typed_data();
+  float* d = d_pre->typed_data();
+  // d_t at (row, col) of step t, from dL/dh_t there.
+  auto delta = [&](int64_t t, int64_t row, int64_t col, Vec d_h, int n) {
+    const int64_t i = at.At(t, row) + col;
+    Vec d_new = (Load(d_outputs.typed_data() + i, n) + d_h) * m[at.Step(t, row)];
+    Store(d + i,
+          d_new * DerivativeFromOutput(activation,
+                                       Load(states.typed_data() + i, n)),
+          n);
+  };
+  const RowBlocks blocks = SplitRows(pool, at.batch);
+  std::vector<std::vector<float>> d_w_parts(blocks.count);
+  ParallelOverRows(pool, blocks, at.batch,
+                   [&](int64_t block, int64_t first, int64_t rows) {
+    std::vector<float>& d_w = d_w_parts[block];
+    d_w.assign(units * units, 0.0f);
+    std::vector<float> d_h(d_h_last.typed_data() + first * units,
+                           d_h_last.typed_data() + (first + rows) * units);
+    std::vector<float> d_h_prev(rows * units);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < units; c += kLanes) {
+        const int n = int(std::min<int64_t>(kLanes, units - c));
+        delta(at.time - 1, first + r, c, Load(d_h.data() + r * units + c, n), n);
+      }
+    }
+    // Each product's sums give dL/dh_{t-1}, and with it d_{t-1} at once,
+    // while d_outputs and the states of step t-1 are read in anyway.
+    for (int64_t t = at.time - 1; t >= 0; --t) {
+      const float* m_t = m + at.Step(t, first);
+      const float* d_t = d + at.At(t, first);
+      if (t > 0) {
+        AddOuterProducts(states.typed_data() + at.At(t - 1, first),
+                         at.row_stride(), d_t, at.row_stride(), rows, units,
+                         d_w.data());
+      } else {
+        AddOuterProducts(h0.typed_data() + first * units, units, d_t,
+                         at.row_stride(), rows, units, d_w.data());
+      }
+      RowsTimes(d_t, at.row_stride(), rows, w_hh_t.typed_data(), units,
+                [&](int64_t r, int64_t c, Vec acc, int n) {
+                  const int64_t i = r * units + c;
+                  Vec d_h_next = acc + Load(d_h.data() + i, n) *
+                                           (1.0f - m_t[r * at.mask_stride()]);
+                  Store(d_h_prev.data() + i, d_h_next, n);
+                  if (t > 0) delta(t - 1, first + r, c, d_h_next, n);
+                });
+      d_h.swap(d_h_prev);
+    }
+    std::copy(d_h.begin(), d_h.end(), d_h0->typed_data() + first * units);
+  });
+  float* d_w = d_w_hh->typed_data();
+  std::fill(d_w, d_w + units * units, 0.0f);
+  for (const auto& part : d_w_parts) {
+    for (int64_t i = 0; i < units * units; ++i) d_w[i] += part[i];
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ToolkitElmanForward, ElmanForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x_proj
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // mask
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_hh
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // states
+                                  .Attr<int32_t>("activation")
+                                  .Attr<bool>("batch_major"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ToolkitElmanBackward, ElmanBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d_outputs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d_h_last
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // states
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // mask
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_hh_t
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d_pre
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d_h0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d_w_hh
+                                  .Attr<int32_t>("activation")
+                                  .Attr<bool>("batch_major"));

@@ -1,0 +1,172 @@
+"""The CPU kernels of the Elman recurrence (elman_cpu.cc): build, load, call.
+
+XLA:CPU runs a scan step by step on one core. elman_cpu.cc runs the same
+recurrence with the batch split over XLA's intra-op threads, which on a
+2-core machine makes a training step of the layer about twice as fast
+(benchmarks/rnn_layer.py). It is compiled on first use with the machine's
+C++ compiler against the FFI headers of the installed jaxlib, and cached:
+
+    $TOOLKIT_CACHE_DIR (default ~/.cache/trax_rnn_toolkit)/elman_cpu-<key>.so
+
+where the key hashes the source, the flags, the jaxlib version and the CPU,
+so a changed file or a different machine builds afresh. Without a compiler,
+or with TOOLKIT_RNN_KERNEL=xla, `available()` is False and
+models/recurrence.py runs its XLA scan instead, with the same results.
+"""
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import tempfile
+
+import jax
+import jaxlib
+import numpy as np
+
+SOURCE = pathlib.Path(__file__).with_name('elman_cpu.cc')
+ACTIVATION_CODES = {'tanh': 0, 'relu': 1, 'sigmoid': 2, 'identity': 3}
+_FORWARD = 'toolkit_elman_forward'
+_BACKWARD = 'toolkit_elman_backward'
+_FLAGS = ['-O3', '-march=native', '-std=c++17', '-shared', '-fPIC']
+
+
+def wanted():
+  """Whether the kernels should be used: the default backend is the CPU and
+  TOOLKIT_RNN_KERNEL is not 'xla'."""
+  choice = os.environ.get('TOOLKIT_RNN_KERNEL', 'auto')
+  if choice not in ('auto', 'xla'):
+    raise ValueError(f"TOOLKIT_RNN_KERNEL={choice!r}: use 'auto' (the CPU "
+                     "kernels where they can be built) or 'xla' (XLA's scan).")
+  return choice == 'auto' and jax.default_backend() == 'cpu'
+
+
+def available():
+  """Whether the kernels are wanted, built and registered with XLA."""
+  return wanted() and _load() is not None
+
+
+def forward(x_proj, mask, h0, w_hh, activation, batch_major):
+  """The hidden state after every step.
+
+  Args:
+    x_proj: f32[batch, time, units] if batch_major else f32[time, batch,
+      units]: x_t · W_xh + b_h.
+    mask: f32[batch, time] or f32[time, batch] likewise; 1 at real steps, 0
+      at padding (where the state is carried).
+    h0: f32[batch, units].
+    w_hh: f32[units, units].
+    activation: a name in ACTIVATION_CODES.
+    batch_major: the layout of x_proj, mask and the result.
+
+  Returns:
+    f32, shaped like x_proj: h_t for every t.
+  """
+  _require()
+  call = jax.ffi.ffi_call(_FORWARD, jax.ShapeDtypeStruct(x_proj.shape,
+                                                         np.float32),
+                          vmap_method='sequential')
+  return call(x_proj, mask, h0, w_hh,
+              activation=np.int32(ACTIVATION_CODES[activation]),
+              batch_major=batch_major)
+
+
+def backward(d_outputs, d_h_last, states, mask, h0, w_hh, activation,
+             batch_major):
+  """The reverse delta scan, and the gradient of the recurrent weights.
+
+  Args:
+    d_outputs: f32, shaped like `forward`'s result: dL/dy_t.
+    d_h_last: f32[batch, units], dL/dh_T.
+    states: `forward`'s result.
+    mask: f32[time, batch], as given to `forward`.
+    h0: f32[batch, units], as given to `forward`.
+    w_hh: f32[units, units].
+    activation: a name in ACTIVATION_CODES.
+    batch_major: as given to `forward`.
+
+  Returns:
+    (d_pre, shaped like d_outputs: the cotangent of x_proj; d_h0 f32[batch,
+    units]; d_w_hh f32[units, units]).
+  """
+  _require()
+  call = jax.ffi.ffi_call(
+      _BACKWARD, (jax.ShapeDtypeStruct(d_outputs.shape, np.float32),
+                  jax.ShapeDtypeStruct(d_h_last.shape, np.float32),
+                  jax.ShapeDtypeStruct(w_hh.shape, np.float32)),
+      vmap_method='sequential')
+  return call(d_outputs, d_h_last, states, mask, h0, w_hh.T,
+              activation=np.int32(ACTIVATION_CODES[activation]),
+              batch_major=batch_major)
+
+
+def _require():
+  if _load() is None:
+    raise RuntimeError('The Elman CPU kernels could not be built; the '
+                       'warning logged before says why.')
+
+
+@functools.cache
+def _load():
+  """Builds (or finds) the library and registers both kernels; None if the
+  library cannot be built here, with the reason logged once."""
+  try:
+    library = ctypes.cdll.LoadLibrary(str(_build()))
+  except (OSError, subprocess.CalledProcessError) as error:
+    detail = getattr(error, 'stderr', '') or error
+    logging.warning('The CPU kernels of the Elman layer could not be built, '
+                    "so it runs XLA's scan (same results, slower on CPU): %s",
+                    str(detail)[-2000:])
+    return None
+  for name, symbol in [(_FORWARD, library.ToolkitElmanForward),
+                       (_BACKWARD, library.ToolkitElmanBackward)]:
+    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol),
+                                platform='cpu')
+  return library
+
+
+def _build():
+  """The path of the compiled library, compiling it if it isn't cached."""
+  source = SOURCE.read_bytes()
+  compiler = os.environ.get('CXX', 'c++')
+  key = hashlib.sha256(b'\0'.join([
+      source, ' '.join(_FLAGS).encode(), compiler.encode(),
+      jaxlib.__version__.encode(), platform.machine().encode(),
+      _cpu_flags().encode()])).hexdigest()[:16]
+  target = _cache_dir() / f'elman_cpu-{key}.so'
+  if target.exists():
+    return target
+  if shutil.which(compiler) is None:
+    raise OSError(f'no C++ compiler {compiler!r} on PATH (set CXX)')
+  target.parent.mkdir(parents=True, exist_ok=True)
+  # Built beside the target and renamed into place, so processes building
+  # at the same time never load a half-written file.
+  with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+    built = pathlib.Path(scratch) / target.name
+    subprocess.run([compiler, *_FLAGS, '-isystem', jax.ffi.include_dir(),
+                    str(SOURCE), '-o', str(built)],
+                   check=True, capture_output=True, text=True)
+    os.replace(built, target)
+  logging.info('Built the Elman CPU kernels: %s', target)
+  return target
+
+
+def _cache_dir():
+  default = pathlib.Path.home() / '.cache' / 'trax_rnn_toolkit'
+  return pathlib.Path(os.environ.get('TOOLKIT_CACHE_DIR', default))
+
+
+def _cpu_flags():
+  """The CPU's feature flags (Linux), so -march=native builds per CPU."""
+  try:
+    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
+      if line.startswith(('flags', 'Features')):
+        return line
+  except OSError:
+    pass
+  return platform.processor()
