@@ -1,5 +1,6 @@
-// The Elman recurrence on CPU as two XLA FFI kernels: the forward scan, and
-// the reverse delta scan with dW_hh, of models/recurrence.py.
+// The Elman recurrence on CPU as XLA FFI kernels: the forward scan and the
+// reverse delta scan of models/recurrence.py, and the product that sums the
+// recurrent weights' gradient over every step.
 //
 // Why hand-written: XLA:CPU runs a scan's per-step [batch, units] x
 // [units, units] product on one core, one operation after another, and a
@@ -18,9 +19,12 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
+#include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -129,15 +133,10 @@ inline Vec DerivativeFromOutput(int32_t activation, Vec y) {
 template <int N>
 using Int = std::integral_constant<int, N>;
 
-// Loads and stores of the vector at p: whole, or the first `lanes` floats
-// of it when Partial (the last columns when units is not a multiple).
+// The vector at p: whole, or the first `lanes` floats of it when Partial (the last columns when units is not a multiple).
 template <bool Partial>
 inline Vec LoadAt(const float* p, int lanes) {
   return Partial ? Load(p, lanes) : Load(p);
-}
-template <bool Partial>
-inline void StoreAt(float* p, Vec v, int lanes) {
-  Partial ? Store(p, v, lanes) : Store(p, v);
 }
 
 // Calls panel(Int<V>, partial, col, lanes) for the columns of a row of
@@ -199,19 +198,19 @@ void RowsTimes(const float* in, int64_t ld, int64_t rows, const float* w,
   });
 }
 
-// c[k, col:] += Σ_i a[i, k] b[i, col:] for k in [k0, k0 + R), i < rows;
-// a's rows are lda apart, b's ldb.
+// c[k, col:] += Σ_i a[i, k] b[i, col:] over rows i < n, for k in
+// [k0, k0 + R): a register tile of c that stays put while a and b stream.
 template <int R, int V, bool Partial>
 inline void OuterTile(const float* a, int64_t lda, const float* b,
-                      int64_t ldb, int64_t rows, int64_t units, int64_t k0,
-                      int64_t col, int lanes, float* c) {
+                      int64_t ldb, int64_t n, int64_t k0, int64_t col,
+                      int lanes, float* c, int64_t ldc) {
   Vec acc[R][V];
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < V; ++v) {
-      acc[r][v] = LoadAt<Partial>(c + (k0 + r) * units + col + v * kLanes, lanes);
+      acc[r][v] = LoadAt<Partial>(c + (k0 + r) * ldc + col + v * kLanes, lanes);
     }
   }
-  for (int64_t i = 0; i < rows; ++i) {
+  for (int64_t i = 0; i < n; ++i) {
     Vec b_v[V];
     for (int v = 0; v < V; ++v) {
       b_v[v] = LoadAt<Partial>(b + i * ldb + col + v * kLanes, lanes);
@@ -223,21 +222,10 @@ inline void OuterTile(const float* a, int64_t lda, const float* b,
   }
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < V; ++v) {
-      StoreAt<Partial>(c + (k0 + r) * units + col + v * kLanes, acc[r][v], lanes);
+      const int64_t at = (k0 + r) * ldc + col + v * kLanes;
+      Partial ? Store(c + at, acc[r][v], lanes) : Store(c + at, acc[r][v]);
     }
   }
-}
-
-// c += aᵀ b for a, b of `rows` rows of `units` (lda, ldb apart) and c
-// [units, units].
-void AddOuterProducts(const float* a, int64_t lda, const float* b,
-                      int64_t ldb, int64_t rows, int64_t units, float* c) {
-  OverColumns(units, [&](auto v, auto partial, int64_t col, int lanes) {
-    OverRows(units, [&](auto r, int64_t k0) {
-      OuterTile<r.value, v.value, partial.value>(a, lda, b, ldb, rows, units,
-                                                 k0, col, lanes, c);
-    });
-  });
 }
 
 // How the rows of the batch are cut into blocks: two per thread, so a
@@ -254,7 +242,7 @@ RowBlocks SplitRows(ffi::ThreadPool& pool, int64_t batch) {
   return {size, (batch + size - 1) / size};
 }
 
-// Runs body(block, first_row, rows) for every block, on XLA's intra-op
+// Runs body(first_row, rows) for every block of rows, on XLA's intra-op
 // threads and the calling thread. Blocks are claimed from a shared counter,
 // so the caller never waits for a block no thread has started: it runs
 // unclaimed ones itself, and a task scheduled late finds none left.
@@ -268,7 +256,7 @@ void ParallelOverRows(ffi::ThreadPool& pool, RowBlocks blocks, int64_t batch,
   auto progress = std::make_shared<Progress>();
   auto run_blocks = [progress, blocks, batch, &body] {
     for (int64_t i; (i = progress->next.fetch_add(1)) < blocks.count;) {
-      body(i, i * blocks.size, std::min(blocks.size, batch - i * blocks.size));
+      body(i * blocks.size, std::min(blocks.size, batch - i * blocks.size));
       progress->done.fetch_add(1, std::memory_order_release);
     }
   };
@@ -333,7 +321,7 @@ ffi::Error ElmanForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x_proj,
   const float* w = w_hh.typed_data();
   float* h = states->typed_data();
   ParallelOverRows(pool, SplitRows(pool, at.batch), at.batch,
-                   [&](int64_t, int64_t first, int64_t rows) {
+                   [&](int64_t first, int64_t rows) {
     for (int64_t t = 0; t < at.time; ++t) {
       const bool from_h0 = t == 0;
       const float* prev = from_h0 ? h0.typed_data() + first * units
@@ -359,18 +347,16 @@ ffi::Error ElmanForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x_proj,
 // The reverse scan: with dL/dh_T = d_h_last,
 //   d_t = (d_outputs_t + dL/dh_t) * m_t * g'(h_t)         -> d_pre
 //   dL/dh_{t-1} = d_t . w_hhᵀ + (1 - m_t) dL/dh_t        -> d_h0 at t = 0
-//   dW_hh = Σ_t h_{t-1}ᵀ d_t                              -> d_w_hh
-// Each block of rows sums its own part of dW_hh while its d_t are in cache.
+// dW_hh = Σ_t h_{t-1}ᵀ d_t is left to the caller: one large product over
+// all steps is faster than summing it here as the steps go (measured).
 ffi::Error ElmanBackwardImpl(ffi::ThreadPool pool,
                              ffi::Buffer<ffi::F32> d_outputs,
                              ffi::Buffer<ffi::F32> d_h_last,
                              ffi::Buffer<ffi::F32> states,
                              ffi::Buffer<ffi::F32> mask,
-                             ffi::Buffer<ffi::F32> h0,
                              ffi::Buffer<ffi::F32> w_hh_t,
                              ffi::ResultBuffer<ffi::F32> d_pre,
                              ffi::ResultBuffer<ffi::F32> d_h0,
-                             ffi::ResultBuffer<ffi::F32> d_w_hh,
                              int32_t activation, bool batch_major) {
   const Layout at = Layout::Of(d_outputs, batch_major);
   const int64_t units = at.units;
@@ -378,7 +364,6 @@ ffi::Error ElmanBackwardImpl(ffi::ThreadPool pool,
           {{d_h_last.element_count(), at.batch * units},
            {states.element_count(), at.time * at.batch * units},
            {mask.element_count(), at.time * at.batch},
-           {h0.element_count(), at.batch * units},
            {w_hh_t.element_count(), units * units}});
       error.failure()) {
     return error;
@@ -394,12 +379,8 @@ ffi::Error ElmanBackwardImpl(ffi::ThreadPool pool,
                                        Load(states.typed_data() + i, n)),
           n);
   };
-  const RowBlocks blocks = SplitRows(pool, at.batch);
-  std::vector<std::vector<float>> d_w_parts(blocks.count);
-  ParallelOverRows(pool, blocks, at.batch,
-                   [&](int64_t block, int64_t first, int64_t rows) {
-    std::vector<float>& d_w = d_w_parts[block];
-    d_w.assign(units * units, 0.0f);
+  ParallelOverRows(pool, SplitRows(pool, at.batch), at.batch,
+                   [&](int64_t first, int64_t rows) {
     std::vector<float> d_h(d_h_last.typed_data() + first * units,
                            d_h_last.typed_data() + (first + rows) * units);
     std::vector<float> d_h_prev(rows * units);
@@ -414,14 +395,6 @@ ffi::Error ElmanBackwardImpl(ffi::ThreadPool pool,
     for (int64_t t = at.time - 1; t >= 0; --t) {
       const float* m_t = m + at.Step(t, first);
       const float* d_t = d + at.At(t, first);
-      if (t > 0) {
-        AddOuterProducts(states.typed_data() + at.At(t - 1, first),
-                         at.row_stride(), d_t, at.row_stride(), rows, units,
-                         d_w.data());
-      } else {
-        AddOuterProducts(h0.typed_data() + first * units, units, d_t,
-                         at.row_stride(), rows, units, d_w.data());
-      }
       RowsTimes(d_t, at.row_stride(), rows, w_hh_t.typed_data(), units,
                 [&](int64_t r, int64_t c, Vec acc, int n) {
                   const int64_t i = r * units + c;
@@ -434,11 +407,43 @@ ffi::Error ElmanBackwardImpl(ffi::ThreadPool pool,
     }
     std::copy(d_h.begin(), d_h.end(), d_h0->typed_data() + first * units);
   });
-  float* d_w = d_w_hh->typed_data();
-  std::fill(d_w, d_w + units * units, 0.0f);
-  for (const auto& part : d_w_parts) {
-    for (int64_t i = 0; i < units * units; ++i) d_w[i] += part[i];
+  return ffi::Error::Success();
+}
+
+// c = Σ_i a[i]ᵀ b[i + shift] over the rows i of a [n, k] and b [n, j]
+// that have a partner: the weight gradients Σ x_tᵀ d_t (shift 0) and
+// Σ h_{t-1}ᵀ d_t (shift 1 batch-major, batch time-major), without copying
+// shifted slices. XLA:CPU runs this shape (a long sum into a small result)
+// at about the speed of one core. Here each thread owns a block of c's
+// rows, and the sum goes through a and b in chunks that stay in cache.
+ffi::Error TransposedProductImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
+                                 ffi::Buffer<ffi::F32> b,
+                                 ffi::ResultBuffer<ffi::F32> c, int64_t shift) {
+  auto a_dims = a.dimensions(), b_dims = b.dimensions();
+  const int64_t n = a_dims[0], k = a_dims[1], j = b_dims[1];
+  if (b_dims[0] != n || shift < 0 || shift > n) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "transposed product: a and b need the same rows, and "
+                      "0 <= shift <= rows");
   }
+  constexpr int64_t kChunk = 256;  // rows of a and b per pass over c's tiles
+  float* out = c->typed_data();
+  ParallelOverRows(pool, SplitRows(pool, k), k, [&](int64_t first, int64_t ks) {
+    for (int64_t r = first; r < first + ks; ++r) {
+      std::fill(out + r * j, out + (r + 1) * j, 0.0f);
+    }
+    for (int64_t i0 = 0; i0 < n - shift; i0 += kChunk) {
+      const int64_t rows = std::min(kChunk, n - shift - i0);
+      const float* a_i = a.typed_data() + i0 * k;
+      const float* b_i = b.typed_data() + (i0 + shift) * j;
+      OverColumns(j, [&](auto v, auto partial, int64_t col, int lanes) {
+        OverRows(ks, [&](auto r, int64_t row) {
+          OuterTile<r.value, v.value, partial.value>(
+              a_i, k, b_i, j, rows, first + row, col, lanes, out, j);
+        });
+      });
+    }
+  });
   return ffi::Error::Success();
 }
 
@@ -462,10 +467,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ToolkitElmanBackward, ElmanBackwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d_h_last
                                   .Arg<ffi::Buffer<ffi::F32>>()  // states
                                   .Arg<ffi::Buffer<ffi::F32>>()  // mask
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_hh_t
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d_pre
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d_h0
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // d_w_hh
                                   .Attr<int32_t>("activation")
                                   .Attr<bool>("batch_major"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ToolkitTransposedProduct, TransposedProductImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // a
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // c
+                                  .Attr<int64_t>("shift"));

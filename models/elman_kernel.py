@@ -1,10 +1,12 @@
 """The CPU kernels of the Elman recurrence (elman_cpu.cc): build, load, call.
 
 XLA:CPU runs a scan step by step on one core. elman_cpu.cc runs the same
-recurrence with the batch split over XLA's intra-op threads, which on a
-2-core machine makes a training step of the layer about twice as fast
-(benchmarks/rnn_layer.py). It is compiled on first use with the machine's
-C++ compiler against the FFI headers of the installed jaxlib, and cached:
+recurrence with the batch split over XLA's intra-op threads, and sums
+dW_hh over all steps with the result split over them, where XLA's own
+product of that shape runs at about one core's speed (benchmarks/rnn_layer.py
+and the README's "Performance" have the figures). It is compiled on first
+use with the machine's C++ compiler against the FFI headers of the installed
+jaxlib, and cached:
 
     $TOOLKIT_CACHE_DIR (default ~/.cache/trax_rnn_toolkit)/elman_cpu-<key>.so
 
@@ -33,6 +35,7 @@ SOURCE = pathlib.Path(__file__).with_name('elman_cpu.cc')
 ACTIVATION_CODES = {'tanh': 0, 'relu': 1, 'sigmoid': 2, 'identity': 3}
 _FORWARD = 'toolkit_elman_forward'
 _BACKWARD = 'toolkit_elman_backward'
+_TRANSPOSED_PRODUCT = 'toolkit_transposed_product'
 _FLAGS = ['-O3', '-march=native', '-std=c++17', '-shared', '-fPIC']
 
 
@@ -44,6 +47,37 @@ def wanted():
     raise ValueError(f"TOOLKIT_RNN_KERNEL={choice!r}: use 'auto' (the CPU "
                      "kernels where they can be built) or 'xla' (XLA's scan).")
   return choice == 'auto' and jax.default_backend() == 'cpu'
+
+
+# The kernels cut the batch into blocks of whole 8-row register tiles, two
+# per thread; below 16 rows there is one block, one core does all the work,
+# and XLA's scan is as fast (benchmarks/rnn_layer.py, batch 1 and 8).
+MIN_BATCH = 16
+
+
+def pays_off(batch, units):
+  """Whether the kernels beat XLA's scan for this batch and width.
+
+  Each thread multiplies its rows by all of W_hh at every step, so W_hh
+  must stay in the core's L2 cache; wider, XLA's scan, which splits each
+  step's product over the cores, is faster (1024 units on a 1 MiB L2).
+  """
+  return batch >= MIN_BATCH and 4 * units * units <= _l2_cache_bytes()
+
+
+@functools.cache
+def _l2_cache_bytes():
+  """One core's L2 cache (Linux sysfs), or 1 MiB where it can't be read."""
+  for index in sorted(pathlib.Path('/sys/devices/system/cpu/cpu0/cache').glob(
+      'index*')):
+    try:
+      if (index / 'level').read_text().strip() == '2':
+        size = (index / 'size').read_text().strip()  # '1024K'
+        scale = {'K': 2**10, 'M': 2**20}.get(size[-1], 1)
+        return int(size.rstrip('KM')) * scale
+    except (OSError, ValueError):
+      break
+  return 2**20
 
 
 def available():
@@ -76,33 +110,44 @@ def forward(x_proj, mask, h0, w_hh, activation, batch_major):
               batch_major=batch_major)
 
 
-def backward(d_outputs, d_h_last, states, mask, h0, w_hh, activation,
+def backward(d_outputs, d_h_last, states, mask, w_hh, activation,
              batch_major):
-  """The reverse delta scan, and the gradient of the recurrent weights.
+  """The reverse delta scan.
 
   Args:
     d_outputs: f32, shaped like `forward`'s result: dL/dy_t.
     d_h_last: f32[batch, units], dL/dh_T.
     states: `forward`'s result.
     mask: f32[time, batch], as given to `forward`.
-    h0: f32[batch, units], as given to `forward`.
     w_hh: f32[units, units].
     activation: a name in ACTIVATION_CODES.
     batch_major: as given to `forward`.
 
   Returns:
     (d_pre, shaped like d_outputs: the cotangent of x_proj; d_h0 f32[batch,
-    units]; d_w_hh f32[units, units]).
+    units]).
   """
   _require()
   call = jax.ffi.ffi_call(
       _BACKWARD, (jax.ShapeDtypeStruct(d_outputs.shape, np.float32),
-                  jax.ShapeDtypeStruct(d_h_last.shape, np.float32),
-                  jax.ShapeDtypeStruct(w_hh.shape, np.float32)),
+                  jax.ShapeDtypeStruct(d_h_last.shape, np.float32)),
       vmap_method='sequential')
-  return call(d_outputs, d_h_last, states, mask, h0, w_hh.T,
+  return call(d_outputs, d_h_last, states, mask, w_hh.T,
               activation=np.int32(ACTIVATION_CODES[activation]),
               batch_major=batch_major)
+
+
+def transposed_product(a, b, shift):
+  """Σ_i a[i]ᵀ b[i + shift] over the rows of f32[n, k] a and f32[n, j] b
+  that have a partner: f32[k, j]. XLA:CPU runs a product of this shape (a
+  long sum into a small result) at about the speed of one core; the kernel
+  splits the result's rows over the cores."""
+  _require()
+  call = jax.ffi.ffi_call(
+      _TRANSPOSED_PRODUCT,
+      jax.ShapeDtypeStruct((a.shape[1], b.shape[1]), np.float32),
+      vmap_method='sequential')
+  return call(a, b, shift=np.int64(shift))
 
 
 def _require():
@@ -123,8 +168,10 @@ def _load():
                     "so it runs XLA's scan (same results, slower on CPU): %s",
                     str(detail)[-2000:])
     return None
-  for name, symbol in [(_FORWARD, library.ToolkitElmanForward),
-                       (_BACKWARD, library.ToolkitElmanBackward)]:
+  for name, symbol in [
+      (_FORWARD, library.ToolkitElmanForward),
+      (_BACKWARD, library.ToolkitElmanBackward),
+      (_TRANSPOSED_PRODUCT, library.ToolkitTransposedProduct)]:
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol),
                                 platform='cpu')
   return library

@@ -22,11 +22,13 @@ whose derivative is unknown here, use JAX's autodiff of the plain scan.
 The scans run time-major: XLA slices the leading axis of a scan's inputs
 for free, and the two transposes cost less than strided slicing per step.
 
-On CPU, float32 scans with a named activation run both scans, and dW_hh,
-in the C++ kernels of models/elman_kernel.py instead: they split the batch
-over the cores (XLA runs a scan's steps on one) and read either layout, so
-batch-major callers need no transposes. Elsewhere, or where the kernels
-cannot be built, the XLA scans below.
+On CPU, float32 scans with a named activation, where
+elman_kernel.pays_off (enough rows, W_hh within a core's L2 cache), run
+both scans, and the dW_hh product, in the C++ kernels of
+models/elman_kernel.py instead: they split the batch over the cores (XLA
+runs a scan's steps on one) and read either layout, so batch-major callers
+need no transposes. Elsewhere, or where the kernels cannot be built, the XLA
+scans below.
 """
 
 import functools
@@ -74,7 +76,7 @@ def elman_scan(x_proj, mask, h0, w_hh, activation='tanh'):
   Returns:
     (outputs f32[batch, time, units], final state f32[batch, units]).
   """
-  if _use_kernels(activation, x_proj):
+  if _use_kernels(activation, x_proj, batch=x_proj.shape[0]):
     return _kernel_scan(activation, True, x_proj, _as_mask(mask, x_proj),
                         h0.astype(x_proj.dtype), w_hh.astype(x_proj.dtype))
   outputs, h_last = elman_scan_time_major(
@@ -94,7 +96,7 @@ def elman_scan_time_major(x_proj, mask, h0, w_hh, activation='tanh'):
   h0 = h0.astype(x_proj.dtype)  # the carry keeps one dtype through the scan
   if callable(activation):
     return _scan(activation, x_proj, mask, h0, w_hh)[0]
-  if _use_kernels(activation, x_proj):
+  if _use_kernels(activation, x_proj, batch=x_proj.shape[1]):
     return _kernel_scan(activation, False, x_proj, mask, h0,
                         w_hh.astype(x_proj.dtype))
   return _fast_scan(activation, x_proj, mask, h0, w_hh)
@@ -105,10 +107,12 @@ def _as_mask(mask, x_proj):
   return None if mask is None else (mask != 0).astype(x_proj.dtype)
 
 
-def _use_kernels(activation, x_proj):
+def _use_kernels(activation, x_proj, batch):
   check_activation(activation)
   return (not callable(activation) and x_proj.dtype == jnp.float32
-          and min(x_proj.shape) > 0 and elman_kernel.available())
+          and min(x_proj.shape) > 0
+          and elman_kernel.pays_off(batch, x_proj.shape[-1])
+          and elman_kernel.available())
 
 
 def _scan(g, x_proj, mask, h0, w_hh):
@@ -171,11 +175,27 @@ def _delta_step(derivative, w_hh_t):
   return step
 
 
-def _recurrent_weight_gradient(h0, states, d_pre):
-  """dW_hh = Σ_t h_{t-1}ᵀ d_t, as one product over all steps but the first."""
+def _shifted_product(a, b, shift):
+  """Σ_i a[i]ᵀ b[i + shift] over the rows of a and b that have a partner."""
+  return a[:a.shape[0] - shift].T @ b[shift:]
+
+
+def _recurrent_weight_gradient(h0, states, d_pre, batch_major=False,
+                               shifted_product=_shifted_product):
+  """dW_hh = Σ_t h_{t-1}ᵀ d_t, as one product over all steps but the first.
+
+  Flattened to [rows, units], the pairs (h_{t-1}, d_t) are rows i and
+  i + batch of time-major arrays, and rows i and i + 1 of batch-major ones,
+  where the pairs that straddle two sequences are taken out again.
+  """
   units = h0.shape[-1]
-  rest = states[:-1].reshape(-1, units).T @ d_pre[1:].reshape(-1, units)
-  return rest + h0.T @ d_pre[0]
+  flat_states, flat_d = states.reshape(-1, units), d_pre.reshape(-1, units)
+  if batch_major:
+    straddling = states[:-1, -1].T @ d_pre[1:, 0]
+    return (shifted_product(flat_states, flat_d, 1) - straddling
+            + h0.T @ d_pre[:, 0])
+  return (shifted_product(flat_states, flat_d, h0.shape[0])
+          + h0.T @ d_pre[0])
 
 
 _fast_scan.defvjp(_fast_scan_forward, _fast_scan_backward)
@@ -202,9 +222,11 @@ def _kernel_scan_forward(activation, batch_major, x_proj, mask, h0, w_hh):
 def _kernel_scan_backward(activation, batch_major, residuals, cotangents):
   states, real, h0, w_hh = residuals
   d_outputs, d_h_last = cotangents
-  d_pre, d_h0, d_w_hh = elman_kernel.backward(
-      d_outputs, d_h_last, states, real, h0, w_hh, activation, batch_major)
-  return d_pre, None, d_h0, d_w_hh
+  d_pre, d_h0 = elman_kernel.backward(d_outputs, d_h_last, states, real,
+                                      w_hh, activation, batch_major)
+  return (d_pre, None, d_h0,
+          _recurrent_weight_gradient(h0, states, d_pre, batch_major,
+                                     elman_kernel.transposed_product))
 
 
 _kernel_scan.defvjp(_kernel_scan_forward, _kernel_scan_backward)
