@@ -104,10 +104,11 @@ def describe():
   name = in_use()
   if name:
     return f'memory allocator: {name} (preloaded; {OPT_OUT}=system to turn off)'
+  found = find()
   if os.environ.get(OPT_OUT) == 'system':
     hint = f'{OPT_OUT}=system is set'
-  elif find() is None:
+  elif found is None:
     hint = 'install libtcmalloc-minimal4 for faster CPU steps'
   else:
-    hint = f'{find()[1]} could not be preloaded'
+    hint = f'{found[1]} could not be preloaded'
   return f'memory allocator: glibc malloc ({hint})'

@@ -71,22 +71,22 @@ def check_split_and_feature(builder, split, feature):
       raise UsageError(f'Dataset {name} has no split {part!r}; its splits '
                        f'are {splits}. Fix the split name in your gin config '
                        f'or on the command line.')
+  _check_feature(builder, feature, 'text')
+
+
+def _check_feature(builder, feature, role):
+  """Raises UsageError unless `builder` has a feature `feature`."""
   features = sorted(builder.info.features.keys())
   if feature not in features:
-    raise UsageError(f'Dataset {name} has no feature {feature!r}; its '
-                     f'features are {features}. Set the text feature name '
-                     f'in your gin config.')
+    raise UsageError(f'Dataset {builder.info.full_name} has no feature '
+                     f'{feature!r}; its features are {features}. Set the '
+                     f'{role} feature name in your gin config.')
 
 
 def class_names(builder, feature, per_word=False):
   """The class names of ClassLabel `feature`, or of a Sequence of them if `per_word`."""
-  features = builder.info.features
-  if feature not in features.keys():
-    raise UsageError(f'Dataset {builder.info.full_name} has no feature '
-                     f'{feature!r}; its features are '
-                     f'{sorted(builder.info.features.keys())}. Set the label '
-                     f'feature name in your gin config.')
-  spec = features[feature]
+  _check_feature(builder, feature, 'label')
+  spec = builder.info.features[feature]
   check_feature_kind(builder, feature, per_word)
   if per_word:
     spec = spec.feature
