@@ -18,6 +18,7 @@ import trax_compat  # noqa: F401  (must precede the first trax import)
 import checkpoints
 import data
 import models
+from models import decoding
 from errors import UsageError
 
 REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -26,14 +27,25 @@ gin.external_configurable(models.RNNLanguageModel, module='models')
 gin.external_configurable(models.StackedElmanRNN, module='models')
 gin.external_configurable(models.RNNClassifier, module='models')
 gin.external_configurable(models.RNNTagger, module='models')
+gin.external_configurable(models.VectorClassifier, module='models')
+gin.external_configurable(models.RNNSeq2Seq, module='models')
+gin.external_configurable(models.RNNCaptioner, module='models')
 gin.external_configurable(data.CharLMInputs, module='data')
 gin.external_configurable(data.TextClassificationInputs, module='data')
 gin.external_configurable(data.TaggingInputs, module='data')
+gin.external_configurable(data.FeatureVectorInputs, module='data')
+gin.external_configurable(data.TranslationInputs, module='data')
+gin.external_configurable(data.CaptioningInputs, module='data')
 # train.py and evaluate.py open checkpoints through this, so that
 # `Checkpoints.keep_last = 5` reaches both.
 Checkpoints = gin.external_configurable(
     checkpoints.Checkpoints, module='checkpoints',
     denylist=['output_dir', 'read_only'])
+
+# evaluate.py decodes with these settings; train.py records them in the
+# run's config.gin.
+DecodingSettings = gin.external_configurable(decoding.DecodingSettings,
+                                             module='decoding')
 
 # Models build their recurrent layers through models.rnn.CELLS; routing the
 # 'elman' entry through the gin-wrapped class makes bindings such as
@@ -41,8 +53,8 @@ Checkpoints = gin.external_configurable(
 _configurable_elman = gin.external_configurable(models.ElmanRNN,
                                                 module='models')
 models.rnn.CELLS['elman'] = (
-    lambda n_units, mode, use_mask=False: _configurable_elman(
-        n_units, use_mask=use_mask, mode=mode))
+    lambda n_units, mode, use_mask=False, **options: _configurable_elman(
+        n_units, use_mask=use_mask, mode=mode, **options))
 
 
 def parse(gin_files, gin_params=()):

@@ -4,6 +4,8 @@
     python evaluate.py --output_dir runs/char_rnn_shakespeare \
         --generate 3 --prompt 'ROMEO:' --length 300 --temperature 0.8
     python evaluate.py --output_dir runs/sst2_rnn --predict 'a witty film'
+    python evaluate.py --output_dir runs/dates --translate 'Wed 25 Nov 2026'
+    python evaluate.py --output_dir runs/shapes --caption picture.png
 
 The model is rebuilt from the run's config.gin and vocab.json, and its
 weights come from a committed checkpoint (checksums checked). Evaluation
@@ -11,7 +13,13 @@ makes one full pass over the split and writes DIR/eval_SPLIT.json with:
 language models, the loss (nats per character), accuracy, perplexity and
 bits per character; classifiers, the loss, accuracy, per-class precision,
 recall and F1 and the confusion matrix; taggers, the loss, token accuracy
-and entity-level precision, recall and F1 (CoNLL definition, by seqeval).
+and entity-level precision, recall and F1 (CoNLL definition, by seqeval);
+translators and captioners, the loss and token accuracy of the reference
+(teacher-forced), then the exact-match rate and corpus BLEU (sacrebleu) of
+the sequences they generate by greedy or beam search (--beam_width), with
+a few examples; every generated text and its references go to
+DIR/eval_SPLIT_outputs.tsv. Captioners also get DIR/eval_SPLIT_captions.png,
+a contact sheet of images with their generated and reference captions.
 """
 
 # Before anything else loads: a program under tcmalloc must start under it.
@@ -30,6 +38,7 @@ import sys
 import checkpoints
 import configurables
 import devices
+import figures
 import metrics as task_metrics
 import run_dir
 import train
@@ -43,7 +52,8 @@ from trax import layers as tl
 from trax import shapes
 
 from data.batching import pad_batch
-from data.text_classification import words_as_typed
+from models import decoding
+from data.tokenize import words_as_typed
 from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID, load_vocab
 
 
@@ -127,13 +137,18 @@ def load_model(model_fn, dimensions, state, mode, input_signature):
 
 
 def scored_batch(model):
-  """A jitted fn: batch -> (sum of w·nll, sum of w·correct, sum of w, predictions).
+  """A jitted fn: (weights, state, batch) -> (sum of w·nll, sum of w·correct, sum of w, predictions).
 
+  The batch holds the model's inputs, then the targets and their weights.
   `predictions` are the likeliest ids: int32[batch] for a classifier,
-  int32[batch, length] for a tagger or a language model.
+  int32[batch, length] for the others.
   """
-  def score(weights, state, inputs, targets, mask):
-    log_probs, _ = model.pure_fn(inputs, weights, state, jax.random.PRNGKey(0))
+  n_in = model.n_in
+
+  def score(weights, state, batch):
+    inputs, (targets, mask) = batch[:n_in], batch[n_in:]
+    log_probs, _ = model.pure_fn(inputs if n_in > 1 else inputs[0], weights,
+                                 state, jax.random.PRNGKey(0))
     nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
     predictions = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
     correct = (predictions == targets).astype(jnp.float32)
@@ -142,34 +157,40 @@ def scored_batch(model):
   return jax.jit(score)
 
 
-def evaluate(output_dir, split=None, checkpoint='best'):
+def evaluate(output_dir, split=None, checkpoint='best', beam_width=None):
   """One full pass over `split`; returns the metrics and writes eval_SPLIT.json.
 
   The batches are split over every device, as in training; a batch size
   that does not divide by the device count is padded with rows of weight 0.
+  Translators and captioners then generate a sequence for every example,
+  with the run's DecodingSettings (`beam_width` overrides its width).
   """
   (inputs, model_fn), vocab = load_run(output_dir)
   state = load_checkpoint(output_dir, checkpoint)
   split = split or inputs.eval_split
   parallel = devices.DataParallel.over_all_devices()
   model = load_model(model_fn, inputs.model_dimensions(vocab), state, 'eval',
-                     shapes.ShapeDtype(inputs.input_shape(), np.int32))
+                     inputs.input_signature())
   weights, model_state = parallel.replicate((model.weights, model.state))
   score = scored_batch(model)
   totals, labelled = np.zeros(3), []
-  for x, y, w in tqdm(_placed_batches(inputs, vocab, split, parallel),
-                      desc=f'evaluating {split}', unit='batch',
-                      disable=not parallel.is_writer):
-    *sums, predictions = score(weights, model_state, x, y, w)
+  for batch in tqdm(_placed_batches(inputs, vocab, split, parallel),
+                    desc=f'evaluating {split}', unit='batch',
+                    disable=not parallel.is_writer):
+    *sums, predictions = score(weights, model_state, batch)
     totals += np.array(sums)
-    if inputs.task != 'language_model':  # keep what the metrics need
-      labelled.append(tuple(parallel.gather(a) for a in (y, w, predictions)))
+    if inputs.task in ('classification', 'tagging'):  # what the metrics need
+      labelled.append(tuple(parallel.gather(a)
+                            for a in (*batch[-2:], predictions)))
   nll, correct, count = totals
   if not count:
     raise UsageError(f'Split {split!r} of {inputs.dataset} holds no text to '
                      f'evaluate. Choose another --split.')
   result = {'split': split, 'step': state.step, 'loss': nll / count,
             **_TASK_METRICS[inputs.task](totals, labelled, vocab)}
+  if inputs.task in train.GENERATING_TASKS:
+    result.update(_generated(output_dir, inputs, model_fn, vocab, state, split,
+                             _decoding(beam_width), parallel.is_writer))
   if parallel.is_writer:
     _write_json(os.path.join(output_dir, f'eval_{split}.json'), result)
   return result
@@ -215,11 +236,84 @@ def _tagging_metrics(totals, labelled, vocab):
   return {**scores, 'n_tokens': int(totals[2])}
 
 
+def _target_token_metrics(totals, labelled, vocab):
+  del labelled, vocab
+  _, correct, n_tokens = totals
+  return {'token_accuracy': correct / n_tokens, 'n_tokens': int(n_tokens)}
+
+
 _TASK_METRICS = {
     'language_model': _language_model_metrics,
     'classification': _classification_metrics,
     'tagging': _tagging_metrics,
+    'translation': _target_token_metrics,
+    'captioning': _target_token_metrics,
 }
+
+# Examples of generated sequences kept in eval_SPLIT.json (and, of
+# captions, drawn on the contact sheet).
+N_SHOWN = 16
+
+
+def _decoding(beam_width=None):
+  """The run's DecodingSettings (read after load_run), `beam_width` overriding."""
+  settings = configurables.DecodingSettings()
+  if beam_width is not None:
+    if beam_width < 1:
+      raise UsageError(f'--beam_width must be 1 or more (got {beam_width}).')
+    settings = settings._replace(beam_width=beam_width)
+  return settings
+
+
+def generator_of(model_fn, inputs, vocab, state, rows):
+  """The run's model in predict mode, as a SequenceGenerator for `rows` contexts."""
+  context = inputs.context_signature()
+  signature = (shapes.ShapeDtype((rows, *context.shape[1:]), context.dtype),
+               shapes.ShapeDtype((rows, 1), np.int32))
+  model = load_model(model_fn, inputs.model_dimensions(vocab), state,
+                     'predict', signature)
+  return decoding.SequenceGenerator(model, model.weights)
+
+
+def _generated(output_dir, inputs, model_fn, vocab, state, split, settings,
+               is_writer):
+  """Decodes every example of `split`; exact match, BLEU and a few examples."""
+  generator = generator_of(model_fn, inputs, vocab, state, inputs.batch_size)
+  outputs, references, shown = [], [], []
+  for context, refs in tqdm(inputs.decoding_batches(vocab, split),
+                            desc=f'decoding {split} (beam {settings.beam_width})',
+                            unit='batch', disable=not is_writer):
+    ids = generator.generate(context, settings, inputs.max_target_len)
+    outputs += [vocab.decode(row) for row in ids[:len(refs)]]
+    references += refs
+    shown += list(context[:max(0, N_SHOWN - len(shown))][:len(refs)])
+  result = {**task_metrics.generation_metrics(outputs, references,
+                                              inputs.level),
+            'n_examples': len(outputs), 'beam_width': settings.beam_width}
+  examples = [{'output': out, 'references': refs}
+              for out, refs in zip(outputs[:N_SHOWN], references)]
+  if inputs.task == 'translation':
+    for example, source in zip(examples, shown):
+      example['source'] = vocab.decode(source)
+  if is_writer:
+    result['outputs'] = _write_outputs(output_dir, split, outputs, references)
+    if inputs.task == 'captioning':
+      result['contact_sheet'] = os.path.join(output_dir,
+                                             f'eval_{split}_captions.png')
+      figures.contact_sheet(shown, outputs, references,
+                            result['contact_sheet'])
+  return {**result, 'examples': examples}
+
+
+def _write_outputs(output_dir, split, outputs, references):
+  """Writes eval_SPLIT_outputs.tsv: each generated text and its references."""
+  path = os.path.join(output_dir, f'eval_{split}_outputs.tsv')
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.write('output\treferences\n')
+    for output, refs in zip(outputs, references):
+      f.write('\t'.join([output, *refs]) + '\n')
+  os.replace(path + '.tmp', path)
+  return path
 
 
 def _write_json(path, record):
@@ -241,9 +335,10 @@ def generate(output_dir, n_samples=1, prompt='', length=200, temperature=1.0,
   """
   (_, model_fn), vocab = load_run(output_dir, with_data=False)
   if not isinstance(vocab, CharVocab):
-    raise UsageError(f'{output_dir} holds a classifier or tagger, which has '
-                     f'no text to sample. Use --predict TEXT with it; '
-                     f'--generate is for language models.')
+    raise UsageError(f'{output_dir} does not hold a language model, so it '
+                     f'has no text to sample. --generate is for language '
+                     f'models; use --predict, --translate or --caption, '
+                     f'whichever fits the run\'s task.')
   state = load_checkpoint(output_dir, checkpoint)
   signature = shapes.ShapeDtype((n_samples, 1), np.int32)
   model = load_model(model_fn, {'vocab_size': vocab.size}, state, 'predict',
@@ -277,14 +372,14 @@ def predict(output_dir, texts, checkpoint='best'):
     raise UsageError(f'{output_dir} holds a language model, which predicts '
                      f'the next character, not a label. Sample from it with '
                      f'--generate N [--prompt TEXT].')
+  if inputs.task in train.GENERATING_TASKS:
+    raise UsageError(f'{output_dir} holds a {inputs.task} model, which writes '
+                     f'text rather than a label. Use --translate TEXT or '
+                     f'--caption IMAGE with it.')
   tokens = inputs.encode(vocab, texts)
-  empty = [t for t, row in zip(texts, tokens) if not row.any()]
-  if empty:
-    raise UsageError(f'--predict {empty[0]!r} has no words to classify. Pass '
-                     f'a text with at least one word.')
   state = load_checkpoint(output_dir, checkpoint)
   model = load_model(model_fn, inputs.model_dimensions(vocab), state, 'eval',
-                     shapes.ShapeDtype(tokens.shape, np.int32))
+                     shapes.signature(tokens))
   probs = np.exp(np.asarray(model(tokens)))
   if inputs.task == 'classification':
     return [(vocab.labels[int(p.argmax())], float(p.max())) for p in probs]
@@ -293,6 +388,36 @@ def predict(output_dir, texts, checkpoint='best'):
   return [list(zip(words_as_typed(text)[:inputs.max_len],
                    (vocab.labels[int(i)] for i in p.argmax(-1)[row != PAD_ID])))
           for text, row, p in zip(texts, tokens, probs)]
+
+
+def translate(output_dir, texts, checkpoint='best', beam_width=None):
+  """The run's translation of each of `texts` (greedy or beam search)."""
+  return _write_sequences(output_dir, 'translation', texts, checkpoint,
+                          beam_width, lambda inputs, vocab, text:
+                          inputs.encode(vocab, [text])[0])
+
+
+def caption(output_dir, image_paths, checkpoint='best', beam_width=None):
+  """The run's caption of each image file in `image_paths`."""
+  return _write_sequences(output_dir, 'captioning', image_paths, checkpoint,
+                          beam_width, lambda inputs, vocab, path:
+                          inputs.load_image(path))
+
+
+def _write_sequences(output_dir, task, items, checkpoint, beam_width, encode):
+  """Decodes one sequence per item, each item made a context by `encode`."""
+  (inputs, model_fn), vocab = load_run(output_dir)
+  if inputs.task != task:
+    flag = {'translation': '--translate', 'captioning': '--caption'}[task]
+    raise UsageError(f'{flag} needs a {task} run, but {output_dir} holds a '
+                     f'{inputs.task.replace("_", " ")} model. Point '
+                     f'--output_dir at a run trained on a {task} config.')
+  contexts = np.stack([encode(inputs, vocab, item) for item in items])
+  settings = _decoding(beam_width)
+  state = load_checkpoint(output_dir, checkpoint)
+  generator = generator_of(model_fn, inputs, vocab, state, len(items))
+  ids = generator.generate(contexts, settings, inputs.max_target_len)
+  return [vocab.decode(row) for row in ids]
 
 
 def _sample(log_probs, temperature, key):
@@ -324,6 +449,16 @@ def parse_args(argv):
                       help='classifiers and taggers: print the class (and '
                            'its probability) or the tags of TEXT instead of '
                            'evaluating; may be given several times.')
+  parser.add_argument('--translate', action='append', metavar='TEXT',
+                      help='translation models: print the translation of '
+                           'TEXT instead of evaluating; may be repeated.')
+  parser.add_argument('--caption', action='append', metavar='IMAGE',
+                      help='captioning models: print a caption of the image '
+                           'file IMAGE instead of evaluating; may be repeated.')
+  parser.add_argument('--beam_width', type=int,
+                      help='translation and captioning: beam width (1 is '
+                           'greedy); default, the run\'s '
+                           'DecodingSettings.beam_width.')
   parser.add_argument('--prompt', default='', help='text the samples continue.')
   parser.add_argument('--length', type=int, default=300,
                       help='characters to sample after the prompt.')
@@ -347,12 +482,21 @@ def main(argv=None):
                          args.seed)
       for i, text in enumerate(samples):
         print(f'--- sample {i + 1} ---\n{text}\n')
+    elif args.translate:
+      for text, output in zip(args.translate, translate(
+          args.output_dir, args.translate, args.checkpoint, args.beam_width)):
+        print(f'{text}\t{output}')
+    elif args.caption:
+      for path, output in zip(args.caption, caption(
+          args.output_dir, args.caption, args.checkpoint, args.beam_width)):
+        print(f'{path}\t{output}')
     elif args.predict:
       _print_predictions(args.predict,
                          predict(args.output_dir, args.predict,
                                  args.checkpoint))
     else:
-      metrics = evaluate(args.output_dir, args.split, args.checkpoint)
+      metrics = evaluate(args.output_dir, args.split, args.checkpoint,
+                         args.beam_width)
       if jax.process_index() == 0:
         print(json.dumps(metrics, indent=2))
   except UsageError as e:

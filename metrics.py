@@ -1,12 +1,13 @@
-"""Evaluation metrics of classifiers and taggers, from scikit-learn and seqeval.
+"""Evaluation metrics, from the libraries people compare with.
 
-Both libraries are the reference implementations people compare with:
-scikit-learn for per-class precision, recall and F1 and the confusion
-matrix; seqeval for entity-level scores by the CoNLL definition (an entity
-counts as found only if its type and both its ends are right).
+scikit-learn for classifiers' per-class precision, recall and F1 and the
+confusion matrix; seqeval for taggers' entity-level scores by the CoNLL
+definition (an entity counts as found only if its type and both its ends
+are right); sacrebleu for the corpus BLEU of generated text.
 """
 
 import numpy as np
+import sacrebleu
 import seqeval.metrics
 from sklearn import metrics as sk_metrics
 
@@ -68,3 +69,27 @@ def tagging_metrics(target_tags, predicted_tags):
                           'support': int(s['support'])}
                    for kind, s in report.items() if 'avg' not in kind},
   }
+
+
+def generation_metrics(outputs, references, level):
+  """Exact-match rate and corpus BLEU of generated texts.
+
+  Args:
+    outputs: the generated texts.
+    references: for each output, the list of its reference texts (as
+      many as there are; e.g. five captions of an image).
+    level: 'word' or 'char': BLEU counts n-grams of the texts' words (as
+      they are, already split) or of their characters.
+
+  Returns:
+    A JSON-ready dict: `exact_match`, the share of outputs equal to one of
+    their references; `bleu`, sacrebleu's corpus BLEU (0-100).
+  """
+  exact = np.mean([out in refs for out, refs in zip(outputs, references)])
+  n_refs = max(map(len, references))
+  # sacrebleu takes one stream per reference position; missing ones are None.
+  streams = [[refs[i] if i < len(refs) else None for refs in references]
+             for i in range(n_refs)]
+  bleu = sacrebleu.BLEU(tokenize='none' if level == 'word' else 'char')
+  return {'exact_match': float(exact),
+          'bleu': float(bleu.corpus_score(list(outputs), streams).score)}

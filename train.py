@@ -47,7 +47,6 @@ from errors import UsageError, exit_with, without_gin_trace
 from trax import fastmath
 from trax import layers as tl
 from trax import optimizers
-from trax import shapes
 from trax.supervised import history as trax_history
 from trax.supervised import lr_schedules
 from trax.supervised import training
@@ -64,6 +63,9 @@ MAX_SKIPPED_IN_A_ROW = 20
 _FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS,
                       errno.EACCES, errno.EPERM)
 
+# Tasks whose models write text, decoded by evaluate.py (models/decoding.py).
+GENERATING_TASKS = ('translation', 'captioning')
+
 Experiment = collections.namedtuple('Experiment', ['inputs', 'model'])
 
 # What a run needs, built and checked against output_dir before it is touched.
@@ -78,7 +80,9 @@ def experiment(inputs=gin.REQUIRED, model=gin.REQUIRED):
 
   Args:
     inputs: a data pipeline object (`data.CharLMInputs`,
-      `data.TextClassificationInputs` or `data.TaggingInputs`).
+      `data.TextClassificationInputs`, `data.TaggingInputs`,
+      `data.FeatureVectorInputs`, `data.TranslationInputs` or
+      `data.CaptioningInputs`).
     model: model factory taking `mode` and the sizes given by
       `inputs.model_dimensions(vocab)` (e.g. `vocab_size`, `n_classes`).
   """
@@ -182,6 +186,8 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
           from_scratch):
   """Builds what the run needs and checks it against output_dir, writing nothing."""
   inputs, model = experiment()
+  if inputs.task in GENERATING_TASKS:  # recorded in config.gin for evaluate.py
+    configurables.DecodingSettings()
   parallel = devices.DataParallel.over_all_devices()
   parallel.check_batch_size(inputs.batch_size,
                             f'{type(inputs).__name__}.batch_size')
@@ -311,8 +317,8 @@ def _eval_batches(inputs, vocab, n_eval_batches, parallel):
 
 
 def _signature(inputs):
-  """The trax input signature of one training batch's model input."""
-  return shapes.ShapeDtype(inputs.input_shape(), np.int32)
+  """The trax input signature of one training batch's model input(s)."""
+  return inputs.input_signature()
 
 
 def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,

@@ -8,8 +8,10 @@ weights f32[batch, seq_len]) with inputs == targets, since the model shifts
 its input right by itself.
 """
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from trax import shapes
 
 from data import tfds_io
 from data.batching import pad_batch
@@ -75,9 +77,9 @@ class CharLMInputs:
     """The sizes the model is built with."""
     return {'vocab_size': vocab.size}
 
-  def input_shape(self):
-    """Shape of the model input of a batch."""
-    return (self.batch_size, self.seq_len)
+  def input_signature(self):
+    """The model input of a batch."""
+    return shapes.ShapeDtype((self.batch_size, self.seq_len), np.int32)
 
   def train_shards(self, process_count=1):
     """How many parts the training split is read in; see tfds_io.train_parts."""

@@ -18,9 +18,11 @@ import collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from trax import shapes
 
 from data import tfds_io
 from data.batching import pad_batch
+from data.tokenize import lower, split_at_spaces, split_words
 from data.vocab import FIRST_CHAR_ID as FIRST_WORD_ID, PAD_ID, WordVocab
 from errors import UsageError, check_positive
 
@@ -110,9 +112,9 @@ class TextClassificationInputs:
     """The sizes the model is built with: its vocabulary and its classes."""
     return {'vocab_size': vocab.size, 'n_classes': len(vocab.labels)}
 
-  def input_shape(self):
-    """Shape of the model input of a training batch (the shortest bucket)."""
-    return (self.batch_size, self.boundaries[0])
+  def input_signature(self):
+    """The model input of a training batch (of the shortest bucket)."""
+    return shapes.ShapeDtype((self.batch_size, self.boundaries[0]), np.int32)
 
   def train_shards(self, process_count=1):
     """How many parts the training split is read in; see tfds_io.train_parts."""
@@ -150,9 +152,17 @@ class TextClassificationInputs:
             for b in tfds.as_numpy(ds))
 
   def encode(self, vocab, texts):
-    """int32[len(texts), length]: `texts` (strings) as one batch of ids."""
+    """int32[len(texts), length]: `texts` (strings) as one batch of ids.
+
+    Raises:
+      UsageError: a text has no words.
+    """
     table = vocab.lookup_table()
     ids = [table.lookup(self.split_text(tf.constant(t))).numpy() for t in texts]
+    empty = [t for t, row in zip(texts, ids) if not row.size]
+    if empty:
+      raise UsageError(f'--predict {empty[0]!r} has no words to classify. '
+                       f'Pass a text with at least one word.')
     batch = np.full((len(ids), max(map(len, ids), default=0)), PAD_ID, np.int32)
     for row, text_ids in zip(batch, ids):
       row[:len(text_ids)] = text_ids
@@ -250,8 +260,8 @@ class TaggingInputs(TextClassificationInputs):
 
   def split_text(self, text):
     """string -> string[n]: whitespace-separated words, as the dataset's."""
-    words = _split_at_spaces(text)
-    return (_lower(words) if self.lowercase else words)[:self.max_len]
+    words = split_at_spaces(text)
+    return (lower(words) if self.lowercase else words)[:self.max_len]
 
   def _examples(self, split, shuffle_seed=None):
     def words_and_tags(ex):
@@ -259,7 +269,7 @@ class TaggingInputs(TextClassificationInputs):
       # A real dataset has one tag per word; tfds.testing.mock_data's random
       # examples need not, so both are cut to the shorter.
       n = tf.minimum(tf.minimum(tf.size(words), tf.size(tags)), self.max_len)
-      words = _lower(words[:n]) if self.lowercase else words[:n]
+      words = lower(words[:n]) if self.lowercase else words[:n]
       return words, tags[:n]
     return tfds_io.read_split(self.builder, split, shuffle_seed).map(
         words_and_tags, num_parallel_calls=tf.data.AUTOTUNE)
@@ -272,33 +282,6 @@ class TaggingInputs(TextClassificationInputs):
     if tags is not None:
       tags = tf.pad(tags, [[0, 0], [0, tf.shape(padded)[1] - tf.shape(tags)[1]]])
     return padded, tags
-
-
-def split_words(text):
-  """string -> string[n]: lower-cased words; punctuation marks are words too."""
-  text = _lower(text)
-  text = tf.strings.regex_replace(text, r'<br\s*/?>', ' ')  # IMDB line breaks
-  text = tf.strings.regex_replace(text, r"([^\pL\pN\s'])", r' \1 ')
-  return _split_at_spaces(text)
-
-
-def words_as_typed(text):
-  """The words a tagger tags in `text`, as typed (str): split as in training."""
-  return [w.decode('utf-8') for w in _split_at_spaces(text).numpy()]
-
-
-def _lower(text):
-  return tf.strings.lower(text, encoding='utf-8')  # not only ASCII capitals
-
-
-def _split_at_spaces(text):
-  """string -> string[n], split at whitespace.
-
-  trax turns on TF's NumPy behaviour, under which tf.strings.split of a
-  scalar fails (it indexes with an empty list), so a 1-element vector is
-  split instead.
-  """
-  return tf.strings.split(tf.reshape(text, [1])).values
 
 
 def _with_weights(ids, labels):

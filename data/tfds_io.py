@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from data import generated
 from errors import UsageError
 
 # JAX owns the accelerators; TensorFlow only runs the input pipeline on the
@@ -31,12 +32,17 @@ def get_builder(name, data_dir=None, download=True):
 
   Args:
     name: TFDS name, with an optional config and version ('glue/sst2').
-    data_dir: where prepared datasets live; see `resolve_data_dir`.
+    data_dir: where prepared datasets live; see `resolve_data_dir`. The
+      toolkit's own datasets (data/generated.py) are prepared under
+      `generated.generated_data_dir()` unless it is given.
     download: whether to download and prepare the dataset when absent.
 
   Raises:
     UsageError: the dataset is unknown, or absent and cannot be prepared.
   """
+  if generated.is_generated(name):
+    # Made here, not downloaded: prepared where the toolkit may write.
+    data_dir, download = data_dir or generated.generated_data_dir(), True
   data_dir = resolve_data_dir(data_dir)
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -61,21 +67,30 @@ def get_builder(name, data_dir=None, download=True):
   return builder
 
 
-def check_split_and_feature(builder, split, feature):
+def check_split_and_feature(builder, split, feature, role='text'):
   """Raises UsageError unless `builder` has `split` and a feature `feature`."""
+  check_split(builder, split)
+  check_feature(builder, feature, role)
+
+
+def check_split(builder, split):
+  """Raises UsageError unless `builder` has `split` ('train[:5%]+validation')."""
   name = builder.info.full_name
   splits = sorted(builder.info.splits.keys())
   # No split metadata (as under tfds.testing.mock_data): nothing to check.
-  for part in split.split('+') if splits else ():  # 'train+validation[:5%]'
+  for part in split.split('+') if splits else ():
     if part.split('[')[0].strip() not in splits:
       raise UsageError(f'Dataset {name} has no split {part!r}; its splits '
                        f'are {splits}. Fix the split name in your gin config '
                        f'or on the command line.')
-  _check_feature(builder, feature, 'text')
 
 
-def _check_feature(builder, feature, role):
-  """Raises UsageError unless `builder` has a feature `feature`."""
+def check_feature(builder, feature, role):
+  """Raises UsageError unless `builder` has a feature `feature`.
+
+  `role` is what the pipeline reads it as ('text', 'label', 'image'...),
+  named in the message with the binding to fix.
+  """
   features = sorted(builder.info.features.keys())
   if feature not in features:
     raise UsageError(f'Dataset {builder.info.full_name} has no feature '
@@ -85,7 +100,7 @@ def _check_feature(builder, feature, role):
 
 def class_names(builder, feature, per_word=False):
   """The class names of ClassLabel `feature`, or of a Sequence of them if `per_word`."""
-  _check_feature(builder, feature, 'label')
+  check_feature(builder, feature, 'label')
   spec = builder.info.features[feature]
   check_feature_kind(builder, feature, per_word)
   if per_word:

@@ -6,9 +6,12 @@ import os
 
 import tensorflow as tf
 
+from data import tokenize
+
 PAD_ID = 0  # padding, and the "previous token" the model sees at position 0
 UNK_ID = 1  # characters not seen when the vocabulary was built
 FIRST_CHAR_ID = 2  # ids of characters start here
+EOS_ID = 2  # TokenVocab: the end of a sequence; its tokens start at 3
 
 
 class CharVocab:
@@ -118,10 +121,110 @@ class WordVocab:
             and self.labels == other.labels)
 
 
+class TokenVocab:
+  """Tokens of text a model reads and writes: characters or words.
+
+  Ids 0, 1 and 2 are padding, unknown tokens and the end of a sequence
+  (EOS); the others go to the most frequent training tokens. Text is split
+  into characters (`level='char'`) or into lower-cased words and
+  punctuation marks (`level='word'`); decoding joins words with spaces.
+  """
+
+  LEVELS = ('char', 'word')
+  FIRST_ID = EOS_ID + 1
+
+  def __init__(self, tokens, level, dataset=None):
+    if level not in self.LEVELS:
+      raise ValueError(f'Unknown token level {level!r}; choose one of '
+                       f'{self.LEVELS}.')
+    self.tokens = list(tokens)
+    self.level = level
+    self.dataset = dataset
+    self._ids = {t: i + self.FIRST_ID for i, t in enumerate(self.tokens)}
+
+  @classmethod
+  def from_counts(cls, counts, level, max_size, min_count=1, dataset=None):
+    """The `max_size - 3` most frequent tokens seen `min_count` times or more."""
+    ranked = sorted(((-n, t) for t, n in counts.items() if n >= min_count))
+    tokens = [t.decode('utf-8') if isinstance(t, bytes) else t
+              for _, t in ranked[:max_size - cls.FIRST_ID]]
+    return cls(tokens, level, dataset)
+
+  @property
+  def size(self):
+    return len(self.tokens) + self.FIRST_ID
+
+  def split(self, text):
+    """string -> string[n]: the tokens of a TF string, as in training."""
+    return tokenize.split_text(text, self.level)
+
+  def lookup_table(self):
+    """A TF table from token to id, unknown tokens to UNK_ID."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(self.tokens or [''], tf.string),
+            tf.range(self.FIRST_ID, self.FIRST_ID + max(len(self.tokens), 1),
+                     dtype=tf.int32)),
+        default_value=UNK_ID)
+
+  def encode(self, text):
+    """int32 ids of the tokens of `text` (str), without EOS."""
+    return [self._ids.get(t, UNK_ID)
+            for t in self.split(tf.constant(text)).numpy().astype(str)]
+
+  def decode(self, ids):
+    """The text of `ids` up to the first EOS; padding dropped, unknowns '?'."""
+    pieces = []
+    for i in map(int, ids):
+      if i == EOS_ID:
+        break
+      if i >= self.FIRST_ID:
+        pieces.append(self.tokens[i - self.FIRST_ID])
+      elif i == UNK_ID:
+        pieces.append('?' if self.level == 'char' else '<unk>')
+    return ('' if self.level == 'char' else ' ').join(pieces)
+
+  def save(self, path):
+    _write_json(path, {'type': 'tokens', 'level': self.level,
+                       'dataset': self.dataset, 'pad_id': PAD_ID,
+                       'unk_id': UNK_ID, 'eos_id': EOS_ID,
+                       'tokens': self.tokens})
+
+  @classmethod
+  def load(cls, path):
+    saved = _read_json(path)
+    return cls(saved['tokens'], saved['level'], saved.get('dataset'))
+
+  def __eq__(self, other):
+    return (isinstance(other, TokenVocab) and self.tokens == other.tokens
+            and self.level == other.level)
+
+
+class LabelVocab:
+  """Only class names: for models whose input needs no vocabulary."""
+
+  def __init__(self, labels, dataset=None):
+    self.labels = list(labels)
+    self.dataset = dataset
+
+  def save(self, path):
+    _write_json(path, {'type': 'labels', 'dataset': self.dataset,
+                       'labels': self.labels})
+
+  @classmethod
+  def load(cls, path):
+    saved = _read_json(path)
+    return cls(saved['labels'], saved.get('dataset'))
+
+  def __eq__(self, other):
+    return isinstance(other, LabelVocab) and self.labels == other.labels
+
+
 def load_vocab(path):
-  """Reads a CharVocab or WordVocab saved with `save`."""
+  """Reads a vocabulary saved with `save`, of whichever kind it is."""
   kind = _read_json(path).get('type', 'char')
-  return {'char': CharVocab, 'word': WordVocab}[kind].load(path)
+  return {'char': CharVocab, 'word': WordVocab, 'tokens': TokenVocab,
+          'labels': LabelVocab}[kind].load(path)
 
 
 def _write_json(path, record):

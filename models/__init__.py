@@ -2,8 +2,9 @@
 
 import trax_compat  # noqa: F401  (must precede the first trax import)
 
-from models.classifier import RNNClassifier, RNNTagger
+from models.classifier import RNNClassifier, RNNTagger, VectorClassifier
 from models.language_model import RNNLanguageModel
 from models.recurrence import elman_scan
-from models.rnn import (CELLS, ElmanRNN, MaskedRNN, RecurrentLayer,
-                        StackedElmanRNN)
+from models.seq2seq import RNNCaptioner, RNNSeq2Seq
+from models.rnn import (CELLS, ConfiguredElman, ElmanRNN, MaskedRNN,
+                        RecurrentLayer, StackedElmanRNN)

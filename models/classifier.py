@@ -1,4 +1,5 @@
-"""Recurrent text classifier (many-to-one) and sequence tagger (many-to-many, aligned)."""
+"""Recurrent classifiers: of texts (many-to-one), of each word (many-to-many,
+aligned) and of a feature vector (one-to-one)."""
 
 from jax import numpy as jnp
 from trax import layers as tl
@@ -7,6 +8,7 @@ from models import rnn
 from data.vocab import PAD_ID
 
 POOLINGS = ('last', 'mean', 'max')
+BODIES = ('rnn', 'dense')
 
 
 def RNNClassifier(vocab_size, n_classes, d_model=128, n_units=256,  # pylint: disable=invalid-name
@@ -36,9 +38,9 @@ def RNNClassifier(vocab_size, n_classes, d_model=128, n_units=256,  # pylint: di
   if pooling not in POOLINGS:
     raise ValueError(f'Unknown pooling {pooling!r}; choose one of {POOLINGS}.')
   return tl.Serial(                                   # tokens
-      _Encoder(vocab_size, d_model, cell, n_units, n_layers, bidirectional,
-               dropout, mode),                        # states, mask
-      _Pool(pooling, bidirectional),                  # features
+      Encoder(vocab_size, d_model, cell, n_units, n_layers, bidirectional,
+              dropout, mode),                         # states, mask
+      Pool(pooling, bidirectional),                   # features
       tl.Dropout(rate=dropout, mode=mode),
       tl.Dense(n_classes),                            # logits
       tl.LogSoftmax(),                                # log-probabilities
@@ -54,8 +56,8 @@ def RNNTagger(vocab_size, n_tags, d_model=128, n_units=256, n_layers=1,  # pylin
   Output: f32[batch, length, n_tags]; the arguments are as in RNNClassifier.
   """
   return tl.Serial(                                   # tokens
-      _Encoder(vocab_size, d_model, cell, n_units, n_layers, bidirectional,
-               dropout, mode),                        # states, mask
+      Encoder(vocab_size, d_model, cell, n_units, n_layers, bidirectional,
+              dropout, mode),                         # states, mask
       tl.Select([0], n_in=2),                         # states
       tl.Dropout(rate=dropout, mode=mode),
       tl.Dense(n_tags),                               # logits
@@ -64,8 +66,8 @@ def RNNTagger(vocab_size, n_tags, d_model=128, n_units=256, n_layers=1,  # pylin
   )
 
 
-def _Encoder(vocab_size, d_model, cell, n_units, n_layers, bidirectional,  # pylint: disable=invalid-name
-             dropout, mode):
+def Encoder(vocab_size, d_model, cell, n_units, n_layers, bidirectional,  # pylint: disable=invalid-name
+            dropout, mode):
   """tokens -> (states f32[batch, length, units], mask f32[batch, length])."""
   return [                                            # tokens
       tl.Branch([], _PaddingMask()),                  # tokens, mask
@@ -81,7 +83,7 @@ def _PaddingMask():  # pylint: disable=invalid-name
                lambda tokens: (tokens != PAD_ID).astype(jnp.float32))
 
 
-def _Pool(pooling, bidirectional):  # pylint: disable=invalid-name
+def Pool(pooling, bidirectional):  # pylint: disable=invalid-name
   """(states f32[batch, length, d], mask) -> f32[batch, d]."""
   def pool(states, mask):
     real = mask[:, :, None] > 0
@@ -99,3 +101,40 @@ def _Pool(pooling, bidirectional):  # pylint: disable=invalid-name
     return jnp.concatenate([after_last[:, :half], states[:, 0, half:]], -1)
 
   return tl.Fn(f'{pooling.capitalize()}Pool', pool)
+
+
+def VectorClassifier(n_classes, body='rnn', n_units=256, n_layers=2,  # pylint: disable=invalid-name
+                     dropout=0.0, mode='train'):
+  """Returns a one-to-one classifier: log-probabilities of a vector's classes.
+
+  Input: f32[batch, n_features]. Output: f32[batch, n_classes].
+
+  Args:
+    n_classes: number of classes.
+    body: 'rnn' runs the toolkit's ElmanRNN for a single step per layer,
+      h_1 = g(x · W_xh + h_0 · W_hh + b_h) with h_0 = 0 (so W_hh gets no
+      gradient: one step has no recurrence); 'dense' is a stack of Dense
+      layers with ReLU.
+    n_units: width of each layer.
+    n_layers: layers in the body.
+    dropout: dropout rate after each layer.
+    mode: 'train', 'eval' or 'predict' (the same as 'eval': one step keeps
+      nothing between calls).
+  """
+  if body not in BODIES:
+    raise ValueError(f'Unknown body {body!r}; choose one of {BODIES}.')
+  mode = 'eval' if mode == 'predict' else mode
+  if body == 'rnn':
+    layers = [tl.Fn('AsOneStep', lambda x: x[:, None, :])]   # x [batch, 1, n]
+    layers += [[rnn.ConfiguredElman(n_units, mode),
+                tl.Dropout(rate=dropout, mode=mode)] for _ in range(n_layers)]
+    layers += [tl.Fn('TheStep', lambda h: h[:, 0])]          # h [batch, units]
+  else:
+    layers = [[tl.Dense(n_units), tl.Relu(), tl.Dropout(rate=dropout, mode=mode)]
+              for _ in range(n_layers)]
+  return tl.Serial(                                   # features
+      layers,                                         # hidden
+      tl.Dense(n_classes),                            # logits
+      tl.LogSoftmax(),                                # log-probabilities
+      name=f'VectorClassifier_{body}',
+  )

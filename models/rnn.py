@@ -127,11 +127,19 @@ def _trax_lstm(n_units, mode, use_mask=False):
 # [batch, time]) to [batch, time, n_units]. trax's unmasked GRU and LSTM
 # need inputs as wide as their state; the others accept any width.
 CELLS = {
-    'elman': lambda n_units, mode, use_mask=False: ElmanRNN(
-        n_units, use_mask=use_mask, mode=mode),
+    'elman': lambda n_units, mode, use_mask=False, **options: ElmanRNN(
+        n_units, use_mask=use_mask, mode=mode, **options),
     'gru': _trax_gru,
     'lstm': _trax_lstm,
 }
+
+
+def ConfiguredElman(n_units, mode='train', **options):  # pylint: disable=invalid-name
+  """An ElmanRNN with the options bound in gin (e.g. its activation).
+
+  `options` are further ElmanRNN arguments, such as use_initial_state.
+  """
+  return CELLS['elman'](n_units, mode, **options)
 
 
 def RecurrentLayer(cell, n_units, mode='train', use_mask=False):  # pylint: disable=invalid-name

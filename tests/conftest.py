@@ -1,6 +1,7 @@
 """Shared fixtures: tiny TFDS datasets, the prepared one, and a clean gin state."""
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,34 @@ def tiny_data_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   tiny_text_dataset.prepare(data_dir)
   return data_dir
+
+
+@pytest.fixture(scope='session')
+def generated_dir(tmp_path_factory):
+  """A TFDS data_dir for the toolkit's generated datasets, prepared as used."""
+  return str(tmp_path_factory.mktemp('generated_tfds'))
+
+
+def raw_examples(name, split, data_dir):
+  """The examples of `split` of TFDS dataset `name`, as NumPy dicts."""
+  import data  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = data.get_builder(name, data_dir)
+  return list(tfds.as_numpy(builder.as_dataset(split=split)))
+
+
+def metrics_of_a_mock_data_run(tmp_path, config, dataset, inputs, model):
+  """evaluate.py's metrics after a shipped config trains on mock `dataset`.
+
+  tests/mock_data_run.py writes random examples with the dataset's real
+  features; the config's model is shrunk and trained for 4 steps.
+  """
+  result = run_script(
+      'tests/mock_data_run.py', config, dataset, inputs, str(tmp_path),
+      f'{model}.d_model = 8', f'{model}.n_units = 8', 'BATCH_SIZE = 4',
+      'train_and_evaluate.eval_every = 2', 'multifactor.warmup_steps = 1')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture

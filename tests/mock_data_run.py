@@ -3,7 +3,7 @@
     python tests/mock_data_run.py CONFIG DATASET KEY_PREFIX WORK_DIR [GIN_PARAM ...]
 
 `tfds.testing.mock_data` makes random examples of DATASET's real feature
-spec (conll2003, imdb_reviews). They are written out as a prepared TFDS
+spec (conll2003, imdb_reviews, ted_hrlr_translate/pt_to_en, coco_captions). They are written out as a prepared TFDS
 dataset, `mock_DATASET`, with those same features, which the config then
 trains on (KEY_PREFIX is the config's pipeline, e.g. TaggingInputs).
 Training under the mock itself is not possible: while it is active, TFDS
@@ -17,6 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 import evaluate  # noqa: E402
@@ -25,16 +26,40 @@ import train  # noqa: E402
 # Each dataset's real split names (its TFDS builder's _split_generators),
 # so a config naming a split the real dataset lacks fails here too.
 SPLITS = {'conll2003': ('train', 'dev', 'test'),
-          'imdb_reviews': ('train', 'test', 'unsupervised')}
+          'imdb_reviews': ('train', 'test', 'unsupervised'),
+          'ted_hrlr_translate/pt_to_en': ('train', 'validation', 'test'),
+          'coco_captions': ('train', 'val', 'test', 'restval')}
 
 
 def mock_examples(dataset, n=16):
   """{split: [example dicts]} of random examples with `dataset`'s features."""
   with tfds.testing.mock_data(num_examples=n):
     builder = tfds.builder(dataset)
-    return builder.info.features, {
-        split: list(tfds.as_numpy(builder.as_dataset(split=split)))
+    features = builder.info.features
+    return features, {
+        split: [_consistent(ex, features) for ex in
+                tfds.as_numpy(builder.as_dataset(split=split))]
         for split in SPLITS[dataset]}
+
+
+def _consistent(example, features):
+  """`example` made valid for TFDS to encode again.
+
+  mock_data draws every field of a sequence of dicts with its own length
+  (coco_captions: 5 caption texts, 43 caption ids), and bounding boxes
+  with min > max; the fields are cut to the shortest, the corners sorted.
+  """
+  for key, feature in features.items():
+    if isinstance(feature, tfds.features.Sequence) and isinstance(
+        feature.feature, tfds.features.FeaturesDict):
+      fields = example[key]
+      n = min(len(v) for v in fields.values())
+      example[key] = {k: v[:n] for k, v in fields.items()}
+      for name, inner in feature.feature.items():
+        if isinstance(inner, tfds.features.BBoxFeature):
+          boxes = example[key][name].reshape(-1, 2, 2)  # (y, x) min, max
+          example[key][name] = np.sort(boxes, axis=1).reshape(-1, 4)
+  return example
 
 
 def prepare_copy(dataset, data_dir):
@@ -43,7 +68,7 @@ def prepare_copy(dataset, data_dir):
 
   class Copy(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version('1.0.0')
-    name = f'mock_{dataset}'
+    name = f'mock_{dataset.replace("/", "_")}'
 
     def _info(self):
       return tfds.core.DatasetInfo(builder=self, features=features)

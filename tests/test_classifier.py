@@ -125,7 +125,7 @@ def test_pooling_matches_numpy(pooling):
   states = rng.normal(size=(3, 5, 4)).astype(np.float32)
   lengths = [2, 5, 0]
   mask = (np.arange(5)[None] < np.array(lengths)[:, None]).astype(np.float32)
-  got = classifier._Pool(pooling, bidirectional=True)((states, mask))
+  got = classifier.Pool(pooling, bidirectional=True)((states, mask))
   for row, n in enumerate(lengths):
     real = states[row, :n]
     if n == 0:

@@ -14,7 +14,7 @@ import evaluate
 import metrics
 import train
 import tiny_labelled_datasets as tiny
-from conftest import fails_with, run_script
+from conftest import fails_with, metrics_of_a_mock_data_run
 from data import text_classification
 from errors import UsageError
 
@@ -263,12 +263,8 @@ def test_tagger_beats_the_majority_tag_clearly(labelled_data_dir, tmp_path):
 def test_shipped_configs_train_on_mock_data_of_their_datasets(
     config, dataset, inputs, model, tmp_path):
   """The real feature specs (conll2003, imdb_reviews), with random examples."""
-  result = run_script(
-      'tests/mock_data_run.py', config, dataset, inputs, str(tmp_path),
-      f'{model}.d_model = 8', f'{model}.n_units = 8', 'BATCH_SIZE = 4',
-      'train_and_evaluate.eval_every = 2', 'multifactor.warmup_steps = 1')
-  assert result.returncode == 0, result.stderr[-3000:]
-  metrics = json.loads(result.stdout.strip().splitlines()[-1])
+  metrics = metrics_of_a_mock_data_run(tmp_path, config, dataset, inputs,
+                                       model)
   assert metrics['step'] in (2, 4) and np.isfinite(metrics['loss'])
   key = 'entity_f1' if model == 'RNNTagger' else 'accuracy'
   assert 0.0 <= metrics[key] <= 1.0

@@ -1,0 +1,93 @@
+"""One-to-one input pipeline: a fixed-size vector of numbers -> one label.
+
+Batches are (features f32[batch, n_features], labels int32[batch],
+weights f32[batch]), as trax's classification losses expect.
+"""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from trax import shapes
+
+from data import tfds_io
+from data.pipeline import FixedShapeInputs
+from data.vocab import LabelVocab
+from errors import UsageError
+
+
+class FeatureVectorInputs(FixedShapeInputs):
+  """Batches of a dataset's numeric feature vector and its class label.
+
+  Args:
+    dataset: TFDS name of a dataset with a fixed-size numeric Tensor
+      feature and a ClassLabel feature (the generated `match_results`).
+    features_key: name of the numeric feature; it is flattened to a vector.
+    label_key: name of the class-label feature.
+    scale: the features are multiplied by it (e.g. to bring goals near 1).
+    The others are as in `data.pipeline.FixedShapeInputs`.
+  """
+
+  task = 'classification'
+
+  def __init__(self, dataset='match_results', features_key='scores',
+               label_key='winner', scale=1.0, data_dir=None,
+               train_split='train', eval_split='validation', batch_size=64,
+               shuffle_buffer=10_000, data_shards=None, download=True):
+    super().__init__(dataset, {'numeric': features_key, 'label': label_key},
+                     data_dir, train_split, eval_split, batch_size,
+                     shuffle_buffer, data_shards, download)
+    self.features_key = features_key
+    self.label_key = label_key
+    self.scale = scale
+    self.labels = tfds_io.class_names(self.builder, label_key)
+    spec = self.builder.info.features[features_key]
+    if not (isinstance(spec, tfds.features.Tensor) and spec.shape
+            and None not in spec.shape and np.dtype(spec.np_dtype).kind in 'fiu'):
+      raise UsageError(
+          f'Feature {features_key!r} of {self.builder.info.full_name} is not '
+          f'a fixed-size numeric tensor (it is {spec!r}). Bind '
+          f'FeatureVectorInputs.features_key to one that is.')
+    self.n_features = int(np.prod(spec.shape))
+
+  def build_vocab(self):
+    """The class names; the features need no vocabulary."""
+    return LabelVocab(self.labels, self.dataset)
+
+  def model_dimensions(self, vocab):
+    return {'n_classes': len(vocab.labels)}
+
+  def input_signature(self):
+    """The model input of a training batch."""
+    return shapes.ShapeDtype((self.batch_size, self.n_features), np.float32)
+
+  def encode(self, vocab, texts):
+    """f32[len(texts), n_features]: numbers written as text, one row each.
+
+    Raises:
+      UsageError: a text does not hold exactly `n_features` numbers.
+    """
+    del vocab
+    rows = []
+    for text in texts:
+      try:
+        row = [float(v) for v in text.replace(',', ' ').split()]
+      except ValueError:
+        row = None
+      if row is None or len(row) != self.n_features:
+        raise UsageError(
+            f'{text!r} is not {self.n_features} numbers: this model reads '
+            f'the {self.n_features} values of feature {self.features_key!r} '
+            f'of {self.dataset}, separated by spaces or commas.')
+      rows.append(row)
+    return np.asarray(rows, np.float32) * self.scale
+
+  def _examples(self, vocab, split, training, shuffle_seed=None):
+    del vocab, training
+
+    def example(ex):
+      features = tf.reshape(tf.cast(ex[self.features_key], tf.float32), [-1])
+      label = tf.cast(ex[self.label_key], tf.int32)
+      return features * self.scale, label, tf.ones([], tf.float32)
+
+    return self._read(split, shuffle_seed).map(
+        example, num_parallel_calls=tf.data.AUTOTUNE)

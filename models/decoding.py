@@ -1,0 +1,165 @@
+"""Generating target sequences with an encoder-decoder model in predict mode.
+
+The model (models/seq2seq.py, built with mode='predict') is called with the
+context and one previous token per row, PAD_ID first; its decoder carries
+its state between calls. Greedy decoding feeds back the likeliest token;
+beam search keeps the `width` likeliest partial sequences of each context,
+reordering the decoder state rows to follow them. Both stop a sequence at
+EOS_ID.
+"""
+
+import collections
+
+import jax
+from jax import numpy as jnp
+import numpy as np
+from trax import shapes
+
+from data.vocab import EOS_ID, PAD_ID
+from errors import check_positive
+
+Decoding = collections.namedtuple('Decoding', ['beam_width', 'max_length'])
+
+
+def DecodingSettings(beam_width=1, max_length=None):  # pylint: disable=invalid-name
+  """How evaluate.py generates; gin-configurable, --beam_width overrides.
+
+  Args:
+    beam_width: partial sequences kept per context; 1 is greedy decoding.
+    max_length: most tokens generated, EOS included; None: the target
+      length the run was trained with.
+  """
+  check_positive('DecodingSettings', beam_width=beam_width,
+                 **({} if max_length is None else {'max_length': max_length}))
+  return Decoding(beam_width, max_length)
+
+
+class SequenceGenerator:
+  """Greedy and beam-search decoding with one predict-mode model.
+
+  Args:
+    model: the model built with mode='predict', taking (context, previous
+      token int32[rows, 1]) to log-probabilities f32[rows, 1, vocab].
+    weights: its trained weights.
+  """
+
+  def generate(self, context, settings, default_length):
+    """int32[rows, length]: `settings`' decoding (a `Decoding`) of each row."""
+    length = settings.max_length or default_length
+    return self.beam_search(context, length, settings.beam_width)
+
+  def __init__(self, model, weights):
+    self._model = model
+    self._weights = weights
+    self._step = jax.jit(self._apply)
+    self._initial_states = {}
+
+  def _apply(self, weights, state, context, tokens):
+    log_probs, state = self._model.pure_fn((context, tokens), weights, state,
+                                           jax.random.PRNGKey(0))
+    return log_probs[:, -1], state
+
+  def _initial_state(self, context):
+    """The model's predict-mode state for `context`'s rows, before any token."""
+    key = (context.shape, str(context.dtype))
+    if key not in self._initial_states:
+      signature = (shapes.signature(context),
+                   shapes.ShapeDtype((context.shape[0], 1), np.int32))
+      _, self._initial_states[key] = self._model.init(signature)
+    return self._initial_states[key]
+
+  def greedy(self, context, max_length):
+    """int32[rows, max_length]: the likeliest token at each step, PAD_ID after EOS."""
+    state = self._initial_state(context)
+    rows = context.shape[0]
+    tokens = np.full((rows, 1), PAD_ID, np.int32)
+    done = np.zeros(rows, bool)
+    output = np.full((rows, max_length), PAD_ID, np.int32)
+    for t in range(max_length):
+      log_probs, state = self._step(self._weights, state, context, tokens)
+      best = np.where(done, PAD_ID, np.argmax(np.asarray(log_probs), axis=-1))
+      output[:, t] = best
+      done |= best == EOS_ID
+      if done.all():
+        break
+      tokens = best[:, None].astype(np.int32)
+    return output
+
+  def beam_search(self, context, max_length, width):
+    """int32[rows, max_length]: the likeliest sequence found for each context row.
+
+    A sequence's score is the sum of its tokens' log-probabilities. A
+    context is done when its best finished sequence (ended by EOS) scores at
+    least as well as its best unfinished one: scores only fall as
+    sequences grow. Width 1 gives what `greedy` gives.
+    """
+    if width == 1:
+      return self.greedy(context, max_length)
+    beams = _Beams(context.shape[0], width)
+    tiled = jnp.repeat(context, width, axis=0)
+    state = self._initial_state(tiled)
+    tokens = np.full((tiled.shape[0], 1), PAD_ID, np.int32)
+    for _ in range(max_length):
+      log_probs, state = self._step(self._weights, state, tiled, tokens)
+      rows = beams.extend(np.asarray(log_probs, np.float64))
+      state = jax.tree_util.tree_map(
+          lambda a: a[rows] if a.ndim and a.shape[0] == len(rows) else a,
+          state)
+      tokens = beams.last_tokens()[:, None]
+      if beams.all_done():
+        break
+    return beams.best(max_length)
+
+
+class _Beams:
+  """The partial and finished sequences of beam search, on the host."""
+
+  def __init__(self, n_contexts, width):
+    self.width = width
+    self.scores = np.full((n_contexts, width), -np.inf)
+    self.scores[:, 0] = 0.0  # the first step expands one (empty) sequence
+    self.sequences = np.zeros((n_contexts, width, 0), np.int32)
+    self.finished = [None] * n_contexts  # (score, sequence) of the best
+
+  def extend(self, log_probs):
+    """Grows each sequence by a token; returns the state row each new one continues."""
+    n, k = self.scores.shape
+    vocab = log_probs.shape[-1]
+    candidates = (self.scores[:, :, None]
+                  + log_probs.reshape(n, k, vocab)).reshape(n, k * vocab)
+    ranked = np.argsort(-candidates, axis=1, kind='stable')[:, :2 * k]
+    scores = np.full((n, k), -np.inf)
+    parents, tokens = np.zeros((n, k), np.int64), np.zeros((n, k), np.int32)
+    for c in range(n):
+      kept = 0
+      for index in ranked[c]:
+        score = candidates[c, index]
+        parent, token = divmod(int(index), vocab)
+        if score == -np.inf or kept == k:
+          break
+        if token == EOS_ID:
+          if self.finished[c] is None or score > self.finished[c][0]:
+            self.finished[c] = (score, [*self.sequences[c, parent], EOS_ID])
+          continue
+        scores[c, kept], parents[c, kept], tokens[c, kept] = score, parent, token
+        kept += 1
+    self.scores = scores
+    self.sequences = np.concatenate(
+        [np.take_along_axis(self.sequences, parents[:, :, None], axis=1),
+         tokens[:, :, None]], axis=2)
+    return (np.arange(n)[:, None] * k + parents).reshape(-1)
+
+  def last_tokens(self):
+    return self.sequences[:, :, -1].reshape(-1)
+
+  def all_done(self):
+    return all(f is not None and f[0] >= best
+               for f, best in zip(self.finished, self.scores.max(axis=1)))
+
+  def best(self, max_length):
+    output = np.full((len(self.finished), max_length), PAD_ID, np.int32)
+    for c, finished in enumerate(self.finished):
+      sequence = (finished[1] if finished is not None
+                  else self.sequences[c, np.argmax(self.scores[c])])
+      output[c, :len(sequence)] = sequence[:max_length]
+    return output

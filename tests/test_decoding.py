@@ -1,0 +1,135 @@
+"""Greedy and beam-search decoding against re-running the full model."""
+
+import itertools
+
+import numpy as np
+import pytest
+from trax import shapes
+
+import models
+from data.vocab import EOS_ID, PAD_ID
+from models import decoding
+
+VOCAB = 5  # PAD, UNK, EOS and two tokens: few enough to enumerate
+
+
+def _seq2seq(mode, attention=True):
+  return models.RNNSeq2Seq(VOCAB, d_model=8, n_units=16,
+                           attention=attention, dropout=0.0, mode=mode)
+
+
+def _captioner(mode):
+  return models.RNNCaptioner(VOCAB, d_model=8, n_units=16,
+                             conv_channels=(4,), dropout=0.0, mode=mode)
+
+
+def _contexts(kind, rows, rng):
+  if kind == 'captioner':
+    return rng.random((rows, 8, 8, 3)).astype(np.float32)
+  source = rng.integers(1, VOCAB, (rows, 6)).astype(np.int32)
+  source[0, 4:] = PAD_ID  # a shorter source: attention must skip padding
+  return source
+
+
+def _models(kind, attention=True):
+  """(eval model, SequenceGenerator with the same weights) of a random model."""
+  build = _captioner if kind == 'captioner' else (
+      lambda mode: _seq2seq(mode, attention))
+  full, predict = build('eval'), build('predict')
+  rng = np.random.default_rng(0)
+  context = _contexts(kind, 3, rng)
+  full.init((shapes.signature(context), shapes.ShapeDtype((3, 4), np.int32)))
+  # The weights are scaled up so that the likeliest token often differs
+  # from step to step and EOS is likely enough to end some sequences.
+  full.weights = _scaled(full.weights, 3.0)
+  return full, decoding.SequenceGenerator(predict, full.weights), context
+
+
+def _scaled(weights, factor):
+  if isinstance(weights, (tuple, list)):
+    return type(weights)(_scaled(w, factor) for w in weights)
+  return weights * factor if hasattr(weights, 'shape') else weights
+
+
+def _log_probs(full, context, prefixes):
+  """f32[rows, vocab]: the full model's next-token distribution after each prefix."""
+  length = len(prefixes[0]) + 1
+  target = np.array([list(p) + [PAD_ID] for p in prefixes], np.int32)
+  return np.asarray(full((context, target)))[:, length - 1]
+
+
+def _greedy_by_rerunning(full, context, max_length):
+  rows = context.shape[0]
+  prefixes, done = [[] for _ in range(rows)], np.zeros(rows, bool)
+  for _ in range(max_length):
+    best = np.argmax(_log_probs(full, context, prefixes), axis=-1)
+    for row, token in enumerate(best):
+      prefixes[row].append(PAD_ID if done[row] else int(token))
+    done |= best == EOS_ID
+  return np.array(prefixes, np.int32)
+
+
+@pytest.mark.parametrize('kind, attention', [
+    ('seq2seq', True), ('seq2seq', False), ('captioner', True)])
+def test_predict_mode_greedy_equals_rerunning_the_model_on_the_prefix(
+    kind, attention):
+  full, generator, context = _models(kind, attention)
+  greedy = generator.greedy(context, max_length=6)
+  np.testing.assert_array_equal(greedy,
+                                _greedy_by_rerunning(full, context, 6))
+
+
+@pytest.mark.parametrize('kind', ['seq2seq', 'captioner'])
+def test_beam_width_one_is_greedy(kind):
+  _, generator, context = _models(kind)
+  np.testing.assert_array_equal(generator.beam_search(context, 6, width=1),
+                                generator.greedy(context, 6))
+  settings = decoding.DecodingSettings(beam_width=1)
+  np.testing.assert_array_equal(generator.generate(context, settings, 6),
+                                generator.greedy(context, 6))
+
+
+def _sequence_log_probs(full, context_row, sequences):
+  """The full model's log-probability of each sequence, given `context_row`.
+
+  All are scored in one call: padded to one length, the tokens after a
+  sequence's end change nothing before it (the decoder is causal).
+  """
+  length = max(map(len, sequences))
+  target = np.array([list(s) + [PAD_ID] * (length - len(s)) for s in sequences],
+                    np.int32)
+  context = np.repeat(context_row[None], len(sequences), axis=0)
+  log_probs = np.asarray(full((context, target)))
+  return [sum(log_probs[i, t, token] for t, token in enumerate(s))
+          for i, s in enumerate(sequences)]
+
+
+def test_a_full_width_beam_finds_the_likeliest_finished_sequence():
+  """Exhaustive search over every sequence of up to 3 tokens ending in EOS."""
+  full, generator, context = _models('seq2seq')
+  max_length = 3
+  found = generator.beam_search(context, max_length, width=VOCAB ** max_length)
+  others = [t for t in range(VOCAB) if t != EOS_ID]
+  candidates = [(*body, EOS_ID) for n in range(max_length)
+                for body in itertools.product(others, repeat=n)]
+  for row in range(context.shape[0]):
+    scores = _sequence_log_probs(full, context[row], candidates)
+    best = candidates[int(np.argmax(scores))]
+    assert tuple(found[row][:len(best)]) == best
+    assert (found[row][len(best):] == PAD_ID).all()
+
+
+def test_a_wider_beam_never_finds_a_less_likely_sequence():
+  full, generator, context = _models('seq2seq')
+  def score(ids):
+    end = list(ids).index(EOS_ID) + 1 if EOS_ID in ids else len(ids)
+    return _sequence_log_probs(full, context[0], [tuple(ids[:end])])[0]
+  greedy = generator.greedy(context[:1], 5)[0]
+  beam = generator.beam_search(context[:1], 5, width=4)[0]
+  if EOS_ID in greedy:  # the beam returns a finished sequence then
+    assert score(beam) >= score(greedy) - 1e-5
+
+
+def test_decoding_settings_are_checked():
+  with pytest.raises(Exception, match='beam_width = 0'):
+    decoding.DecodingSettings(beam_width=0)
