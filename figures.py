@@ -1,7 +1,9 @@
-"""Figures the toolkit writes beside its metrics, drawn with matplotlib."""
+"""Figures the toolkit draws with matplotlib: contact sheets, curves, heatmaps."""
 
 import os
 import textwrap
+
+import numpy as np
 
 import matplotlib
 matplotlib.use('Agg')  # files only; no display is needed or wanted
@@ -28,6 +30,135 @@ def contact_sheet(images, generated, references, path, columns=4):
     right = output in refs
     ax.set_title(f'{_wrapped(output)}\n(true: {_wrapped(refs[0])})',
                  fontsize=8, color='darkgreen' if right else 'firebrick')
+  _save(fig, path)
+
+
+def training_curves(runs, path):
+  """Writes a PNG of each metric against step, the runs overlaid.
+
+  Args:
+    runs: {label: records}, records as in a run's metrics.jsonl: dicts with
+      'step' and keys 'train/NAME' or 'eval/NAME'.
+    path: the PNG file to write.
+  """
+  names = _curve_names(runs)
+  columns = min(3, len(names))
+  rows = -(-len(names) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(4.8 * columns, 3.4 * rows),
+                           squeeze=False)
+  for ax in axes.flat[len(names):]:
+    ax.axis('off')
+  colours = dict(zip(runs, plt.rcParams['axes.prop_cycle'].by_key()['color']
+                     * len(runs)))
+  for ax, name in zip(axes.flat, names):
+    for label, records in runs.items():
+      for part, style in (('eval', '-'), ('train', '--')):
+        points = [(r['step'], r[f'{part}/{name}']) for r in records
+                  if f'{part}/{name}' in r]
+        if points:
+          ax.plot(*zip(*points), style, marker='.', color=colours[label],
+                  label=f'{label} ({part})' if len(runs) > 1 else part)
+    _log_scale_if_wide(ax)
+    ax.set_title(name)
+    ax.set_xlabel('step')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  _save(fig, path)
+
+
+def _log_scale_if_wide(ax):
+  """A log y axis for positive curves spanning over two orders of magnitude."""
+  values = np.concatenate([line.get_ydata() for line in ax.get_lines()])
+  if values.size and values.min() > 0 and values.max() > 100 * values.min():
+    ax.set_yscale('log')
+
+
+# Shown first, in this order; the other metrics follow alphabetically.
+_LEADING_CURVES = ('loss', 'accuracy', 'learning_rate')
+# Training diagnostics that say little about the model: left out.
+_UNPLOTTED = ('steps per second',)
+
+
+def _curve_names(runs):
+  names = {key.split('/', 1)[1] for records in runs.values()
+           for record in records for key in record if '/' in key}
+  names -= set(_UNPLOTTED)
+  return ([n for n in _LEADING_CURVES if n in names]
+          + sorted(names - set(_LEADING_CURVES)))
+
+
+def confusion_matrix(matrix, labels, path, title='confusion matrix'):
+  """Writes a PNG heatmap of `matrix[i][j]`: examples of class i predicted j."""
+  matrix = np.asarray(matrix)
+  size = 1.2 + 0.6 * len(labels)
+  fig, ax = plt.subplots(figsize=(size + 1.5, size))
+  image = ax.imshow(matrix, cmap='Blues')
+  fig.colorbar(image, ax=ax)
+  ax.set_xticks(range(len(labels)), labels, rotation=45, ha='right')
+  ax.set_yticks(range(len(labels)), labels)
+  ax.set_xlabel('predicted')
+  ax.set_ylabel('true')
+  ax.set_title(title)
+  for (i, j), count in np.ndenumerate(matrix):
+    ax.text(j, i, str(count), ha='center', va='center', fontsize=8,
+            color='white' if count > matrix.max() / 2 else 'black')
+  _save(fig, path)
+
+
+def bars(values, path, title, xlabel):
+  """Writes a PNG of horizontal bars, one per name of `values`."""
+  fig, ax = plt.subplots(figsize=(6, 1 + 0.4 * len(values)))
+  ax.barh(list(values), list(values.values()), color='tab:blue')
+  for y, value in enumerate(values.values()):
+    ax.text(value, y, f' {value:.3f}', va='center', fontsize=8)
+  ax.set_xlim(0, 1.1)
+  ax.invert_yaxis()
+  ax.set_xlabel(xlabel)
+  ax.set_title(title)
+  _save(fig, path)
+
+
+def retention_curves(curves, path):
+  """Writes a PNG of each run's mean ‖∂h_T/∂x_t‖ against T - t (log scale).
+
+  Args:
+    curves: {label: f32[time]}, entry d the mean norm at distance d.
+    path: the PNG file to write.
+  """
+  fig, ax = plt.subplots(figsize=(6.4, 4))
+  for label, curve in curves.items():
+    ax.semilogy(np.arange(len(curve)), curve, label=label)
+  ax.set_xlabel('distance T - t (steps back from the last input)')
+  ax.set_ylabel('mean ‖∂h_T / ∂x_t‖')
+  ax.set_title('How much the last state still holds each input')
+  ax.grid(alpha=0.3, which='both')
+  ax.legend(fontsize=8)
+  _save(fig, path)
+
+
+def attention_maps(maps, path):
+  """Writes a PNG heatmap of each sentence's attention weights.
+
+  Args:
+    maps: (weights f32[output_len, source_len], source tokens, output
+      tokens) for each sentence; row t of weights is what output token t
+      attended to.
+    path: the PNG file to write.
+  """
+  fig, axes = plt.subplots(1, len(maps), squeeze=False,
+                           figsize=(0.3 * sum(len(m[1]) for m in maps) + 2.5
+                                    * len(maps), 4.5))
+  for ax, (weights, source, output) in zip(axes.flat, maps):
+    ax.imshow(weights, cmap='viridis', vmin=0, vmax=1)
+    ax.set_xticks(range(len(source)), source, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(output)), output, fontsize=7)
+    ax.set_xlabel('source')
+    ax.set_ylabel('output')
+  _save(fig, path)
+
+
+def _save(fig, path):
+  """Writes `fig` to `path` through a temporary file and a rename."""
   fig.tight_layout()
   tmp = path + '.tmp.png'
   fig.savefig(tmp, dpi=100)

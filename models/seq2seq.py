@@ -127,9 +127,7 @@ def _Attention(n_units, encoded_width):  # pylint: disable=invalid-name
   step at a time (predict mode) gives what the whole sequence does.
   """
   def attend(query, decoded, encoded, mask):
-    scores = jnp.einsum('btd,bsd->bts', query, encoded)
-    scores = jnp.where(mask[:, None, :] > 0, scores, -1e9)
-    weights = jax.nn.softmax(scores, axis=-1)
+    weights = attention_weights(query, encoded, mask)
     context = jnp.einsum('bts,bsd->btd', weights, encoded)
     return jnp.concatenate([decoded, context], axis=-1)
 
@@ -138,5 +136,53 @@ def _Attention(n_units, encoded_width):  # pylint: disable=invalid-name
       tl.Dense(encoded_width, use_bias=False),        # query, decoded, ...
       tl.Fn('Attend', attend),                        # [decoded; context]
       tl.Dense(n_units), tl.Tanh(),                   # features
+      name=ATTENTION,
   )
+
+
+ATTENTION = 'Attention'
+
+
+def attention_weights(query, encoded, mask):
+  """f32[batch, target_len, source_len]: each target step's weights, summing to 1.
+
+  Args:
+    query: f32[batch, target_len, width], the decoder states times W_a.
+    encoded: f32[batch, source_len, width], the encoder states.
+    mask: f32[batch, source_len], 1 at real source steps.
+  """
+  scores = jnp.einsum('btd,bsd->bts', query, encoded)
+  scores = jnp.where(mask[:, None, :] > 0, scores, -1e9)
+  return jax.nn.softmax(scores, axis=-1)
+
+
+def attention_of(model, source, target):
+  """The attention weights of an RNNSeq2Seq (in eval mode) reading `target`.
+
+  Args:
+    model: an RNNSeq2Seq with attention, with its weights.
+    source: int32[batch, source_len] source tokens.
+    target: int32[batch, target_len] target tokens (e.g. its own output).
+
+  Returns:
+    f32[batch, target_len, source_len]: the weights of target step t (which
+    predicts token t from the tokens before it) over the source steps.
+
+  Raises:
+    ValueError: the model has no attention.
+  """
+  names = [layer.name for layer in model.sublayers]
+  if ATTENTION not in names:
+    raise ValueError(f'{model.name} has no attention to show.')
+  stack = (source, target)
+  for layer in model.sublayers[:names.index(ATTENTION)]:
+    inputs = stack[0] if layer.n_in == 1 else stack[:layer.n_in]
+    outputs, _ = layer.pure_fn(inputs, layer.weights, layer.state,
+                               jax.random.PRNGKey(0))
+    stack = (outputs if layer.n_out > 1 else (outputs,)) + stack[layer.n_in:]
+  decoded, encoded, mask = stack
+  to_query = model.sublayers[names.index(ATTENTION)].sublayers[1]
+  query, _ = to_query.pure_fn(decoded, to_query.weights, to_query.state,
+                              jax.random.PRNGKey(0))
+  return attention_weights(query, encoded, mask)
 

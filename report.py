@@ -1,0 +1,347 @@
+r"""Writes a report of one or more runs: PNG plots and one HTML page.
+
+  python report.py --output_dir runs/char_rnn_shakespeare
+  python report.py --output_dir runs/sst2_rnn --output_dir runs/sst2_gru \
+      --out reports/sst2
+
+Each run directory gets report/index.html, a self-contained page (its
+plots embedded) with the operative config and final metrics, and the PNGs
+beside it; with --out, one page for all the runs goes there instead. Given
+several runs, the training curves and the memory-retention curves overlay
+them all (e.g. the Elman layer against GRU and LSTM on one config). The page
+shows, by task: a classifier's confusion matrix, a tagger's per-entity F1,
+a language model's samples and memory retention (retention.py), a
+captioner's contact sheet. A run's evaluation is read from its
+eval_SPLIT.json, and made by evaluate.py's code when it is missing.
+"""
+
+import argparse
+import base64
+import dataclasses
+import html
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import evaluate
+import figures
+import retention
+import run_dir
+from errors import UsageError, exit_with
+
+import numpy as np
+from trax import shapes
+
+from data.vocab import EOS_ID, PAD_ID
+from models import seq2seq
+
+PAGE = 'index.html'
+
+
+@dataclasses.dataclass
+class RunSummary:
+  """What the report shows of one run."""
+  label: str
+  output_dir: str
+  task: str
+  config: str  # the operative config, as train.py saved it
+  records: list  # the metrics.jsonl records
+  evaluation: dict  # the eval_SPLIT.json record
+  samples: list = dataclasses.field(default_factory=list)
+  retention: np.ndarray = None  # mean ‖∂h_T/∂x_t‖ by distance, or None
+  attention: list = None  # (weights, source tokens, output tokens), or None
+
+
+def summarise(output_dir, label, split=None, windows=16):
+  """Reads (or computes) everything the report shows of run `output_dir`."""
+  (inputs, _), _ = evaluate.load_run(output_dir)
+  summary = RunSummary(label, output_dir, inputs.task, _read_config(output_dir),
+                       _read_records(output_dir),
+                       _evaluation(output_dir, split or inputs.eval_split))
+  if inputs.task == 'language_model':
+    summary.retention = language_model_retention(output_dir, split, windows)
+    summary.samples = evaluate.generate(output_dir, n_samples=3, length=300,
+                                        temperature=0.8)
+  if inputs.task == 'translation':
+    summary.attention = translation_attention(output_dir, split)
+  return summary
+
+
+def _read_config(output_dir):
+  with open(os.path.join(output_dir, run_dir.CONFIG_FILE),
+            encoding='utf-8') as f:
+    return f.read()
+
+
+def _read_records(output_dir):
+  """metrics.jsonl's records; a line cut short by a killed run is skipped."""
+  path = os.path.join(output_dir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
+
+
+def _evaluation(output_dir, split):
+  path = os.path.join(output_dir, f'eval_{split}.json')
+  if not os.path.exists(path):
+    return evaluate.evaluate(output_dir, split)
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def language_model_retention(output_dir, split=None, windows=16):
+  """The retention curve of a language model run, on `windows` windows.
+
+  The windows are the first full ones of the evaluation split; their length
+  is the run's sequence length.
+
+  Returns:
+    NumPy f32[seq_len]: the mean ‖∂h_T/∂x_t‖ at each distance T - t.
+  """
+  (inputs, model_fn), vocab = evaluate.load_run(output_dir)
+  tokens = _full_windows(inputs, vocab, split or inputs.eval_split, windows)
+  state = evaluate.load_checkpoint(output_dir)
+  model = evaluate.load_model(model_fn, inputs.model_dimensions(vocab), state,
+                              'eval', shapes.signature(tokens))
+  return retention.retention_curve(model, tokens)
+
+
+def translation_attention(output_dir, split=None, count=3):
+  """Attention maps of the run's greedy translations of `count` sentences.
+
+  Returns:
+    [(weights f32[output_len, source_len], source tokens, output tokens)]
+    for the first `count` sentences of the split, or None when the model has
+    no attention.
+  """
+  (inputs, model_fn), vocab = evaluate.load_run(output_dir)
+  source, _ = next(iter(inputs.decoding_batches(vocab, split)))
+  source = source[:count]
+  state = evaluate.load_checkpoint(output_dir)
+  generator = evaluate.generator_of(model_fn, inputs, vocab, state, len(source))
+  output = generator.greedy(source, inputs.max_target_len)
+  model = evaluate.load_model(model_fn, inputs.model_dimensions(vocab), state,
+                              'eval', (shapes.signature(source),
+                                       shapes.signature(output)))
+  try:
+    weights = np.asarray(seq2seq.attention_of(model, source, output))
+  except ValueError:
+    return None
+  maps = []
+  for w, src, out in zip(weights, source, output):
+    src, out = _real_tokens(src), _real_tokens(out)
+    maps.append((w[:len(out), :len(src)], [_token(vocab, i) for i in src],
+                 [_token(vocab, i) for i in out]))
+  return maps
+
+
+def _real_tokens(ids):
+  """The ids up to the first EOS (kept) or padding."""
+  ids = [int(i) for i in ids]
+  end = ids.index(EOS_ID) + 1 if EOS_ID in ids else len(ids)
+  return [i for i in ids[:end] if i != PAD_ID]
+
+
+def _token(vocab, token_id):
+  return '</s>' if token_id == EOS_ID else (vocab.decode([token_id]) or '?')
+
+
+def _full_windows(inputs, vocab, split, count):
+  found = []
+  for tokens, _, weights in inputs.eval_batches(vocab, split):
+    found.extend(tokens[np.all(weights > 0, axis=1)])
+    if len(found) >= count:
+      return np.stack(found[:count])
+  if not found:
+    raise UsageError(f'Split {split!r} of {inputs.dataset} holds no window '
+                     f'of {inputs.seq_len} characters, so memory retention '
+                     f'cannot be measured on it. Choose another --split.')
+  return np.stack(found)
+
+
+def write_report(summaries, out_dir):
+  """Draws the plots and writes the page into `out_dir` (made if missing).
+
+  Everything is drawn into a temporary directory first, so a failure leaves
+  an earlier report in `out_dir` as it was.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=out_dir, prefix='.report-') as tmp:
+    sections = [_overview(summaries, tmp)]
+    sections += [_run_section(s, tmp, len(summaries) > 1) for s in summaries]
+    with open(os.path.join(tmp, PAGE), 'w', encoding='utf-8') as f:
+      f.write(_page(summaries, sections, tmp))
+    for name in sorted(os.listdir(tmp)):
+      os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+  return os.path.join(out_dir, PAGE)
+
+
+def _overview(summaries, tmp):
+  parts = []
+  if any(s.records for s in summaries):
+    figures.training_curves({s.label: s.records for s in summaries},
+                            os.path.join(tmp, 'curves.png'))
+    parts.append(('Training and evaluation (solid: evaluation, dashed: '
+                  'training)', 'curves.png'))
+  curves = {s.label: s.retention for s in summaries
+            if s.retention is not None}
+  if curves:
+    figures.retention_curves(curves, os.path.join(tmp, 'retention.png'))
+    parts.append((_RETENTION_CAPTION, 'retention.png'))
+  return parts
+
+
+_RETENTION_CAPTION = (
+    'Memory retention: the norm of the Jacobian of the top recurrent layer\'s '
+    'last state h_T with respect to the input x_t, averaged over validation '
+    'windows, against the distance T - t. It fades with distance; where it '
+    'fades slower, the state holds older inputs longer.')
+
+
+def _run_section(summary, tmp, prefix_names):
+  """[(caption, PNG name)] of the task's figures for one run."""
+  stem = f'{_file_safe(summary.label)}_' if prefix_names else ''
+  evaluation = summary.evaluation
+  parts = []
+  if 'confusion_matrix' in evaluation:
+    name = f'{stem}confusion.png'
+    figures.confusion_matrix(evaluation['confusion_matrix'],
+                             evaluation['labels'], os.path.join(tmp, name),
+                             title=f'{summary.label}: {evaluation["split"]}')
+    parts.append(('Confusion matrix (rows: true class)', name))
+  if evaluation.get('per_type'):
+    name = f'{stem}entity_f1.png'
+    figures.bars({kind: s['f1'] for kind, s in evaluation['per_type'].items()},
+                 os.path.join(tmp, name), f'{summary.label}: '
+                 f'{evaluation["split"]}', 'entity F1')
+    parts.append(('F1 of each entity type', name))
+  sheet = os.path.join(summary.output_dir,
+                       f'eval_{evaluation["split"]}_captions.png')
+  if summary.attention:
+    name = f'{stem}attention.png'
+    figures.attention_maps(summary.attention, os.path.join(tmp, name))
+    parts.append(('Attention of the greedy translations of the first '
+                  'sentences (rows: output tokens; columns: source tokens)',
+                  name))
+  if os.path.exists(sheet):
+    name = f'{stem}captions.png'
+    shutil.copyfile(sheet, os.path.join(tmp, name))
+    parts.append(('Generated captions (green: right) over the reference',
+                  name))
+  return parts
+
+
+def _file_safe(label):
+  return ''.join(c if c.isalnum() or c in '-_' else '_' for c in label)
+
+
+def _page(summaries, sections, tmp):
+  """The HTML page, its images inlined as data: URLs."""
+  title = 'Run report: ' + ', '.join(s.label for s in summaries)
+  body = [f'<h1>{html.escape(title)}</h1>', _figures_html(sections[0], tmp)]
+  for summary, parts in zip(summaries, sections[1:]):
+    body += [f'<h2>{html.escape(summary.label)}</h2>',
+             f'<p>{html.escape(summary.output_dir)} &middot; task: '
+             f'{summary.task}</p>', _metrics_html(summary.evaluation),
+             _figures_html(parts, tmp)]
+    if summary.samples:
+      body.append('<h3>Samples (temperature 0.8)</h3>' + ''.join(
+          f'<pre>{html.escape(text)}</pre>' for text in summary.samples))
+    body.append('<details><summary>Operative config</summary>'
+                f'<pre>{html.escape(summary.config)}</pre></details>')
+  return _TEMPLATE.format(title=html.escape(title), body='\n'.join(body))
+
+
+_TEMPLATE = '''<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 72em; margin: 2em auto; }}
+img {{ max-width: 100%; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; }}
+pre {{ background: #f6f6f6; padding: 0.6em; white-space: pre-wrap; }}
+</style></head>
+<body>
+{body}
+</body></html>
+'''
+
+
+def _figures_html(parts, tmp):
+  out = []
+  for caption, name in parts:
+    with open(os.path.join(tmp, name), 'rb') as f:
+      data = base64.b64encode(f.read()).decode('ascii')
+    out.append(f'<figure><img src="data:image/png;base64,{data}" '
+               f'alt="{html.escape(name)}"><figcaption>{html.escape(caption)}'
+               f'</figcaption></figure>')
+  return '\n'.join(out)
+
+
+def _metrics_html(evaluation):
+  """A table of the evaluation's numbers (lists and tables left out)."""
+  rows = [(key, value) for key, value in evaluation.items()
+          if isinstance(value, (int, float, str)) and key != 'outputs']
+  cells = ''.join(f'<tr><th>{html.escape(k)}</th><td>{_number(v)}</td></tr>'
+                  for k, v in rows)
+  return f'<table>{cells}</table>'
+
+
+def _number(value):
+  if isinstance(value, float):
+    return f'{value:.4g}'
+  return html.escape(str(value))
+
+
+def labels_of(output_dirs):
+  """Short names of the runs: their directory names, or paths where those clash."""
+  names = [os.path.basename(os.path.normpath(d)) for d in output_dirs]
+  if len(set(names)) < len(names):
+    return [os.path.normpath(d) for d in output_dirs]
+  return names
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      description='Write plots and an HTML page of one or more runs.')
+  parser.add_argument('--output_dir', action='append', required=True,
+                      help='run directory written by train.py; repeat it to '
+                           'compare runs.')
+  parser.add_argument('--out', help='write one report here (default: '
+                      'OUTPUT_DIR/report for each run).')
+  parser.add_argument('--split', help='split to report (default: each run\'s '
+                      'eval split).')
+  parser.add_argument('--retention_windows', type=int, default=16,
+                      help='language models: validation windows the '
+                           'memory-retention curve averages over.')
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  try:
+    if args.retention_windows < 1:
+      raise UsageError('--retention_windows takes a positive number of '
+                       'windows.')
+    summaries = [summarise(d, label, args.split, args.retention_windows)
+                 for d, label in zip(args.output_dir,
+                                     labels_of(args.output_dir))]
+    targets = ([args.out] if args.out else
+               [os.path.join(d, 'report') for d in args.output_dir])
+    for target in targets:
+      print(write_report(summaries, target))
+  except UsageError as e:
+    exit_with(e, 'report.py')
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

@@ -1,0 +1,107 @@
+"""report.py on runs trained here, as a user runs it."""
+
+import base64
+import html
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+import evaluate
+import report
+import train
+from conftest import fails_with, snapshot, tiny_data_params
+
+TINY = 'configs/char_rnn_tiny.gin'
+
+
+def _train(output_dir, config, steps, params):
+  train.main(['--gin_file', config, '--output_dir', output_dir,
+              '--steps', str(steps),
+              *[a for p in params for a in ('--gin_param', p)]])
+
+
+@pytest.fixture(scope='module')
+def language_model_runs(tiny_data_dir, tmp_path_factory):
+  """Two tiny language model runs, the Elman layer and GRU, on one config."""
+  runs = []
+  for cell in ('elman', 'gru'):
+    output_dir = str(tmp_path_factory.mktemp(cell))
+    train.main(['--gin_file', TINY, '--output_dir', output_dir, '--steps', '10',
+                *tiny_data_params(tiny_data_dir),
+                '--gin_param', f"RNNLanguageModel.cell = '{cell}'"])
+    runs.append(output_dir)
+  return runs
+
+
+def _images(page):
+  return [base64.b64decode(data) for data in
+          re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+
+
+def test_language_model_report_overlays_the_runs(language_model_runs, tmp_path):
+  out = str(tmp_path / 'report')
+  report.main([*[a for d in language_model_runs for a in ('--output_dir', d)],
+               '--out', out, '--retention_windows', '3'])
+  with open(os.path.join(out, report.PAGE), encoding='utf-8') as f:
+    page = f.read()
+  labels = report.labels_of(language_model_runs)
+  assert all(f'<h2>{label}</h2>' in page for label in labels)
+  # Curves and retention (both runs), the embedded copies of the PNGs.
+  for name, embedded in zip(('curves.png', 'retention.png'), _images(page)):
+    with open(os.path.join(out, name), 'rb') as f:
+      assert f.read() == embedded
+  assert html.escape("RNNLanguageModel.cell = 'gru'") in page
+  with open(os.path.join(language_model_runs[0], 'eval_validation.json')) as f:
+    evaluation = json.load(f)
+  assert f'<th>loss</th><td>{evaluation["loss"]:.4g}</td>' in page
+  assert page.count('<pre>') == 2 * (3 + 1)  # samples and the config
+
+
+def test_retention_curve_covers_every_distance(language_model_runs):
+  run = language_model_runs[0]
+  curve = report.language_model_retention(run, windows=2)
+  (inputs, _), _ = evaluate.load_run(run)
+  assert curve.shape == (inputs.seq_len,)
+  assert np.all(np.isfinite(curve)) and np.all(curve > 0)
+
+
+def test_each_run_gets_its_own_report_by_default(language_model_runs):
+  run = language_model_runs[0]
+  report.main(['--output_dir', run, '--retention_windows', '2'])
+  assert sorted(os.listdir(os.path.join(run, 'report'))) == [
+      'curves.png', report.PAGE, 'retention.png']
+
+
+def test_classifier_report_draws_its_confusion_matrix(generated_dir, tmp_path):
+  run = str(tmp_path / 'match')
+  _train(run, 'configs/match_winner.gin', 50,
+         ["FeatureVectorInputs.dataset = 'match_results/small'",
+          f"FeatureVectorInputs.data_dir = '{generated_dir}'",
+          'VectorClassifier.n_units = 16', 'train_and_evaluate.eval_every = 25'])
+  report.main(['--output_dir', run])
+  names = sorted(os.listdir(os.path.join(run, 'report')))
+  assert names == ['confusion.png', 'curves.png', report.PAGE]
+  with open(os.path.join(run, 'eval_validation.json')) as f:
+    evaluation = json.load(f)
+  with open(os.path.join(run, 'report', report.PAGE), encoding='utf-8') as f:
+    page = f.read()
+  assert f'<th>accuracy</th><td>{evaluation["accuracy"]:.4g}</td>' in page
+  assert 'retention.png' not in page
+
+
+def test_bad_input_fails_clearly_and_keeps_the_earlier_report(
+    language_model_runs, tmp_path, capsys):
+  out = str(tmp_path / 'report')
+  report.main(['--output_dir', language_model_runs[0], '--out', out,
+               '--retention_windows', '2'])
+  before = snapshot(out)
+  fails_with(capsys, report.main, ['--output_dir', language_model_runs[0],
+                                   '--output_dir', str(tmp_path), '--out', out],
+             'is not a run directory')
+  fails_with(capsys, report.main, ['--output_dir', language_model_runs[0],
+                                   '--retention_windows', '0', '--out', out],
+             '--retention_windows')
+  assert snapshot(out) == before

@@ -1,0 +1,99 @@
+"""The memory-retention diagnostic against finite differences."""
+
+import numpy as np
+import pytest
+from trax import layers as tl
+from trax import shapes
+
+import models
+import retention
+from models.rnn import ElmanRNN
+
+VOCAB = 7
+
+
+def _model_and_tokens(cell, n_layers, shape=(3, 6)):
+  model = models.RNNLanguageModel(VOCAB, d_model=4, n_layers=n_layers,
+                                  cell=cell, mode='eval')
+  model.init(shapes.ShapeDtype(shape, np.int32))
+  tokens = np.random.default_rng(0).integers(1, VOCAB, shape).astype(np.int32)
+  return model, tokens
+
+
+def _embedded(model, tokens):
+  """x_t: the embedding of the token before t (PAD_ID 0 before the first)."""
+  table = next(l for l in model.sublayers if isinstance(l, tl.Embedding))
+  previous = np.pad(tokens, ((0, 0), (1, 0)))[:, :-1]
+  return np.asarray(table.weights, np.float64)[previous]
+
+
+def _elman_last_state(model, x):
+  """The top Elman layer's last state, by a float64 NumPy loop."""
+  for layer in (l for l in model.sublayers if isinstance(l, ElmanRNN)):
+    w_xh, w_hh, b = (np.asarray(w, np.float64) for w in layer.weights)
+    h, states = np.zeros((x.shape[0], w_hh.shape[0])), []
+    for t in range(x.shape[1]):
+      h = np.tanh(x[:, t] @ w_xh + h @ w_hh + b)
+      states.append(h)
+    x = np.stack(states, axis=1)
+  return x[:, -1]
+
+
+def _finite_difference_norms(last_state, x, eps):
+  """‖∂h_T/∂x_t‖_F from central differences, one input coordinate at a time."""
+  squared = np.zeros(x.shape[:2])
+  for t in range(x.shape[1]):
+    for k in range(x.shape[2]):
+      step = np.zeros_like(x)
+      step[:, t, k] = eps
+      column = (last_state(x + step) - last_state(x - step)) / (2 * eps)
+      squared[:, t] += np.sum(column ** 2, axis=-1)
+  return np.sqrt(squared)
+
+
+@pytest.mark.parametrize('n_layers', [1, 2])
+def test_elman_norms_match_finite_differences_of_a_numpy_loop(n_layers):
+  model, tokens = _model_and_tokens('elman', n_layers)
+  want = _finite_difference_norms(lambda x: _elman_last_state(model, x),
+                                  _embedded(model, tokens), eps=1e-5)
+  got = retention.jacobian_norms(model, tokens)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  # The curve is the mean over windows, read from the last input backwards.
+  np.testing.assert_allclose(retention.retention_curve(model, tokens),
+                             want.mean(axis=0)[::-1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('cell', ['gru', 'lstm'])
+def test_gated_cell_norms_match_finite_differences(cell, monkeypatch):
+  # More units than one pass takes, so the passes' sums are checked too.
+  monkeypatch.setattr(retention, 'UNITS_PER_PASS', 3)
+  model, tokens = _model_and_tokens(cell, 1)
+  _, to_states = retention.split_at_embedding(model)
+  weights = [l.weights for l in to_states]
+
+  def last_state(x):
+    states = retention._run(to_states, weights, x.astype(np.float32))  # pylint: disable=protected-access
+    return np.asarray(states[:, -1], np.float64)
+  want = _finite_difference_norms(last_state, _embedded(model, tokens),
+                                  eps=1e-2)
+  got = retention.jacobian_norms(model, tokens)
+  np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-5)
+
+
+def test_without_recurrent_weights_only_the_last_input_is_held():
+  model, tokens = _model_and_tokens('elman', 1)
+  layer = next(l for l in model.sublayers if isinstance(l, ElmanRNN))
+  w_xh, w_hh, b = layer.weights
+  layer.weights = (w_xh, np.zeros_like(w_hh), b)
+  norms = retention.jacobian_norms(model, tokens)
+  np.testing.assert_array_equal(norms[:, :-1], 0.0)
+  # h_T = tanh(x_T·W_xh + b): its Jacobian is diag(1 - h_T²)·W_xhᵀ.
+  h = np.tanh(_embedded(model, tokens)[:, -1] @ np.asarray(w_xh) + b)
+  want = np.sqrt((((1 - h ** 2)[:, :, None] * np.asarray(w_xh).T[None]) ** 2)
+                 .sum(axis=(1, 2)))
+  np.testing.assert_allclose(norms[:, -1], want, rtol=1e-5)
+
+
+def test_a_model_without_an_embedding_is_refused():
+  with pytest.raises(ValueError, match='language model'):
+    retention.split_at_embedding(tl.Serial(tl.Dense(3), tl.LogSoftmax()))

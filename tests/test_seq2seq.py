@@ -1,0 +1,65 @@
+"""The encoder-decoder's attention weights, as the report shows them."""
+
+import jax
+import numpy as np
+import pytest
+from trax import layers as tl
+from trax import shapes
+
+import models
+from data.vocab import PAD_ID
+from models import seq2seq
+
+VOCAB = 9
+
+
+def _model_and_batch(attention=True):
+  model = models.RNNSeq2Seq(VOCAB, d_model=8, n_units=12, attention=attention,
+                            dropout=0.0, mode='eval')
+  rng = np.random.default_rng(0)
+  source = rng.integers(3, VOCAB, (3, 7)).astype(np.int32)
+  source[1, 4:] = PAD_ID
+  target = rng.integers(3, VOCAB, (3, 5)).astype(np.int32)
+  model.init((shapes.signature(source), shapes.signature(target)))
+  return model, source, target
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(axis=-1, keepdims=True))
+  return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_attention_weights_are_the_ones_the_model_reads():
+  model, source, target = _model_and_batch()
+  weights = np.asarray(seq2seq.attention_of(model, source, target))
+  assert weights.shape == (3, 5, 7)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(weights[1, :, 4:], 0.0)  # padding
+  # Rebuild the output from these weights: the context is their mix of the
+  # encoder states, then the attention's output layer, Dense and LogSoftmax.
+  names = [layer.name for layer in model.sublayers]
+  at = names.index(seq2seq.ATTENTION)
+  decoded, encoded, _ = _stack_before(model, at, source, target)
+  w_features, b_features = model.sublayers[at].sublayers[-2].weights
+  w_out, b_out = model.sublayers[-2].weights
+  context = np.einsum('bts,bsd->btd', weights, encoded)
+  features = np.tanh(np.concatenate([decoded, context], axis=-1)
+                     @ np.asarray(w_features) + np.asarray(b_features))
+  logits = features @ np.asarray(w_out) + np.asarray(b_out)
+  want = np.log(_softmax(logits))
+  np.testing.assert_allclose(np.asarray(model((source, target))), want,
+                             atol=1e-5)
+
+
+def _stack_before(model, index, source, target):
+  """What the model's stack holds before its sublayer `index`, run by trax."""
+  prefix = tl.Serial(model.sublayers[:index])
+  stack, _ = prefix.pure_fn((source, target), prefix.weights, prefix.state,
+                            jax.random.PRNGKey(0))
+  return [np.asarray(a) for a in stack]
+
+
+def test_a_model_without_attention_has_none_to_show():
+  model, source, target = _model_and_batch(attention=False)
+  with pytest.raises(ValueError, match='no attention'):
+    seq2seq.attention_of(model, source, target)
