@@ -231,9 +231,18 @@ def _tagging_metrics(totals, labelled, vocab):
         predicted.append([vocab.labels[i] for i in p[w > 0]])
   if all(re.fullmatch(r'O|[BIES]-.+', tag) for tag in vocab.labels):
     scores = task_metrics.tagging_metrics(true, predicted)
-  else:  # part-of-speech or chunk tags: no entities to score
-    scores = {'token_accuracy': totals[1] / totals[2]}
+  else:  # part-of-speech or chunk tags: no entities, so each tag is scored
+    scores = _per_tag_metrics(true, predicted, vocab.labels)
   return {**scores, 'n_tokens': int(totals[2])}
+
+
+def _per_tag_metrics(true, predicted, tags):
+  """Token accuracy and each tag's precision, recall and F1 over the tokens."""
+  ids = {tag: i for i, tag in enumerate(tags)}
+  scores = task_metrics.classification_metrics(
+      [ids[t] for sentence in true for t in sentence],
+      [ids[p] for sentence in predicted for p in sentence], tags)
+  return {'token_accuracy': scores['accuracy'], 'per_tag': scores['per_class']}
 
 
 def _target_token_metrics(totals, labelled, vocab):

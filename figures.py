@@ -131,7 +131,7 @@ def retention_curves(curves, path):
   ax.set_xlabel('distance T - t (steps back from the last input)')
   ax.set_ylabel('mean ‖∂h_T / ∂x_t‖')
   ax.set_title('How much the last state still holds each input')
-  ax.grid(alpha=0.3, which='both')
+  ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   _save(fig, path)
 

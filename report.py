@@ -218,12 +218,13 @@ def _run_section(summary, tmp, prefix_names):
                              evaluation['labels'], os.path.join(tmp, name),
                              title=f'{summary.label}: {evaluation["split"]}')
     parts.append(('Confusion matrix (rows: true class)', name))
-  if evaluation.get('per_type'):
-    name = f'{stem}entity_f1.png'
-    figures.bars({kind: s['f1'] for kind, s in evaluation['per_type'].items()},
-                 os.path.join(tmp, name), f'{summary.label}: '
-                 f'{evaluation["split"]}', 'entity F1')
-    parts.append(('F1 of each entity type', name))
+  for key, what in (('per_type', 'entity type'), ('per_tag', 'tag')):
+    if evaluation.get(key):
+      name = f'{stem}{key}_f1.png'
+      figures.bars({kind: s['f1'] for kind, s in evaluation[key].items()},
+                   os.path.join(tmp, name), f'{summary.label}: '
+                   f'{evaluation["split"]}', f'F1 of each {what}')
+      parts.append((f'F1 of each {what}', name))
   sheet = os.path.join(summary.output_dir,
                        f'eval_{evaluation["split"]}_captions.png')
   if summary.attention:

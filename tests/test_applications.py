@@ -18,6 +18,7 @@ from PIL import Image
 
 import data
 import evaluate
+import report
 import train
 from conftest import (fails_with, metrics_of_a_mock_data_run, raw_examples,
                       snapshot)
@@ -280,3 +281,13 @@ def test_configs_for_downloaded_datasets_run_on_mock_examples(
   assert metrics['step'] == 4 and np.isfinite(metrics['loss'])
   assert 0.0 <= metrics['exact_match'] <= 1.0
   assert 0.0 <= metrics['bleu'] <= 100.0
+
+
+@pytest.mark.parametrize('run, figure', [('dates_run', 'attention.png'),
+                                         ('shapes_run', 'captions.png')])
+def test_report_shows_attention_maps_and_contact_sheets(run, figure, request,
+                                                        tmp_path):
+  out = str(tmp_path / 'report')
+  report.main(['--output_dir', request.getfixturevalue(run), '--out', out])
+  assert sorted(os.listdir(out)) == sorted(['curves.png', 'index.html',
+                                            figure])

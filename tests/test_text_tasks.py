@@ -12,10 +12,12 @@ import tensorflow_datasets as tfds
 import data
 import evaluate
 import metrics
+import report
 import train
 import tiny_labelled_datasets as tiny
 from conftest import fails_with, metrics_of_a_mock_data_run
 from data import text_classification
+from data.vocab import LabelVocab
 from errors import UsageError
 
 
@@ -181,6 +183,26 @@ def test_tagging_metrics_match_a_hand_count():
   assert got['per_type']['PER']['support'] == 1
 
 
+def test_tags_without_entities_are_scored_tag_by_tag():
+  tags = LabelVocab(['DT', 'NN', 'VB'])
+  # Two sentences; weights 0 mark the padding after the first one.
+  targets = np.array([[0, 1, 2, 0], [0, 1, 1, 2]])
+  predicted = np.array([[0, 1, 1, 2], [0, 2, 1, 2]])
+  weights = np.array([[1, 1, 1, 0], [1, 1, 1, 1]])
+  correct = float(((targets == predicted) * weights).sum())
+  got = evaluate._tagging_metrics(  # pylint: disable=protected-access
+      (0.0, correct, weights.sum()), [(targets, weights, predicted)], tags)
+  assert got['token_accuracy'] == pytest.approx(5 / 7)
+  # NN: predicted 3 times, right twice; 3 true NN, 2 found.
+  assert got['per_tag']['NN']['precision'] == pytest.approx(2 / 3)
+  assert got['per_tag']['NN']['recall'] == pytest.approx(2 / 3)
+  # VB: predicted twice, right once; 2 true VB, 1 found.
+  assert got['per_tag']['VB']['precision'] == pytest.approx(1 / 2)
+  assert got['per_tag']['VB']['recall'] == pytest.approx(1 / 2)
+  assert got['per_tag']['DT']['f1'] == 1.0
+  assert 'per_type' not in got
+
+
 CLASSIFIER_PARAMS = ['RNNClassifier.d_model = 16', 'RNNClassifier.n_units = 32',
                      'RNNClassifier.dropout = 0.1',
                      'TextClassificationInputs.batch_size = 16',
@@ -252,6 +274,10 @@ def test_tagger_beats_the_majority_tag_clearly(labelled_data_dir, tmp_path):
   # the first and pair each later tag with the word before its own.
   assert [w for w, _ in spaced] == ['Zorblax\u00a0film', 'was', 'in', 'Paris']
   assert spaced[-1] == ('Paris', 'B-LOC')
+  # The report draws the F1 of each entity type evaluate.py found.
+  report.main(['--output_dir', output_dir])
+  assert sorted(os.listdir(os.path.join(output_dir, 'report'))) == [
+      'curves.png', 'index.html', 'per_type_f1.png']
 
 
 @pytest.mark.parametrize('config, dataset, inputs, model', [
