@@ -110,6 +110,13 @@ def load_checkpoint(output_dir, which='best'):
                      f'{", ".join(map(str, steps))}).') from None
 
 
+def checkpoint_step(output_dir, which='best'):
+  """The step of the committed checkpoint `which` names, or None if none is."""
+  saved = configurables.Checkpoints(output_dir, read_only=True)
+  steps = saved.steps()
+  return _resolve_step(which, steps, saved) if steps else None
+
+
 def _resolve_step(which, steps, saved):
   if which == 'best':
     best = saved.best_step()

@@ -41,7 +41,7 @@ def training_curves(runs, path):
       'step' and keys 'train/NAME' or 'eval/NAME'.
     path: the PNG file to write.
   """
-  names = _curve_names(runs)
+  names = curve_names(runs)
   columns = min(3, len(names))
   rows = -(-len(names) // columns)
   fig, axes = plt.subplots(rows, columns, figsize=(4.8 * columns, 3.4 * rows),
@@ -79,7 +79,8 @@ _LEADING_CURVES = ('loss', 'accuracy', 'learning_rate')
 _UNPLOTTED = ('steps per second',)
 
 
-def _curve_names(runs):
+def curve_names(runs):
+  """The metric names of the records of `runs` that training_curves draws."""
   names = {key.split('/', 1)[1] for records in runs.values()
            for record in records for key in record if '/' in key}
   names -= set(_UNPLOTTED)
@@ -90,19 +91,26 @@ def _curve_names(runs):
 def confusion_matrix(matrix, labels, path, title='confusion matrix'):
   """Writes a PNG heatmap of `matrix[i][j]`: examples of class i predicted j."""
   matrix = np.asarray(matrix)
-  size = 1.2 + 0.6 * len(labels)
+  legible = len(labels) <= MAX_LABELLED_CLASSES
+  size = 1.2 + 0.6 * min(len(labels), MAX_LABELLED_CLASSES)
   fig, ax = plt.subplots(figsize=(size + 1.5, size))
   image = ax.imshow(matrix, cmap='Blues')
   fig.colorbar(image, ax=ax)
-  ax.set_xticks(range(len(labels)), labels, rotation=45, ha='right')
-  ax.set_yticks(range(len(labels)), labels)
+  if legible:
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha='right')
+    ax.set_yticks(range(len(labels)), labels)
+    for (i, j), count in np.ndenumerate(matrix):
+      ax.text(j, i, str(count), ha='center', va='center', fontsize=8,
+              color='white' if count > matrix.max() / 2 else 'black')
   ax.set_xlabel('predicted')
   ax.set_ylabel('true')
   ax.set_title(title)
-  for (i, j), count in np.ndenumerate(matrix):
-    ax.text(j, i, str(count), ha='center', va='center', fontsize=8,
-            color='white' if count > matrix.max() / 2 else 'black')
   _save(fig, path)
+
+
+# Above this many classes a confusion matrix is drawn without names and
+# counts, at a fixed size: they would not be legible.
+MAX_LABELLED_CLASSES = 30
 
 
 def bars(values, path, title, xlabel):

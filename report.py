@@ -4,15 +4,17 @@ r"""Writes a report of one or more runs: PNG plots and one HTML page.
   python report.py --output_dir runs/sst2_rnn --output_dir runs/sst2_gru \
       --out reports/sst2
 
-Each run directory gets report/index.html, a self-contained page (its
-plots embedded) with the operative config and final metrics, and the PNGs
-beside it; with --out, one page for all the runs goes there instead. Given
-several runs, the training curves and the memory-retention curves overlay
-them all (e.g. the Elman layer against GRU and LSTM on one config). The page
-shows, by task: a classifier's confusion matrix, a tagger's per-entity F1,
-a language model's samples and memory retention (retention.py), a
-captioner's contact sheet. A run's evaluation is read from its
-eval_SPLIT.json, and made by evaluate.py's code when it is missing.
+The page, index.html, is self-contained (its plots embedded) and shows the
+given runs' operative configs and final metrics; the training curves and
+the memory-retention curves overlay all the runs (e.g. the Elman layer
+against GRU and LSTM on one config). By task it shows a classifier's
+confusion matrix, a tagger's F1 by entity type or tag, a language model's
+samples and memory retention (retention.py), a translator's attention maps
+and a captioner's contact sheet. The page and its PNGs go into --out, or,
+without it, into report/ of each run directory (each a copy of the page of
+all the given runs). A run's evaluation is read from its eval_SPLIT.json,
+and made by evaluate.py's code when that is missing or of another
+checkpoint.
 """
 
 import argparse
@@ -77,7 +79,7 @@ def _read_config(output_dir):
 
 def _read_records(output_dir):
   """metrics.jsonl's records; a line cut short by a killed run is skipped."""
-  path = os.path.join(output_dir, 'metrics.jsonl')
+  path = os.path.join(output_dir, run_dir.METRICS_FILE)
   if not os.path.exists(path):
     return []
   records = []
@@ -91,11 +93,14 @@ def _read_records(output_dir):
 
 
 def _evaluation(output_dir, split):
+  """The run's eval_SPLIT.json, remade when missing or of another checkpoint."""
   path = os.path.join(output_dir, f'eval_{split}.json')
-  if not os.path.exists(path):
-    return evaluate.evaluate(output_dir, split)
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      record = json.load(f)
+    if record.get('step') == evaluate.checkpoint_step(output_dir):
+      return record
+  return evaluate.evaluate(output_dir, split)
 
 
 def language_model_retention(output_dir, split=None, windows=16):
@@ -124,18 +129,22 @@ def translation_attention(output_dir, split=None, count=3):
     no attention.
   """
   (inputs, model_fn), vocab = evaluate.load_run(output_dir)
-  source, _ = next(iter(inputs.decoding_batches(vocab, split)))
-  source = source[:count]
+  source, references = next(iter(inputs.decoding_batches(vocab, split)),
+                            (None, []))
+  if not references:
+    raise UsageError(f'Split {split or inputs.eval_split!r} of '
+                     f'{inputs.dataset} holds no sentence to translate. '
+                     f'Choose another --split.')
+  source = source[:min(count, len(references))]  # the rest is padding
   state = evaluate.load_checkpoint(output_dir)
   generator = evaluate.generator_of(model_fn, inputs, vocab, state, len(source))
   output = generator.greedy(source, inputs.max_target_len)
   model = evaluate.load_model(model_fn, inputs.model_dimensions(vocab), state,
                               'eval', (shapes.signature(source),
                                        shapes.signature(output)))
-  try:
-    weights = np.asarray(seq2seq.attention_of(model, source, output))
-  except ValueError:
+  if not seq2seq.has_attention(model):
     return None
+  weights = np.asarray(seq2seq.attention_of(model, source, output))
   maps = []
   for w, src, out in zip(weights, source, output):
     src, out = _real_tokens(src), _real_tokens(out)
@@ -169,25 +178,57 @@ def _full_windows(inputs, vocab, split, count):
 
 
 def write_report(summaries, out_dir):
-  """Draws the plots and writes the page into `out_dir` (made if missing).
+  """Draws the plots and writes the page: the directory `out_dir`, whole.
 
-  Everything is drawn into a temporary directory first, so a failure leaves
-  an earlier report in `out_dir` as it was.
+  The report is built in a directory beside `out_dir` and swapped in at the
+  end, so a failure leaves an earlier report as it was, and no file of an
+  earlier report is left beside the new one.
+
+  Returns:
+    The path of the page.
   """
-  os.makedirs(out_dir, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=out_dir, prefix='.report-') as tmp:
-    sections = [_overview(summaries, tmp)]
-    sections += [_run_section(s, tmp, len(summaries) > 1) for s in summaries]
-    with open(os.path.join(tmp, PAGE), 'w', encoding='utf-8') as f:
-      f.write(_page(summaries, sections, tmp))
-    for name in sorted(os.listdir(tmp)):
-      os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+  check_replaceable(out_dir)
+  parent, name = os.path.split(os.path.abspath(out_dir))
+  os.makedirs(parent, exist_ok=True)
+  building = tempfile.mkdtemp(dir=parent, prefix=f'.{name}.partial-')
+  try:
+    sections = [_overview(summaries, building)]
+    several = len(summaries) > 1
+    sections += [_run_section(s, building, f'run{i + 1}_' if several else '')
+                 for i, s in enumerate(summaries)]
+    with open(os.path.join(building, PAGE), 'w', encoding='utf-8') as f:
+      f.write(_page(summaries, sections, building))
+    _swap_in(building, out_dir)
+  finally:
+    shutil.rmtree(building, ignore_errors=True)
   return os.path.join(out_dir, PAGE)
+
+
+def check_replaceable(out_dir):
+  """Raises UsageError unless `out_dir` is new, empty or an earlier report."""
+  if not os.path.exists(out_dir):
+    return
+  if (not os.path.isdir(out_dir) or
+      (os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, PAGE)))):
+    raise UsageError(f'{out_dir} exists and is not a report written by '
+                     f'report.py (it holds no {PAGE}). A report replaces its '
+                     f'directory whole, so point --out at a new directory or '
+                     f'at an earlier report.')
+
+
+def _swap_in(built, out_dir):
+  if not os.path.exists(out_dir):
+    os.replace(built, out_dir)
+    return
+  old = built + '.old'
+  os.replace(out_dir, old)
+  os.replace(built, out_dir)
+  shutil.rmtree(old)
 
 
 def _overview(summaries, tmp):
   parts = []
-  if any(s.records for s in summaries):
+  if figures.curve_names({s.label: s.records for s in summaries}):
     figures.training_curves({s.label: s.records for s in summaries},
                             os.path.join(tmp, 'curves.png'))
     parts.append(('Training and evaluation (solid: evaluation, dashed: '
@@ -207,9 +248,8 @@ _RETENTION_CAPTION = (
     'fades slower, the state holds older inputs longer.')
 
 
-def _run_section(summary, tmp, prefix_names):
-  """[(caption, PNG name)] of the task's figures for one run."""
-  stem = f'{_file_safe(summary.label)}_' if prefix_names else ''
+def _run_section(summary, tmp, stem):
+  """[(caption, PNG name)] of the task's figures for one run, named stem*.png."""
   evaluation = summary.evaluation
   parts = []
   if 'confusion_matrix' in evaluation:
@@ -239,10 +279,6 @@ def _run_section(summary, tmp, prefix_names):
     parts.append(('Generated captions (green: right) over the reference',
                   name))
   return parts
-
-
-def _file_safe(label):
-  return ''.join(c if c.isalnum() or c in '-_' else '_' for c in label)
 
 
 def _page(summaries, sections, tmp):
@@ -333,11 +369,15 @@ def main(argv=None):
     if args.retention_windows < 1:
       raise UsageError('--retention_windows takes a positive number of '
                        'windows.')
+    targets = ([args.out] if args.out else
+               [os.path.join(d, 'report') for d in args.output_dir])
+    for target in targets:
+      check_replaceable(target)
+    for output_dir in args.output_dir:  # each a run, before any is evaluated
+      evaluate.load_run(output_dir, with_data=False)
     summaries = [summarise(d, label, args.split, args.retention_windows)
                  for d, label in zip(args.output_dir,
                                      labels_of(args.output_dir))]
-    targets = ([args.out] if args.out else
-               [os.path.join(d, 'report') for d in args.output_dir])
     for target in targets:
       print(write_report(summaries, target))
   except UsageError as e:

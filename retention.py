@@ -77,9 +77,10 @@ def _squared_norms(layers, weights, x):
     h_last, pullback = jax.vjp(lambda x: _run(layers, weights, x)[:, -1], x)
 
     def gradient(unit):  # of the unit summed over windows: each window's row
-      return pullback(jnp.broadcast_to(jax.nn.one_hot(unit, n_units),
-                                       h_last.shape))[0]
-    return jnp.sum(jax.vmap(gradient)(units) ** 2, axis=(0, 3))
+      one_hot = jax.nn.one_hot(unit, n_units, dtype=h_last.dtype)
+      return pullback(jnp.broadcast_to(one_hot, h_last.shape))[0]
+    rows = jax.vmap(gradient)(units).astype(jnp.float32)
+    return jnp.sum(rows ** 2, axis=(0, 3))
 
   total = jnp.zeros(x.shape[:2])
   for start in range(0, n_units, UNITS_PER_PASS):

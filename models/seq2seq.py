@@ -171,9 +171,9 @@ def attention_of(model, source, target):
   Raises:
     ValueError: the model has no attention.
   """
-  names = [layer.name for layer in model.sublayers]
-  if ATTENTION not in names:
+  if not has_attention(model):
     raise ValueError(f'{model.name} has no attention to show.')
+  names = [layer.name for layer in model.sublayers]
   stack = (source, target)
   for layer in model.sublayers[:names.index(ATTENTION)]:
     inputs = stack[0] if layer.n_in == 1 else stack[:layer.n_in]
@@ -186,3 +186,8 @@ def attention_of(model, source, target):
                               jax.random.PRNGKey(0))
   return attention_weights(query, encoded, mask)
 
+
+
+def has_attention(model):
+  """Whether `model` (an RNNSeq2Seq) attends to the encoder states."""
+  return any(layer.name == ATTENTION for layer in model.sublayers)

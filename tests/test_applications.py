@@ -291,3 +291,12 @@ def test_report_shows_attention_maps_and_contact_sheets(run, figure, request,
   report.main(['--output_dir', request.getfixturevalue(run), '--out', out])
   assert sorted(os.listdir(out)) == sorted(['curves.png', 'index.html',
                                             figure])
+
+
+def test_attention_maps_are_of_the_real_tokens(dates_run):
+  maps = report.translation_attention(dates_run, count=2)
+  assert len(maps) == 2
+  for weights, source, output in maps:
+    assert weights.shape == (len(output), len(source))
+    assert output[-1] == '</s>' and '</s>' not in source
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)

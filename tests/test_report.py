@@ -50,6 +50,7 @@ def test_language_model_report_overlays_the_runs(language_model_runs, tmp_path):
   labels = report.labels_of(language_model_runs)
   assert all(f'<h2>{label}</h2>' in page for label in labels)
   # Curves and retention (both runs), the embedded copies of the PNGs.
+  assert len(_images(page)) == 2
   for name, embedded in zip(('curves.png', 'retention.png'), _images(page)):
     with open(os.path.join(out, name), 'rb') as f:
       assert f.read() == embedded
@@ -92,12 +93,16 @@ def test_classifier_report_draws_its_confusion_matrix(generated_dir, tmp_path):
   assert 'retention.png' not in page
 
 
+def _earlier_report(run, out):
+  """Writes a report of `run` into `out`; returns its files' contents."""
+  report.main(['--output_dir', run, '--out', out, '--retention_windows', '2'])
+  return snapshot(out)
+
+
 def test_bad_input_fails_clearly_and_keeps_the_earlier_report(
     language_model_runs, tmp_path, capsys):
   out = str(tmp_path / 'report')
-  report.main(['--output_dir', language_model_runs[0], '--out', out,
-               '--retention_windows', '2'])
-  before = snapshot(out)
+  before = _earlier_report(language_model_runs[0], out)
   fails_with(capsys, report.main, ['--output_dir', language_model_runs[0],
                                    '--output_dir', str(tmp_path), '--out', out],
              'is not a run directory')
@@ -105,3 +110,38 @@ def test_bad_input_fails_clearly_and_keeps_the_earlier_report(
                                    '--retention_windows', '0', '--out', out],
              '--retention_windows')
   assert snapshot(out) == before
+  # A directory of other files is not replaced by a report.
+  other = tmp_path / 'notes'
+  other.mkdir()
+  (other / 'mine.txt').write_text('keep me')
+  fails_with(capsys, report.main, ['--output_dir', language_model_runs[0],
+                                   '--out', str(other)], 'not a report')
+  assert os.listdir(other) == ['mine.txt']
+
+
+def test_a_failure_while_drawing_keeps_the_earlier_report(
+    language_model_runs, tmp_path, monkeypatch):
+  out = str(tmp_path / 'report')
+  before = _earlier_report(language_model_runs[0], out)
+
+  def fails_half_way(curves, path):
+    with open(path, 'w') as f:
+      f.write('half a figure')
+    raise OSError('No space left on device')
+  monkeypatch.setattr(report.figures, 'retention_curves', fails_half_way)
+  with pytest.raises(OSError):
+    report.main(['--output_dir', language_model_runs[0], '--out', out,
+                 '--retention_windows', '2'])
+  assert snapshot(out) == before
+  assert os.listdir(tmp_path) == ['report']  # no partial report left
+
+
+def test_a_new_report_leaves_no_file_of_the_earlier_one(language_model_runs,
+                                                         tmp_path):
+  out = str(tmp_path / 'report')
+  report.main([*[a for d in language_model_runs for a in ('--output_dir', d)],
+               '--out', out, '--retention_windows', '2'])
+  report.main(['--output_dir', language_model_runs[1], '--out', out,
+               '--retention_windows', '2'])
+  assert sorted(os.listdir(out)) == ['curves.png', report.PAGE,
+                                     'retention.png']

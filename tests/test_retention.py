@@ -1,5 +1,6 @@
 """The memory-retention diagnostic against finite differences."""
 
+import jax
 import numpy as np
 import pytest
 from trax import layers as tl
@@ -67,6 +68,8 @@ def test_elman_norms_match_finite_differences_of_a_numpy_loop(n_layers):
 def test_gated_cell_norms_match_finite_differences(cell, monkeypatch):
   # More units than one pass takes, so the passes' sums are checked too.
   monkeypatch.setattr(retention, 'UNITS_PER_PASS', 3)
+  # The forward pass is the module's own here (the split is checked against
+  # an independent loop in the Elman test); the differentiation is not.
   model, tokens = _model_and_tokens(cell, 1)
   _, to_states = retention.split_at_embedding(model)
   weights = [l.weights for l in to_states]
@@ -92,6 +95,22 @@ def test_without_recurrent_weights_only_the_last_input_is_held():
   want = np.sqrt((((1 - h ** 2)[:, :, None] * np.asarray(w_xh).T[None]) ** 2)
                  .sum(axis=(1, 2)))
   np.testing.assert_allclose(norms[:, -1], want, rtol=1e-5)
+
+
+def test_bfloat16_models_give_the_float32_norms_to_bfloat16_precision():
+  model, tokens = _model_and_tokens('elman', 2)
+  low = models.RNNLanguageModel(VOCAB, d_model=4, n_layers=2,
+                                compute_dtype='bfloat16', mode='eval')
+  low.init(shapes.signature(tokens))
+  # The same weights, layer by layer (the casts between them have none).
+  weighted = [[l for l in m.sublayers if jax.tree_util.tree_leaves(l.weights)]
+              for m in (model, low)]
+  for source, target in zip(*weighted):
+    target.weights = source.weights
+  got = retention.jacobian_norms(low, tokens)
+  assert got.dtype == np.float32
+  np.testing.assert_allclose(got, retention.jacobian_norms(model, tokens),
+                             rtol=0.05, atol=1e-3)
 
 
 def test_a_model_without_an_embedding_is_refused():
