@@ -1,8 +1,9 @@
 """Generating target sequences with an encoder-decoder model in predict mode.
 
-The model (models/seq2seq.py, built with mode='predict') is called with the
-context and one previous token per row, PAD_ID first; its decoder carries
-its state between calls. Greedy decoding feeds back the likeliest token;
+The model (models/seq2seq.py, built with mode='predict') is split at its
+decoder: the context part reads each context once, and the decoder is then
+called with what it computed and one previous token per row, PAD_ID first,
+carrying its state between calls. Greedy decoding feeds back the likeliest token;
 beam search keeps the `width` likeliest partial sequences of each context,
 reordering the decoder state rows to follow them. Both stop a sequence at
 EOS_ID.
@@ -17,6 +18,7 @@ from trax import shapes
 
 from data.vocab import EOS_ID, PAD_ID
 from errors import check_positive
+from models import seq2seq
 
 Decoding = collections.namedtuple('Decoding', ['beam_width', 'max_length'])
 
@@ -37,9 +39,13 @@ def DecodingSettings(beam_width=1, max_length=None):  # pylint: disable=invalid-
 class SequenceGenerator:
   """Greedy and beam-search decoding with one predict-mode model.
 
+  The model's context part runs once per batch of contexts; only its
+  decoder runs once per generated token (see `seq2seq.split_at_decoder`).
+
   Args:
-    model: the model built with mode='predict', taking (context, previous
-      token int32[rows, 1]) to log-probabilities f32[rows, 1, vocab].
+    model: an RNNSeq2Seq or RNNCaptioner built with mode='predict', taking
+      (context, previous token int32[rows, 1]) to log-probabilities
+      f32[rows, 1, vocab].
     weights: its trained weights.
   """
 
@@ -50,33 +56,50 @@ class SequenceGenerator:
 
   def __init__(self, model, weights):
     self._model = model
-    self._weights = weights
-    self._step = jax.jit(self._apply)
+    self._context_part, self._decoder = seq2seq.split_at_decoder(model)
+    self._context_weights, self._decoder_weights = tuple(weights[:-1]), weights[-1]
+    self._remember = jax.jit(self._apply_context_part)
+    self._step = jax.jit(self._apply_decoder)
     self._initial_states = {}
 
-  def _apply(self, weights, state, context, tokens):
-    log_probs, state = self._model.pure_fn((context, tokens), weights, state,
-                                           jax.random.PRNGKey(0))
+  def _apply_context_part(self, weights, state, context):
+    """(h0, ...): what the decoder reads of `context` at every step."""
+    no_tokens = jnp.zeros((context.shape[0], 1), jnp.int32)
+    stack, _ = self._context_part.pure_fn((context, no_tokens), weights, state,
+                                          jax.random.PRNGKey(0))
+    return stack[1:]
+
+  def _apply_decoder(self, weights, state, memory, tokens):
+    log_probs, state = self._decoder.pure_fn((tokens, *memory), weights, state,
+                                             jax.random.PRNGKey(0))
     return log_probs[:, -1], state
 
-  def _initial_state(self, context):
-    """The model's predict-mode state for `context`'s rows, before any token."""
-    key = (context.shape, str(context.dtype))
+  def _memory(self, context, copies=1):
+    """The context part's outputs, each row repeated `copies` times."""
+    state = self._initial_state(context.shape[0], context)
+    memory = self._remember(self._context_weights, state[:-1], context)
+    return tuple(jnp.repeat(m, copies, axis=0) for m in memory)
+
+  def _initial_state(self, rows, context):
+    """The model's predict-mode state for `rows` contexts like `context`'s."""
+    key = (rows, context.shape[1:], str(context.dtype))
     if key not in self._initial_states:
-      signature = (shapes.signature(context),
-                   shapes.ShapeDtype((context.shape[0], 1), np.int32))
+      signature = (shapes.ShapeDtype((rows, *context.shape[1:]), context.dtype),
+                   shapes.ShapeDtype((rows, 1), np.int32))
       _, self._initial_states[key] = self._model.init(signature)
     return self._initial_states[key]
 
   def greedy(self, context, max_length):
     """int32[rows, max_length]: the likeliest token at each step, PAD_ID after EOS."""
-    state = self._initial_state(context)
     rows = context.shape[0]
+    memory = self._memory(context)
+    state = self._initial_state(rows, context)[-1]
     tokens = np.full((rows, 1), PAD_ID, np.int32)
     done = np.zeros(rows, bool)
     output = np.full((rows, max_length), PAD_ID, np.int32)
     for t in range(max_length):
-      log_probs, state = self._step(self._weights, state, context, tokens)
+      log_probs, state = self._step(self._decoder_weights, state, memory,
+                                    tokens)
       best = np.where(done, PAD_ID, np.argmax(np.asarray(log_probs), axis=-1))
       output[:, t] = best
       done |= best == EOS_ID
@@ -96,11 +119,12 @@ class SequenceGenerator:
     if width == 1:
       return self.greedy(context, max_length)
     beams = _Beams(context.shape[0], width)
-    tiled = jnp.repeat(context, width, axis=0)
-    state = self._initial_state(tiled)
-    tokens = np.full((tiled.shape[0], 1), PAD_ID, np.int32)
+    memory = self._memory(context, copies=width)  # the same for every beam
+    state = self._initial_state(context.shape[0] * width, context)[-1]
+    tokens = np.full((context.shape[0] * width, 1), PAD_ID, np.int32)
     for _ in range(max_length):
-      log_probs, state = self._step(self._weights, state, tiled, tokens)
+      log_probs, state = self._step(self._decoder_weights, state, memory,
+                                    tokens)
       rows = beams.extend(np.asarray(log_probs, np.float64))
       state = jax.tree_util.tree_map(
           lambda a: a[rows] if a.ndim and a.shape[0] == len(rows) else a,

@@ -7,10 +7,13 @@ the language model, so training is teacher-forced and the batch's target
 is also the model's second input. The decoder is the toolkit's ElmanRNN,
 started from a state computed from the context.
 
-In `mode='predict'` the target is not shifted: the caller feeds one
-previous token at a time (PAD_ID first) with the same context, and the
-decoder's ElmanRNN carries its state between calls (see models/decoding.py).
-The context encoder then runs in eval mode, so it keeps no state.
+Each model is a context part, then a Serial named DECODER that reads the
+target and what the context part computed (`split_at_decoder`). In
+`mode='predict'` the target is not shifted: the caller runs the context
+part once, then feeds the decoder one previous token at a time (PAD_ID
+first), and the decoder's ElmanRNN carries its state between calls (see
+models/decoding.py). The context part then runs in eval mode, so it keeps
+no state.
 """
 
 import jax
@@ -53,10 +56,12 @@ def RNNSeq2Seq(vocab_size, d_model=128, n_units=256, n_encoder_layers=1,  # pyli
       tl.Branch(_InitialState(n_units, bidirectional_encoder),
                 tl.Select([0, 1, 2])),                # h0, encoded, mask, target
       tl.Select([3, 0, 1, 2]),                        # target, h0, encoded, mask
-      _Decoder(vocab_size, d_model, n_units, dropout, mode),  # decoded, ...
-      (_Attention(n_units, encoded_width) if attention
-       else tl.Select([0], n_in=3)),                  # features
-      _Output(vocab_size, dropout, mode),             # log-probabilities
+      tl.Serial(
+          _Decoder(vocab_size, d_model, n_units, dropout, mode),  # decoded, ...
+          (_Attention(n_units, encoded_width) if attention
+           else tl.Select([0], n_in=3)),              # features
+          _Output(vocab_size, dropout, mode),         # log-probabilities
+          name=DECODER),
       name='RNNSeq2Seq' + ('_attention' if attention else ''),
   )
 
@@ -86,8 +91,10 @@ def RNNCaptioner(vocab_size, d_model=128, n_units=256,  # pylint: disable=invali
       tl.Dropout(rate=dropout, mode=encoder_mode),
       tl.Dense(n_units), tl.Tanh(),                   # h0, captions
       tl.Swap(),                                      # captions, h0
-      _Decoder(vocab_size, d_model, n_units, dropout, mode),  # decoded
-      _Output(vocab_size, dropout, mode),             # log-probabilities
+      tl.Serial(
+          _Decoder(vocab_size, d_model, n_units, dropout, mode),  # decoded
+          _Output(vocab_size, dropout, mode),         # log-probabilities
+          name=DECODER),
       name='RNNCaptioner',
   )
 
@@ -141,6 +148,31 @@ def _Attention(n_units, encoded_width):  # pylint: disable=invalid-name
 
 
 ATTENTION = 'Attention'
+DECODER = 'Decoder'
+
+
+def split_at_decoder(model):
+  """Splits an RNNSeq2Seq or RNNCaptioner into (context part, decoder).
+
+  The context part maps (context, target) to (target, *memory), where
+  memory is all the decoder reads of the context: (h0, encoded, mask) for a
+  translator, (h0,) for a captioner. The decoder maps (target, *memory) to
+  the log-probabilities. Generation runs the context part once and the
+  decoder once per token.
+
+  Returns:
+    A Serial of the model's sublayers before the decoder (sharing their
+    weights; `model.weights[:-1]` are its weights) and the decoder layer
+    (`model.weights[-1]`).
+
+  Raises:
+    ValueError: the model does not end in a decoder.
+  """
+  *context, decoder = model.sublayers
+  if decoder.name != DECODER:
+    raise ValueError(f'{model.name} is not an encoder-decoder model: its last '
+                     f'layer is {decoder.name}, not {DECODER}.')
+  return tl.Serial(context), decoder
 
 
 def attention_weights(query, encoded, mask):
@@ -173,21 +205,21 @@ def attention_of(model, source, target):
   """
   if not has_attention(model):
     raise ValueError(f'{model.name} has no attention to show.')
-  names = [layer.name for layer in model.sublayers]
-  stack = (source, target)
-  for layer in model.sublayers[:names.index(ATTENTION)]:
-    inputs = stack[0] if layer.n_in == 1 else stack[:layer.n_in]
-    outputs, _ = layer.pure_fn(inputs, layer.weights, layer.state,
-                               jax.random.PRNGKey(0))
-    stack = (outputs if layer.n_out > 1 else (outputs,)) + stack[layer.n_in:]
-  decoded, encoded, mask = stack
-  to_query = model.sublayers[names.index(ATTENTION)].sublayers[1]
-  query, _ = to_query.pure_fn(decoded, to_query.weights, to_query.state,
-                              jax.random.PRNGKey(0))
+  context, decoder = split_at_decoder(model)
+  at = [layer.name for layer in decoder.sublayers].index(ATTENTION)
+  before_attention = tl.Serial(context, decoder.sublayers[:at])
+  decoded, encoded, mask = _apply(before_attention, (source, target))
+  query = _apply(decoder.sublayers[at].sublayers[1], decoded)  # W_a
   return attention_weights(query, encoded, mask)
 
+
+def _apply(layer, inputs):
+  outputs, _ = layer.pure_fn(inputs, layer.weights, layer.state,
+                             jax.random.PRNGKey(0))
+  return outputs
 
 
 def has_attention(model):
   """Whether `model` (an RNNSeq2Seq) attends to the encoder states."""
-  return any(layer.name == ATTENTION for layer in model.sublayers)
+  _, decoder = split_at_decoder(model)
+  return any(layer.name == ATTENTION for layer in decoder.sublayers)

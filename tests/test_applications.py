@@ -226,8 +226,7 @@ def shapes_run(generated_dir, tmp_path_factory):
   output_dir = str(tmp_path_factory.mktemp('shapes'))
   _train('configs/shape_captions.gin', output_dir, 600,
          [*_small('CaptioningInputs', 'shape_captions', generated_dir),
-          'RNNCaptioner.n_units = 96', 'RNNCaptioner.conv_channels = (16, 32)',
-          'multifactor.constant = 0.005'])
+          'RNNCaptioner.n_units = 96', 'RNNCaptioner.conv_channels = (16, 32)'])
   return output_dir
 
 

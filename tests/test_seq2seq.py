@@ -37,11 +37,11 @@ def test_attention_weights_are_the_ones_the_model_reads():
   np.testing.assert_array_equal(weights[1, :, 4:], 0.0)  # padding
   # Rebuild the output from these weights: the context is their mix of the
   # encoder states, then the attention's output layer, Dense and LogSoftmax.
-  names = [layer.name for layer in model.sublayers]
-  at = names.index(seq2seq.ATTENTION)
+  decoder = model.sublayers[-1]
+  at = [layer.name for layer in decoder.sublayers].index(seq2seq.ATTENTION)
   decoded, encoded, _ = _stack_before(model, at, source, target)
-  w_features, b_features = model.sublayers[at].sublayers[-2].weights
-  w_out, b_out = model.sublayers[-2].weights
+  w_features, b_features = decoder.sublayers[at].sublayers[-2].weights
+  w_out, b_out = decoder.sublayers[-2].weights
   context = np.einsum('bts,bsd->btd', weights, encoded)
   features = np.tanh(np.concatenate([decoded, context], axis=-1)
                      @ np.asarray(w_features) + np.asarray(b_features))
@@ -52,14 +52,35 @@ def test_attention_weights_are_the_ones_the_model_reads():
 
 
 def _stack_before(model, index, source, target):
-  """What the model's stack holds before its sublayer `index`, run by trax."""
-  prefix = tl.Serial(model.sublayers[:index])
-  stack, _ = prefix.pure_fn((source, target), prefix.weights, prefix.state,
-                            jax.random.PRNGKey(0))
-  return [np.asarray(a) for a in stack]
+  """What the model's stack holds before its decoder's sublayer `index`, run by trax."""
+  prefix = tl.Serial(model.sublayers[:-1], model.sublayers[-1].sublayers[:index])
+  return [np.asarray(a) for a in _run(prefix, (source, target))]
 
 
 def test_a_model_without_attention_has_none_to_show():
   model, source, target = _model_and_batch(attention=False)
   with pytest.raises(ValueError, match='no attention'):
     seq2seq.attention_of(model, source, target)
+
+
+@pytest.mark.parametrize('build', [
+    lambda: _model_and_batch(),
+    lambda: _model_and_batch(attention=False)])
+def test_the_context_part_then_the_decoder_is_the_whole_model(build):
+  model, source, target = build()
+  context, decoder = seq2seq.split_at_decoder(model)
+  stack = _run(context, (source, target))
+  np.testing.assert_array_equal(np.asarray(stack[0]), target)
+  np.testing.assert_allclose(np.asarray(_run(decoder, stack)),
+                             np.asarray(model((source, target))), atol=1e-6)
+
+
+def _run(layer, inputs):
+  outputs, _ = layer.pure_fn(inputs, layer.weights, layer.state,
+                             jax.random.PRNGKey(0))
+  return outputs
+
+
+def test_only_encoder_decoders_split_at_a_decoder():
+  with pytest.raises(ValueError, match='not an encoder-decoder'):
+    seq2seq.split_at_decoder(models.RNNLanguageModel(VOCAB))
