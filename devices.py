@@ -219,6 +219,11 @@ class DataParallel:
             f'{self.process_index} of {self.process_count}, with {local}.')
 
 
+def local_mesh():
+  """A one-axis mesh of this process's devices (generation runs on these)."""
+  return Mesh(np.asarray(jax.local_devices()), (BATCH_AXIS,))
+
+
 def round_up(value, factor):
   """The smallest multiple of `factor` that is >= `value`."""
   return -(-value // factor) * factor

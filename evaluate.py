@@ -282,24 +282,30 @@ def _decoding(beam_width=None):
 
 
 def generator_of(model_fn, inputs, vocab, state, rows):
-  """The run's model in predict mode, as a SequenceGenerator for `rows` contexts."""
+  """The run's model in predict mode, as a SequenceGenerator for `rows` contexts.
+
+  Each process generates on its own devices, `rows` split over them when
+  they divide evenly (evaluation pads its batches so that they do).
+  """
   context = inputs.context_signature()
   signature = (shapes.ShapeDtype((rows, *context.shape[1:]), context.dtype),
                shapes.ShapeDtype((rows, 1), np.int32))
   model = load_model(model_fn, inputs.model_dimensions(vocab), state,
                      'predict', signature)
-  return decoding.SequenceGenerator(model, model.weights)
+  return decoding.SequenceGenerator(model, model.weights, devices.local_mesh())
 
 
 def _generated(output_dir, inputs, model_fn, vocab, state, split, settings,
                is_writer):
   """Decodes every example of `split`; exact match, BLEU and a few examples."""
-  generator = generator_of(model_fn, inputs, vocab, state, inputs.batch_size)
+  rows = devices.round_up(inputs.batch_size, jax.local_device_count())
+  generator = generator_of(model_fn, inputs, vocab, state, rows)
   outputs, references, shown = [], [], []
   for context, refs in tqdm(inputs.decoding_batches(vocab, split),
                             desc=f'decoding {split} (beam {settings.beam_width})',
                             unit='batch', disable=not is_writer):
-    ids = generator.generate(context, settings, inputs.max_target_len)
+    ids = generator.generate(pad_batch((context,), rows)[0], settings,
+                             inputs.max_target_len)
     outputs += [vocab.decode(row) for row in ids[:len(refs)]]
     references += refs
     shown += list(context[:max(0, N_SHOWN - len(shown))][:len(refs)])

@@ -13,6 +13,7 @@ import collections
 
 import jax
 from jax import numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 from trax import shapes
 
@@ -47,6 +48,10 @@ class SequenceGenerator:
       (context, previous token int32[rows, 1]) to log-probabilities
       f32[rows, 1, vocab].
     weights: its trained weights.
+    mesh: a one-axis `jax.sharding.Mesh` of this process's devices, or
+      None (JAX's default device): contexts whose rows divide evenly over
+      its devices are split over them, each device decoding its rows; the
+      others are decoded whole on every device.
   """
 
   def generate(self, context, settings, default_length):
@@ -54,31 +59,48 @@ class SequenceGenerator:
     length = settings.max_length or default_length
     return self.beam_search(context, length, settings.beam_width)
 
-  def __init__(self, model, weights):
+  def __init__(self, model, weights, mesh=None):
     self._model = model
     self._context_part, self._decoder = seq2seq.split_at_decoder(model)
-    self._context_weights, self._decoder_weights = tuple(weights[:-1]), weights[-1]
-    self._remember = jax.jit(self._apply_context_part)
+    self._rows = None
+    if mesh is not None:
+      self._rows = NamedSharding(mesh, PartitionSpec(*mesh.axis_names))
+      weights = jax.device_put(weights, NamedSharding(mesh, PartitionSpec()))
+    self._context_weights = tuple(weights[:-1])
+    self._decoder_weights = weights[-1]
+    self._remember = jax.jit(self._apply_context_part, static_argnums=3)
     self._step = jax.jit(self._apply_decoder)
     self._initial_states = {}
 
-  def _apply_context_part(self, weights, state, context):
-    """(h0, ...): what the decoder reads of `context` at every step."""
+  def _apply_context_part(self, weights, state, context, copies):
+    """(h0, ...): what the decoder reads of `context`, rows repeated `copies` times."""
     no_tokens = jnp.zeros((context.shape[0], 1), jnp.int32)
     stack, _ = self._context_part.pure_fn((context, no_tokens), weights, state,
                                           jax.random.PRNGKey(0))
-    return stack[1:]
+    return tuple(jnp.repeat(m, copies, axis=0) for m in stack[1:])
 
   def _apply_decoder(self, weights, state, memory, tokens):
     log_probs, state = self._decoder.pure_fn((tokens, *memory), weights, state,
                                              jax.random.PRNGKey(0))
     return log_probs[:, -1], state
 
-  def _memory(self, context, copies=1):
-    """The context part's outputs, each row repeated `copies` times."""
+  def remember(self, context, copies=1):
+    """What the decoder reads of each context, computed once for all tokens.
+
+    Args:
+      context: int32[rows, source_len] source tokens or f32[rows, size,
+        size, 3] images.
+      copies: how many times each row is repeated (one per beam).
+
+    Returns:
+      The context part's outputs, (h0 f32[rows * copies, n_units], ...),
+      split over the devices when `rows` divides evenly over them.
+    """
     state = self._initial_state(context.shape[0], context)
-    memory = self._remember(self._context_weights, state[:-1], context)
-    return tuple(jnp.repeat(m, copies, axis=0) for m in memory)
+    if (self._rows is not None
+        and context.shape[0] % self._rows.mesh.devices.size == 0):
+      context = jax.device_put(context, self._rows)
+    return self._remember(self._context_weights, state[:-1], context, copies)
 
   def _initial_state(self, rows, context):
     """The model's predict-mode state for `rows` contexts like `context`'s."""
@@ -92,7 +114,7 @@ class SequenceGenerator:
   def greedy(self, context, max_length):
     """int32[rows, max_length]: the likeliest token at each step, PAD_ID after EOS."""
     rows = context.shape[0]
-    memory = self._memory(context)
+    memory = self.remember(context)
     state = self._initial_state(rows, context)[-1]
     tokens = np.full((rows, 1), PAD_ID, np.int32)
     done = np.zeros(rows, bool)
@@ -119,7 +141,7 @@ class SequenceGenerator:
     if width == 1:
       return self.greedy(context, max_length)
     beams = _Beams(context.shape[0], width)
-    memory = self._memory(context, copies=width)  # the same for every beam
+    memory = self.remember(context, copies=width)  # the same for every beam
     state = self._initial_state(context.shape[0] * width, context)[-1]
     tokens = np.full((context.shape[0] * width, 1), PAD_ID, np.int32)
     for _ in range(max_length):

@@ -82,6 +82,17 @@ def run_script(script, *args, env=None, timeout=600):
                         capture_output=True, timeout=timeout)
 
 
+def run_on_devices(code, n_devices, timeout=600):
+  """Runs Python `code` in a fresh process that sees `n_devices` CPU devices.
+
+  A fresh process, since JAX fixes its devices when it starts.
+  """
+  env = dict(os.environ, XLA_FLAGS=(f'--xla_force_host_platform_device_count='
+                                    f'{n_devices}'))
+  return subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, env=env,
+                        text=True, capture_output=True, timeout=timeout)
+
+
 def tiny_data_params(data_dir):
   """train.py arguments that read the `tiny_text` dataset from `data_dir`."""
   return [arg for binding in tiny_text_dataset.gin_bindings(data_dir)

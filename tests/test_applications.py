@@ -21,6 +21,7 @@ import evaluate
 import report
 import train
 from conftest import (fails_with, metrics_of_a_mock_data_run, raw_examples,
+                      run_script,
                       snapshot)
 from data import generated
 from data.vocab import EOS_ID, PAD_ID
@@ -208,6 +209,22 @@ def test_bad_source_texts_fail_clearly_and_change_nothing(
   else:
     fails_with(capsys, evaluate.main, argv, message)
   assert snapshot(dates_run) == before
+
+
+@pytest.mark.slow
+def test_decoding_over_three_devices_writes_the_same_outputs(dates_run):
+  """Batches of 32 are padded to 33 rows and split over 3 simulated devices."""
+  on_one = evaluate.evaluate(dates_run)
+  with open(on_one['outputs'], encoding='utf-8') as f:
+    outputs = f.read()
+  result = run_script('evaluate.py', '--output_dir', dates_run, env={
+      'XLA_FLAGS': '--xla_force_host_platform_device_count=3'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  on_three = json.loads(result.stdout)
+  assert on_three['exact_match'] == on_one['exact_match']
+  assert on_three['loss'] == pytest.approx(on_one['loss'], rel=1e-4)
+  with open(on_one['outputs'], encoding='utf-8') as f:
+    assert f.read() == outputs
 
 
 def test_the_run_records_its_decoding_settings(dates_run, capsys):

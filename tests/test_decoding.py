@@ -1,12 +1,16 @@
 """Greedy and beam-search decoding against re-running the full model."""
 
 import itertools
+import json
+import textwrap
 
+import jax
 import numpy as np
 import pytest
 from trax import shapes
 
 import models
+from conftest import run_on_devices
 from data.vocab import EOS_ID, PAD_ID
 from models import decoding
 
@@ -31,18 +35,19 @@ def _contexts(kind, rows, rng):
   return source
 
 
-def _models(kind, attention=True):
+def _models(kind, attention=True, rows=3, mesh=None):
   """(eval model, SequenceGenerator with the same weights) of a random model."""
   build = _captioner if kind == 'captioner' else (
       lambda mode: _seq2seq(mode, attention))
   full, predict = build('eval'), build('predict')
   rng = np.random.default_rng(0)
-  context = _contexts(kind, 3, rng)
-  full.init((shapes.signature(context), shapes.ShapeDtype((3, 4), np.int32)))
+  context = _contexts(kind, rows, rng)
+  full.init((shapes.signature(context), shapes.ShapeDtype((rows, 4), np.int32)),
+            rng=jax.random.PRNGKey(0))  # the same weights in every process
   # The weights are scaled up so that the likeliest token often differs
   # from step to step and EOS is likely enough to end some sequences.
   full.weights = _scaled(full.weights, 3.0)
-  return full, decoding.SequenceGenerator(predict, full.weights), context
+  return full, decoding.SequenceGenerator(predict, full.weights, mesh), context
 
 
 def _scaled(weights, factor):
@@ -133,3 +138,40 @@ def test_a_wider_beam_never_finds_a_less_likely_sequence():
 def test_decoding_settings_are_checked():
   with pytest.raises(Exception, match='beam_width = 0'):
     decoding.DecodingSettings(beam_width=0)
+
+
+# Decodes with the rows of a batch split over 4 simulated devices; prints
+# the outputs and how the decoder's inputs lay on the devices.
+_ON_FOUR_DEVICES = textwrap.dedent('''
+    import json, sys
+    sys.path.insert(0, 'tests')
+    import devices, test_decoding
+    results = {}
+    for kind in ('seq2seq', 'captioner'):
+      for rows in (8, 3):  # 3 rows do not split over 4 devices
+        _, generator, context = test_decoding._models(
+            kind, rows=rows, mesh=devices.local_mesh())
+        memory = generator.remember(context, copies=2)
+        results[f'{kind} {rows}'] = {
+            'devices': len(memory[0].sharding.device_set),
+            'replicated': memory[0].sharding.is_fully_replicated,
+            'greedy': generator.greedy(context, 6).tolist(),
+            'beam': generator.beam_search(context, 6, width=3).tolist()}
+    print(json.dumps(results))
+''')
+
+
+@pytest.mark.slow
+def test_rows_split_over_devices_decode_as_on_one():
+  result = run_on_devices(_ON_FOUR_DEVICES, 4)
+  assert result.returncode == 0, result.stderr[-3000:]
+  on_four = json.loads(result.stdout.strip().splitlines()[-1])
+  for kind in ('seq2seq', 'captioner'):
+    for rows in (8, 3):
+      _, generator, context = _models(kind, rows=rows)
+      got = on_four[f'{kind} {rows}']
+      assert got['devices'] == 4
+      assert got['replicated'] == (rows == 3)  # else each device has 2 rows
+      np.testing.assert_array_equal(got['greedy'], generator.greedy(context, 6))
+      np.testing.assert_array_equal(got['beam'],
+                                    generator.beam_search(context, 6, width=3))

@@ -1,7 +1,6 @@
 """Each fix in trax_compat, shown to be needed and shown to work."""
 
 import importlib
-import os
 import warnings
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from trax import shapes
 from trax.supervised import training
 
 import trax_compat
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_on_devices
 
 
 def _unpatched_tree_unflatten():
@@ -143,11 +142,7 @@ print('patched:', jax.local_device_count(), fastmath.local_device_count(),
 def test_trax_sees_one_device_so_sharded_batches_drive_the_devices():
   # Without the fix trax refuses a Loop on fewer devices than JAX shows, and
   # tl.on_cpu pins arrays to CPU device 0; with it, both leave JAX alone.
-  result = subprocess.run(
-      [sys.executable, '-c', _ON_EIGHT_DEVICES], cwd=REPO_ROOT, text=True,
-      capture_output=True, timeout=300,
-      env={**os.environ,
-           'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  result = run_on_devices(_ON_EIGHT_DEVICES, 8, timeout=300)
   assert result.returncode == 0, result.stderr
   assert 'unpatched: refused: JAX cannot work yet with n_devices != all' \
       in result.stdout
