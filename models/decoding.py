@@ -79,7 +79,17 @@ class SequenceGenerator:
                                           jax.random.PRNGKey(0))
     return tuple(jnp.repeat(m, copies, axis=0) for m in stack[1:])
 
-  def _apply_decoder(self, weights, state, memory, tokens):
+  def _apply_decoder(self, weights, state, memory, tokens, parents=None):
+    """Continues the decoder state rows `parents` (all, when None) by `tokens`.
+
+    Reordering the state here, under jit, keeps it laid out over the
+    devices as the memory is (an eager gather would gather it whole).
+    """
+    if parents is not None:
+      state = jax.tree_util.tree_map(
+          lambda a: (jnp.take(a, parents, axis=0)
+                     if a.ndim and a.shape[0] == parents.shape[0] else a),
+          state)
     log_probs, state = self._decoder.pure_fn((tokens, *memory), weights, state,
                                              jax.random.PRNGKey(0))
     return log_probs[:, -1], state
@@ -144,13 +154,11 @@ class SequenceGenerator:
     memory = self.remember(context, copies=width)  # the same for every beam
     state = self._initial_state(context.shape[0] * width, context)[-1]
     tokens = np.full((context.shape[0] * width, 1), PAD_ID, np.int32)
+    parents = np.arange(context.shape[0] * width, dtype=np.int32)
     for _ in range(max_length):
       log_probs, state = self._step(self._decoder_weights, state, memory,
-                                    tokens)
-      rows = beams.extend(np.asarray(log_probs, np.float64))
-      state = jax.tree_util.tree_map(
-          lambda a: a[rows] if a.ndim and a.shape[0] == len(rows) else a,
-          state)
+                                    tokens, parents)
+      parents = beams.extend(np.asarray(log_probs, np.float64)).astype(np.int32)
       tokens = beams.last_tokens()[:, None]
       if beams.all_done():
         break

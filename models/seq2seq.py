@@ -220,6 +220,10 @@ def _apply(layer, inputs):
 
 
 def has_attention(model):
-  """Whether `model` (an RNNSeq2Seq) attends to the encoder states."""
+  """Whether `model` (an RNNSeq2Seq) attends to the encoder states.
+
+  Raises:
+    ValueError: the model is not an encoder-decoder (`split_at_decoder`).
+  """
   _, decoder = split_at_decoder(model)
   return any(layer.name == ATTENTION for layer in decoder.sublayers)

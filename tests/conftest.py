@@ -87,8 +87,8 @@ def run_on_devices(code, n_devices, timeout=600):
 
   A fresh process, since JAX fixes its devices when it starts.
   """
-  env = dict(os.environ, XLA_FLAGS=(f'--xla_force_host_platform_device_count='
-                                    f'{n_devices}'))
+  env = dict(os.environ, JAX_PLATFORMS='cpu',  # the flag adds CPU devices
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={n_devices}')
   return subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, env=env,
                         text=True, capture_output=True, timeout=timeout)
 

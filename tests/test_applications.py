@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import random
+import textwrap
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ import evaluate
 import report
 import train
 from conftest import (fails_with, metrics_of_a_mock_data_run, raw_examples,
-                      run_script,
+                      run_on_devices,
                       snapshot)
 from data import generated
 from data.vocab import EOS_ID, PAD_ID
@@ -217,13 +218,18 @@ def test_decoding_over_three_devices_writes_the_same_outputs(dates_run):
   on_one = evaluate.evaluate(dates_run)
   with open(on_one['outputs'], encoding='utf-8') as f:
     outputs = f.read()
-  result = run_script('evaluate.py', '--output_dir', dates_run, env={
-      'XLA_FLAGS': '--xla_force_host_platform_device_count=3'})
+  os.remove(on_one['outputs'])
+  result = run_on_devices(textwrap.dedent(f'''
+      import json, jax, evaluate
+      result = evaluate.evaluate({dates_run!r})
+      print(json.dumps({{'devices': jax.local_device_count(), **result}}))
+  '''), 3)
   assert result.returncode == 0, result.stderr[-3000:]
-  on_three = json.loads(result.stdout)
+  on_three = json.loads(result.stdout.strip().splitlines()[-1])
+  assert on_three['devices'] == 3
   assert on_three['exact_match'] == on_one['exact_match']
   assert on_three['loss'] == pytest.approx(on_one['loss'], rel=1e-4)
-  with open(on_one['outputs'], encoding='utf-8') as f:
+  with open(on_three['outputs'], encoding='utf-8') as f:
     assert f.read() == outputs
 
 
