@@ -9,8 +9,9 @@ given runs' operative configs and final metrics; the training curves and
 the memory-retention curves overlay all the runs (e.g. the Elman layer
 against GRU and LSTM on one config). By task it shows a classifier's
 confusion matrix, a tagger's F1 by entity type or tag, a language model's
-samples and memory retention (retention.py), a translator's attention maps
-and a captioner's contact sheet. The page and its PNGs go into --out, or,
+samples, the memory retention of language models, text classifiers and
+taggers (retention.py), a translator's attention maps and a captioner's
+contact sheet. The page and its PNGs go into --out, or,
 without it, into report/ of each run directory (each a copy of the page of
 all the given runs). A run's evaluation is read from its eval_SPLIT.json,
 and made by evaluate.py's code when that is missing or of another
@@ -27,6 +28,7 @@ import shutil
 import sys
 import tempfile
 
+import data
 import evaluate
 import figures
 import retention
@@ -62,6 +64,8 @@ def summarise(output_dir, label, split=None, windows=16):
   summary = RunSummary(label, output_dir, inputs.task, _read_config(output_dir),
                        _read_records(output_dir),
                        _evaluation(output_dir, split or inputs.eval_split))
+  if isinstance(inputs, data.TextClassificationInputs):  # and taggers
+    summary.retention = text_retention(output_dir, split, windows)
   if inputs.task == 'language_model':
     summary.retention = language_model_retention(output_dir, split, windows)
     summary.samples = evaluate.generate(output_dir, n_samples=3, length=300,
@@ -118,6 +122,37 @@ def language_model_retention(output_dir, split=None, windows=16):
   model = evaluate.load_model(model_fn, inputs.model_dimensions(vocab), state,
                               'eval', shapes.signature(tokens))
   return retention.retention_curve(model, tokens)
+
+
+def text_retention(output_dir, split=None, windows=16):
+  """The retention curve of a text classifier or tagger run.
+
+  Texts vary in length and padding is no input, so the windows are the
+  first T words of the `windows` longest texts of the evaluation split, T
+  being the shortest of their lengths (at most MAX_TEXT_WINDOW).
+
+  Returns:
+    NumPy f32[T]: the mean ‖∂h_T/∂x_t‖ at each distance T - t.
+  """
+  (inputs, model_fn), vocab = evaluate.load_run(output_dir)
+  split = split or inputs.eval_split
+  texts = [row for batch in inputs.eval_batches(vocab, split)
+           for row in batch[0] if row[0] != PAD_ID]
+  longest = sorted(texts, key=lambda row: -np.sum(row != PAD_ID))[:windows]
+  length = min([MAX_TEXT_WINDOW] + [int(np.sum(r != PAD_ID)) for r in longest])
+  if length < 2:
+    raise UsageError(f'Split {split!r} of {inputs.dataset} holds no text of '
+                     f'two words or more, so memory retention cannot be '
+                     f'measured on it. Choose another --split.')
+  tokens = np.stack([row[:length] for row in longest])
+  state = evaluate.load_checkpoint(output_dir)
+  model = evaluate.load_model(model_fn, inputs.model_dimensions(vocab), state,
+                              'eval', shapes.signature(tokens))
+  return retention.retention_curve(model, tokens)
+
+
+# The longest window of a text model's retention curve, in words.
+MAX_TEXT_WINDOW = 64
 
 
 def translation_attention(output_dir, split=None, count=3):
@@ -244,8 +279,9 @@ def _overview(summaries, tmp):
 _RETENTION_CAPTION = (
     'Memory retention: the norm of the Jacobian of the top recurrent layer\'s '
     'last state h_T with respect to the input x_t, averaged over validation '
-    'windows, against the distance T - t. It fades with distance; where it '
-    'fades slower, the state holds older inputs longer.')
+    'windows (for text classifiers and taggers, the first words of the '
+    'longest texts), against the distance T - t. It fades with distance; '
+    'where it fades slower, the state holds older inputs longer.')
 
 
 def _run_section(summary, tmp, stem):
@@ -358,8 +394,9 @@ def parse_args(argv):
   parser.add_argument('--split', help='split to report (default: each run\'s '
                       'eval split).')
   parser.add_argument('--retention_windows', type=int, default=16,
-                      help='language models: validation windows the '
-                           'memory-retention curve averages over.')
+                      help='validation windows (texts, for classifiers '
+                           'and taggers) the memory-retention curve '
+                           'averages over.')
   return parser.parse_args(argv)
 
 

@@ -28,9 +28,16 @@ def _embedded(model, tokens):
   return np.asarray(table.weights, np.float64)[previous]
 
 
-def _elman_last_state(model, x):
-  """The top Elman layer's last state, by a float64 NumPy loop."""
-  for layer in (l for l in model.sublayers if isinstance(l, ElmanRNN)):
+def _elman_layers(layer):
+  """The ElmanRNN layers inside `layer`, in the order they run (forward first)."""
+  if isinstance(layer, ElmanRNN):
+    return [layer]
+  return [e for sub in layer.sublayers for e in _elman_layers(sub)]
+
+
+def _forward_last_state(layers, x):
+  """The last state of `layers` (ElmanRNNs, each feeding the next), in NumPy."""
+  for layer in layers:
     w_xh, w_hh, b = (np.asarray(w, np.float64) for w in layer.weights)
     h, states = np.zeros((x.shape[0], w_hh.shape[0])), []
     for t in range(x.shape[1]):
@@ -38,6 +45,11 @@ def _elman_last_state(model, x):
       states.append(h)
     x = np.stack(states, axis=1)
   return x[:, -1]
+
+
+def _elman_last_state(model, x):
+  """The top Elman layer's last state, by a float64 NumPy loop."""
+  return _forward_last_state(_elman_layers(model), x)
 
 
 def _finite_difference_norms(last_state, x, eps):
@@ -116,3 +128,42 @@ def test_bfloat16_models_give_the_float32_norms_to_bfloat16_precision():
 def test_a_model_without_an_embedding_is_refused():
   with pytest.raises(ValueError, match='language model'):
     retention.split_at_embedding(tl.Serial(tl.Dense(3), tl.LogSoftmax()))
+
+
+# ---- text classifiers and taggers: no shift, a padding mask, directions --
+
+def _text_model(build, tokens, **kwargs):
+  model = build(VOCAB, 3, d_model=4, n_units=5, cell='elman', mode='eval',
+                **kwargs)
+  model.init(shapes.signature(tokens))
+  table = next(l for l in model.sublayers if isinstance(l, tl.Embedding))
+  return model, np.asarray(table.weights, np.float64)[tokens]  # no shift
+
+
+@pytest.mark.parametrize('build, n_layers', [
+    (models.RNNClassifier, 1), (models.RNNClassifier, 2), (models.RNNTagger, 1)])
+def test_one_direction_text_models_match_a_numpy_loop(build, n_layers):
+  tokens = np.random.default_rng(1).integers(1, VOCAB, (3, 6)).astype(np.int32)
+  model, x = _text_model(build, tokens, n_layers=n_layers, bidirectional=False)
+  layers = _elman_layers(model)
+  assert len(layers) == n_layers
+  want = _finite_difference_norms(lambda x: _forward_last_state(layers, x), x,
+                                  eps=1e-5)
+  np.testing.assert_allclose(retention.jacobian_norms(model, tokens), want,
+                             rtol=1e-4, atol=1e-6)
+
+
+def test_a_bidirectional_last_state_holds_earlier_inputs_by_its_forward_half():
+  tokens = np.random.default_rng(2).integers(1, VOCAB, (3, 6)).astype(np.int32)
+  model, x = _text_model(models.RNNClassifier, tokens)  # bidirectional
+  forward, backward = _elman_layers(model)
+  got = retention.jacobian_norms(model, tokens)
+  want = _finite_difference_norms(lambda x: _forward_last_state([forward], x),
+                                  x, eps=1e-5)
+  # The backward state at step T has read x_T alone.
+  np.testing.assert_allclose(got[:, :-1], want[:, :-1], rtol=1e-4, atol=1e-6)
+  backward_only = _finite_difference_norms(
+      lambda x: _forward_last_state([backward], x[:, -1:]), x[:, -1:], eps=1e-5)
+  np.testing.assert_allclose(got[:, -1] ** 2,
+                             want[:, -1] ** 2 + backward_only[:, 0] ** 2,
+                             rtol=1e-4)

@@ -244,6 +244,19 @@ def test_predict_prints_the_class_and_its_probability(sentiment_run, capsys):
   assert all(0.5 < float(line.split()[1]) <= 1.0 for line in lines)
 
 
+def test_classifier_report_shows_memory_retention(sentiment_run,
+                                                  labelled_data_dir, tmp_path):
+  out = str(tmp_path / 'report')
+  report.main(['--output_dir', sentiment_run, '--out', out,
+               '--retention_windows', '3'])
+  assert sorted(os.listdir(out)) == ['confusion.png', 'curves.png',
+                                     'index.html', 'retention.png']
+  words = sorted(len(ex['sentence'].split()) for ex in _split(
+      labelled_data_dir, 'tiny_sentiment', 'validation'))
+  assert len(report.text_retention(sentiment_run, windows=3)) == min(
+      words[-3], report.MAX_TEXT_WINDOW)
+
+
 def test_evaluating_an_unlabelled_split_fails_clearly(sentiment_run, capsys):
   fails_with(capsys, evaluate.main, ['--output_dir', sentiment_run,
                                      '--split', 'test'], 'labelled -1')
@@ -274,10 +287,16 @@ def test_tagger_beats_the_majority_tag_clearly(labelled_data_dir, tmp_path):
   # the first and pair each later tag with the word before its own.
   assert [w for w, _ in spaced] == ['Zorblax\u00a0film', 'was', 'in', 'Paris']
   assert spaced[-1] == ('Paris', 'B-LOC')
-  # The report draws the F1 of each entity type evaluate.py found.
-  report.main(['--output_dir', output_dir])
+  # The report draws the F1 of each entity type evaluate.py found, and the
+  # memory retention over the first words of the longest dev sentences.
+  report.main(['--output_dir', output_dir, '--retention_windows', '4'])
   assert sorted(os.listdir(os.path.join(output_dir, 'report'))) == [
-      'curves.png', 'index.html', 'per_type_f1.png']
+      'curves.png', 'index.html', 'per_type_f1.png', 'retention.png']
+  lengths = sorted(len(ex['tokens'])
+                   for ex in _split(labelled_data_dir, 'tiny_ner', 'dev'))
+  curve = report.text_retention(output_dir, windows=4)
+  assert len(curve) == min(lengths[-4], report.MAX_TEXT_WINDOW)
+  assert np.all(np.isfinite(curve)) and np.all(curve > 0)
 
 
 @pytest.mark.parametrize('config, dataset, inputs, model', [
