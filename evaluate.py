@@ -304,11 +304,11 @@ def _generated(output_dir, inputs, model_fn, vocab, state, split, settings,
   for context, refs in tqdm(inputs.decoding_batches(vocab, split),
                             desc=f'decoding {split} (beam {settings.beam_width})',
                             unit='batch', disable=not is_writer):
-    ids = generator.generate(_padded_with_copies(context, len(refs), rows),
-                             settings, inputs.max_target_len)
+    ids = generator.generate(_padded_with_copies(context, rows), settings,
+                             inputs.max_target_len)
     outputs += [vocab.decode(row) for row in ids[:len(refs)]]
     references += refs
-    shown += list(context[:max(0, N_SHOWN - len(shown))][:len(refs)])
+    shown += list(context[:max(0, N_SHOWN - len(shown))])
   result = {**task_metrics.generation_metrics(outputs, references,
                                               inputs.level),
             'n_examples': len(outputs), 'beam_width': settings.beam_width}
@@ -327,14 +327,14 @@ def _generated(output_dir, inputs, model_fn, vocab, state, split, settings,
   return {**result, 'examples': examples}
 
 
-def _padded_with_copies(context, n_real, rows):
-  """`context`'s first `n_real` rows, then copies of its first up to `rows` rows.
+def _padded_with_copies(context, rows):
+  """`context` with copies of its first row added, up to `rows` rows.
 
   Copies of a real row end when it does, where a row of padding might
   never generate EOS and keep its whole batch decoding to the length limit.
   """
-  copies = np.repeat(context[:1], rows - n_real, axis=0)
-  return np.concatenate([context[:n_real], copies])
+  copies = np.repeat(context[:1], rows - len(context), axis=0)
+  return np.concatenate([context, copies])
 
 
 def _write_outputs(output_dir, split, outputs, references):

@@ -118,10 +118,7 @@ def language_model_retention(output_dir, split=None, windows=16):
   """
   (inputs, model_fn), vocab = evaluate.load_run(output_dir)
   tokens = _full_windows(inputs, vocab, split or inputs.eval_split, windows)
-  state = evaluate.load_checkpoint(output_dir)
-  model = evaluate.load_model(model_fn, inputs.model_dimensions(vocab), state,
-                              'eval', shapes.signature(tokens))
-  return retention.retention_curve(model, tokens)
+  return _retention_curve(output_dir, inputs, model_fn, vocab, tokens)
 
 
 def text_retention(output_dir, split=None, windows=16):
@@ -138,21 +135,28 @@ def text_retention(output_dir, split=None, windows=16):
   split = split or inputs.eval_split
   texts = [row for batch in inputs.eval_batches(vocab, split)
            for row in batch[0] if row[0] != PAD_ID]
-  longest = sorted(texts, key=lambda row: -np.sum(row != PAD_ID))[:windows]
-  length = min([MAX_TEXT_WINDOW] + [int(np.sum(r != PAD_ID)) for r in longest])
+  texts.sort(key=lambda row: -np.sum(row != PAD_ID))
+  longest = texts[:windows]
+  length = (min(MAX_TEXT_WINDOW, int(np.sum(longest[-1] != PAD_ID)))
+            if longest else 0)
   if length < 2:
     raise UsageError(f'Split {split!r} of {inputs.dataset} holds no text of '
                      f'two words or more, so memory retention cannot be '
                      f'measured on it. Choose another --split.')
   tokens = np.stack([row[:length] for row in longest])
-  state = evaluate.load_checkpoint(output_dir)
-  model = evaluate.load_model(model_fn, inputs.model_dimensions(vocab), state,
-                              'eval', shapes.signature(tokens))
-  return retention.retention_curve(model, tokens)
+  return _retention_curve(output_dir, inputs, model_fn, vocab, tokens)
 
 
 # The longest window of a text model's retention curve, in words.
 MAX_TEXT_WINDOW = 64
+
+
+def _retention_curve(output_dir, inputs, model_fn, vocab, tokens):
+  """The retention curve of the run's checkpoint over the windows `tokens`."""
+  state = evaluate.load_checkpoint(output_dir)
+  model = evaluate.load_model(model_fn, inputs.model_dimensions(vocab), state,
+                              'eval', shapes.signature(tokens))
+  return retention.retention_curve(model, tokens)
 
 
 def translation_attention(output_dir, split=None, count=3):
@@ -170,7 +174,7 @@ def translation_attention(output_dir, split=None, count=3):
     raise UsageError(f'Split {split or inputs.eval_split!r} of '
                      f'{inputs.dataset} holds no sentence to translate. '
                      f'Choose another --split.')
-  source = source[:min(count, len(references))]  # the rest is padding
+  source = source[:count]
   state = evaluate.load_checkpoint(output_dir)
   generator = evaluate.generator_of(model_fn, inputs, vocab, state, len(source))
   output = generator.greedy(source, inputs.max_target_len)

@@ -15,7 +15,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from trax import shapes
 
-from data.batching import pad_batch
 from data.pipeline import FixedShapeInputs
 from data.tokenize import split_text
 from data.vocab import EOS_ID, PAD_ID, TokenVocab
@@ -77,9 +76,10 @@ class Seq2SeqInputs(FixedShapeInputs):
   def decoding_batches(self, vocab, split=None):
     """One ordered pass over `split` for decoding: (context, references) batches.
 
-    `context` is the model's first input, padded with zero rows to
-    `batch_size`; `references` is, for each real row, its reference texts,
-    tokenised and joined as the vocabulary decodes text.
+    `context` is the model's first input for up to `batch_size` examples
+    (the last batch may be short; the caller pads it as its devices need);
+    `references` is, for each row, its reference texts, tokenised and
+    joined as the vocabulary decodes text.
     """
     split = split or self.eval_split
     table, sep = vocab.lookup_table(), '' if self.level == 'char' else ' '
@@ -94,8 +94,8 @@ class Seq2SeqInputs(FixedShapeInputs):
         num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.padded_batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
     for context, references in tfds.as_numpy(ds):
-      yield (pad_batch((context,), self.batch_size)[0],
-             [[r.decode('utf-8') for r in row if r] for row in references])
+      yield context, [[r.decode('utf-8') for r in row if r]
+                      for row in references]
 
   def _examples(self, vocab, split, training, shuffle_seed=None):
     table = vocab.lookup_table()
