@@ -10,16 +10,26 @@ checkpoint holds two items:
     model state, the RNG key every step's randomness is folded from, and
     the loss of every step so far.
   meta (JSON): the step, the input pipeline's position, the evaluation
-    history, the config the run was trained with and its hash, and the
-    SHA-256 of every array, checked on every restore.
+    history, the config the run was trained with and its hash, the SHA-256
+    of every array, and the SHA-256 of all of that; both are checked on
+    every restore.
 
-Orbax keeps the last `keep_last` checkpoints and the `keep_best` best by
-an evaluation metric, and removes temporaries left by a crash.
+The last `keep_last` checkpoints and the `keep_best` best by an evaluation
+metric are kept. Older ones are pruned only once a new checkpoint is
+committed and on disk (fsynced), so a power cut never leaves none; orbax
+removes temporaries left by a crash.
+
+Only verified damage (a checksum mismatch, a missing or truncated file, a
+format that can't be decoded) makes a checkpoint `DamagedCheckpoint`, which
+train.py may set aside. Any other failure while reading (permissions, too
+many open files, memory) is `ReadFailed`: the checkpoint may well be intact,
+so nothing is moved.
 """
 
 import asyncio
 import contextlib
 import dataclasses
+import difflib
 import hashlib
 import json
 import logging
@@ -38,8 +48,18 @@ from errors import UsageError
 
 SUBDIR = 'checkpoints'
 DAMAGED_SUBDIR = 'damaged_checkpoints'  # where unreadable checkpoints are moved
-FORMAT = 1
+# 2: the meta item carries its own checksum, and per-step optimizer metrics
+# are stored. Format 1 checkpoints still load (their meta is unchecked).
+FORMAT = 2
+_READABLE_FORMATS = (1, 2)
 _GROUPS = ('weights', 'slots', 'state', 'eval_state')
+# How a metric ranks checkpoints: which way is better.
+METRIC_MODES = {'loss': 'min', 'accuracy': 'max'}
+# tensorstore's status codes for data that is missing, cut short or can't be
+# decoded; any other code (PERMISSION_DENIED, RESOURCE_EXHAUSTED, ...) is a
+# failure to read, not damage.
+_DAMAGE_STATUS = re.compile(r'^(NOT_FOUND|OUT_OF_RANGE|DATA_LOSS|'
+                            r'FAILED_PRECONDITION): ')
 
 # orbax warns each time a directory is opened read-only (every reader here
 # does so on purpose) and each time a checkpoint comes without metrics
@@ -65,6 +85,8 @@ class TrainingState:
     input_position: training batches drawn from the input pipeline.
     history: trax `History.to_dict()` of the evaluations so far.
     config: the gin config the run was trained with (see `config_hash`).
+    optimizer_metrics: {name: f32[step]}, e.g. the gradient norm of every
+      step (empty in format 1 checkpoints).
   """
   step: int
   weights: list
@@ -76,6 +98,7 @@ class TrainingState:
   input_position: int
   history: dict
   config: str
+  optimizer_metrics: dict = dataclasses.field(default_factory=dict)
 
   def config_hash(self):
     return text_hash(self.config)
@@ -150,6 +173,10 @@ class DamagedCheckpoint(Exception):
   """A committed checkpoint that can't be read back as it was written."""
 
 
+class ReadFailed(UsageError):
+  """Reading a checkpoint failed for a reason other than damage to it."""
+
+
 class Checkpoints:
   """The committed checkpoints of one run directory.
 
@@ -173,12 +200,11 @@ class Checkpoints:
           f'best_mode={best_mode!r}). Fix the Checkpoints bindings.')
     self.directory = os.path.join(os.path.abspath(output_dir), SUBDIR)
     self.best_metric, self.best_mode = best_metric, best_mode
+    self._keep_last, self._keep_best = keep_last, keep_best
     rank = lambda metrics: metrics[best_metric]
-    policy = checkpoint_managers.AnyPreservationPolicy(policies=[
-        checkpoint_managers.LatestN(n=keep_last),
-        checkpoint_managers.BestN(
-            get_metric_fn=rank, reverse=best_mode == 'min', n=keep_best,
-            keep_checkpoints_without_metrics=False)])
+    # orbax would prune inside save(), before the new checkpoint is fsynced;
+    # `_prune` does it after.
+    policy = checkpoint_managers.LatestN(n=None)  # keeps every step
     if not read_only:
       os.makedirs(self.directory, exist_ok=True)
     self._manager = _while_pruned(lambda: ocp.CheckpointManager(
@@ -198,6 +224,29 @@ class Checkpoints:
             multiprocessing_options=ocp.options.MultiprocessingOptions(
                 primary_host=jax.process_index(),
                 active_processes={jax.process_index()}))))
+
+  def check_ranking(self, metric_modes=None):
+    """Raises UsageError unless `best_metric` and `best_mode` fit the metrics.
+
+    Args:
+      metric_modes: {name: 'min' or 'max'} of the metrics every evaluation
+        reports; default METRIC_MODES.
+    """
+    modes = metric_modes or METRIC_MODES
+    if self.best_metric not in modes:
+      close = difflib.get_close_matches(str(self.best_metric), sorted(modes),
+                                        n=2, cutoff=0.4)
+      hint = f' Did you mean {" or ".join(map(repr, close))}?' if close else ''
+      raise UsageError(
+          f'Checkpoints.best_metric = {self.best_metric!r} is not a metric '
+          f'of the evaluations, which report {", ".join(sorted(modes))}.'
+          f'{hint} Fix the Checkpoints.best_metric binding.')
+    if modes[self.best_metric] != self.best_mode:
+      raise UsageError(
+          f'Checkpoints.best_mode = {self.best_mode!r} would keep the worst '
+          f'checkpoints by {self.best_metric!r}, for which '
+          f'{modes[self.best_metric]!r} is better. Bind Checkpoints.best_mode '
+          f'= {modes[self.best_metric]!r}.')
 
   def steps(self):
     """Committed steps, oldest first."""
@@ -236,6 +285,22 @@ class Checkpoints:
       # orbax's rename makes the commit atomic for other processes; this
       # makes it durable if the machine, not just the process, goes down.
       _fsync_tree(os.path.join(self.directory, str(state.step)))
+      self._prune()
+
+  def _prune(self):
+    """Deletes the checkpoints neither among the last nor the best kept."""
+    steps = self.steps()
+    keep = set(steps[-self._keep_last:])
+    ranked = [(metrics[self.best_metric], step) for step in steps
+              if self.best_metric in (metrics := self._metrics(step))]
+    ranked.sort(reverse=self.best_mode == 'max')
+    keep.update(step for _, step in ranked[:self._keep_best])
+    for step in steps:
+      if step not in keep:
+        self._manager.delete(step)
+
+  def _metrics(self, step):
+    return self._manager.metadata(step).metrics or {}
 
   @contextlib.contextmanager
   def _write_errors_reported(self, step):
@@ -280,17 +345,27 @@ class Checkpoints:
 
     Raises:
       DamagedCheckpoint: a file is missing, truncated or altered.
+      ReadFailed: reading failed for another reason; the checkpoint may be
+        intact.
     """
     try:
-      with _closed_loop_reports_held():
-        items = self._manager.restore(step, args=ocp.args.Composite(
-            arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-      return _from_items(items['arrays'], items['meta'])
-    except DamagedCheckpoint:
-      raise
+      items = self._read_items(step)
     except Exception as e:  # pylint: disable=broad-except
       reason = ' '.join(str(e).split())[:300] or type(e).__name__
-      raise DamagedCheckpoint(f'it could not be read ({reason})') from None
+      if is_damage(e):
+        raise DamagedCheckpoint(f'it could not be read ({reason})') from None
+      raise ReadFailed(
+          f'Reading checkpoint {step} in {self.directory} failed '
+          f'({type(e).__name__}: {reason}). That is not damage the '
+          f'checkpoint shows, so nothing was moved or changed. Fix the cause '
+          f'(permissions, open-file or memory limits, the file system) and '
+          f'rerun.') from None
+    return _from_items(items['arrays'], items['meta'])
+
+  def _read_items(self, step):
+    with _closed_loop_reports_held():
+      return self._manager.restore(step, args=ocp.args.Composite(
+          arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
 
   def restore_newest_good(self):
     """The newest checkpoint that reads back intact.
@@ -315,6 +390,21 @@ class Checkpoints:
     shutil.move(os.path.join(self.directory, str(step)), target)
     self._manager.reload()
     return target
+
+
+def is_damage(error):
+  """Whether an error from reading a checkpoint shows damage to its files.
+
+  Missing files, bytes cut short and contents that can't be decoded are
+  damage. Permissions, resource limits and the like are not.
+  """
+  if isinstance(error, (FileNotFoundError, json.JSONDecodeError,
+                        UnicodeDecodeError)):
+    return True
+  if isinstance(error, KeyError):  # orbax: an item of the step is missing
+    return 'was not found in the checkpoint' in str(error)
+  # tensorstore reports its failures as ValueError('CODE: ...').
+  return type(error) is ValueError and bool(_DAMAGE_STATUS.match(str(error)))
 
 
 def flat_slots(slots):
@@ -360,23 +450,39 @@ def _to_items(state):
   for group in _GROUPS:
     for i, array in enumerate(getattr(state, group)):
       arrays[f'{group}_{i:04d}'] = np.asarray(array)
+  metric_names = sorted(state.optimizer_metrics)
+  for i, name in enumerate(metric_names):
+    arrays[f'optimizer_metric_{i:04d}'] = np.asarray(
+        state.optimizer_metrics[name], np.float32)
   meta = {
       'format': FORMAT, 'step': state.step,
       'input_position': state.input_position,
       'history': json.loads(json.dumps(state.history, default=_to_builtin)),
       'config': state.config, 'config_hash': state.config_hash(),
       'counts': {g: len(getattr(state, g)) for g in _GROUPS},
+      'optimizer_metrics': metric_names,
       'arrays': {name: {'shape': list(a.shape), 'dtype': a.dtype.str,
                         'sha256': array_hash(a)}
                  for name, a in arrays.items()},
   }
+  meta['meta_sha256'] = _meta_hash(meta)
   return arrays, meta
+
+
+def _meta_hash(meta):
+  """SHA-256 of the meta item without its own hash, as canonical JSON."""
+  fields = {k: v for k, v in meta.items() if k != 'meta_sha256'}
+  return text_hash(json.dumps(fields, sort_keys=True))
 
 
 def _from_items(arrays, meta):
   """The stored items -> TrainingState, after checking every array's hash."""
-  if meta.get('format') != FORMAT:
-    raise DamagedCheckpoint(f'its format {meta.get("format")!r} is not {FORMAT}')
+  if meta.get('format') not in _READABLE_FORMATS:
+    raise DamagedCheckpoint(f'its format {meta.get("format")!r} is not one '
+                            f'of {_READABLE_FORMATS}')
+  if meta['format'] >= 2 and meta.get('meta_sha256') != _meta_hash(meta):
+    raise DamagedCheckpoint('its metadata (step, input position, history, '
+                            'config) does not match its checksum')
   if sorted(arrays) != sorted(meta['arrays']):
     raise DamagedCheckpoint('its arrays differ from the ones it recorded')
   for name, array in arrays.items():
@@ -386,11 +492,14 @@ def _from_items(arrays, meta):
                 for i in range(meta['counts'][g])] for g in _GROUPS}
   if meta['config_hash'] != text_hash(meta['config']):
     raise DamagedCheckpoint('its config does not match its checksum')
+  optimizer_metrics = {
+      name: np.asarray(arrays[f'optimizer_metric_{i:04d}'])
+      for i, name in enumerate(meta.get('optimizer_metrics', []))}
   return TrainingState(
       step=meta['step'], rng=np.asarray(arrays['rng']),
       train_loss=np.asarray(arrays['train_loss']),
       input_position=meta['input_position'], history=meta['history'],
-      config=meta['config'], **groups)
+      config=meta['config'], optimizer_metrics=optimizer_metrics, **groups)
 
 
 def _to_builtin(value):

@@ -13,6 +13,7 @@ import os
 import re
 
 import gin
+import gin.config_parser
 
 import trax_compat  # noqa: F401  (must precede the first trax import)
 import checkpoints
@@ -72,10 +73,68 @@ def parse(gin_files, gin_params=()):
       raise UsageError(f'Config file {path!r} does not exist. Pass the path of '
                        f'a .gin file, e.g. --gin_file '
                        f'configs/char_rnn_shakespeare.gin.')
-  try:
+  with _parse_errors_as_usage_errors():
     gin.parse_config_files_and_bindings(
         [p if os.path.exists(p) else os.path.join(REPO_ROOT, p)
          for p in gin_files], list(gin_params))
+
+
+def parse_run_config(path, gin_params=()):
+  """Parses a run directory's config.gin as data: bindings only.
+
+  A run directory may come from someone else. gin would run a config's
+  `import` lines and read the files its `include` lines name, so those are
+  refused before gin sees the text; train.py writes neither (its config.gin
+  is the operative config, every value spelled out).
+
+  Raises:
+    UsageError: the file holds import or include lines, or doesn't parse.
+  """
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  executable = _import_and_include_lines(text)
+  if executable:
+    shown = '; '.join(f'line {line}: `{statement}`'
+                      for line, statement in executable[:3])
+    raise UsageError(
+        f'{path} holds lines that would run code or read other files '
+        f'({shown}). A run directory is read as data, so nothing of it was '
+        f'run. train.py never writes such lines: the file was changed by '
+        f'hand or comes from elsewhere. Remove them if you trust the rest, '
+        f'or use the run\'s original config.gin.')
+  gin.clear_config()
+  with _parse_errors_as_usage_errors():
+    gin.parse_config(text)
+    gin.parse_config(list(gin_params))
+
+
+class _AnyReference(gin.config_parser.ParserDelegate):
+  """Accepts every @reference and %macro: only the statements' kinds matter."""
+
+  def configurable_reference(self, scoped_configurable_name, evaluate):
+    return scoped_configurable_name
+
+  def macro(self, macro_name):
+    return macro_name
+
+
+def _import_and_include_lines(text):
+  """[(line number, statement)] of the import and include lines of `text`."""
+  found = []
+  with _parse_errors_as_usage_errors():
+    for statement in gin.config_parser.ConfigParser(text, _AnyReference()):
+      if isinstance(statement, gin.config_parser.ImportStatement):
+        found.append((statement.location.line_num, f'import {statement.module}'))
+      elif isinstance(statement, gin.config_parser.IncludeStatement):
+        found.append((statement.location.line_num,
+                      f'include {statement.filename!r}'))
+  return found
+
+
+@contextlib.contextmanager
+def _parse_errors_as_usage_errors():
+  try:
+    yield
   except (ValueError, KeyError, IOError, SyntaxError) as e:
     raise UsageError(
         f'The gin config could not be parsed: {_first_line(e)}.'

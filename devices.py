@@ -31,10 +31,11 @@ BATCH_AXIS = 'data'
 def select_platform(platform):
   """Makes JAX use `platform` ('cpu', 'gpu' or 'tpu'; None: what JAX finds).
 
-  Must run before anything computes with JAX in this process.
+  Only names it: JAX looks for the devices when first asked, which must come
+  after joining other processes (`check_platform_found`).
 
   Raises:
-    UsageError: the platform is unknown or absent on this machine.
+    UsageError: the platform is unknown.
   """
   if platform is None:
     return
@@ -43,6 +44,12 @@ def select_platform(platform):
                      f'{", ".join(PLATFORMS)}, or leave --platform out to use '
                      f'what JAX finds.')
   jax.config.update('jax_platforms', platform)
+
+
+def check_platform_found(platform):
+  """Raises UsageError unless JAX finds devices of `platform` (None: any)."""
+  if platform is None:
+    return
   try:
     jax.devices()
   except RuntimeError as e:
@@ -109,7 +116,9 @@ def set_up(args):
   given = (args.coordinator_address, args.num_processes, args.process_id)
   if (args.multihost or any(value is not None for value in given)
       or os.environ.get('JAX_COORDINATOR_ADDRESS')):
+    # JAX refuses to join once it has looked for devices, so join first.
     join_processes(*given)
+  check_platform_found(args.platform)
 
 
 @contextlib.contextmanager
@@ -204,6 +213,13 @@ class DataParallel:
     # Every process must pass the same shape: a 0-d flag, whatever `flag` is.
     flags = multihost_utils.process_allgather(np.int32(bool(flag)))
     return bool(np.any(flags))
+
+  def min_over_processes(self, value):
+    """The smallest of every process's int `value` (every process must call it)."""
+    if self.process_count == 1:
+      return int(value)
+    values = multihost_utils.process_allgather(np.int32(value))
+    return int(np.min(values))
 
   def describe_devices(self):
     kinds = sorted({d.device_kind for d in self.mesh.devices.flat})

@@ -54,7 +54,8 @@ from trax import shapes
 from data.batching import pad_batch
 from models import decoding
 from data.tokenize import words_as_typed
-from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID, load_vocab
+from data.vocab import (CharVocab, FIRST_CHAR_ID, PAD_ID, load_vocab,
+                        size_mismatch)
 
 
 def load_run(output_dir, with_data=True):
@@ -64,7 +65,8 @@ def load_run(output_dir, with_data=True):
   not opened (generation needs only the model and the vocabulary).
 
   Raises:
-    UsageError: `output_dir` is not a directory written by train.py.
+    UsageError: `output_dir` is not a directory written by train.py, or
+      its vocab.json is damaged or of another kind than its inputs read.
   """
   config = os.path.join(output_dir, run_dir.CONFIG_FILE)
   vocab = os.path.join(output_dir, run_dir.VOCAB_FILE)
@@ -73,8 +75,12 @@ def load_run(output_dir, with_data=True):
       raise UsageError(f'{path} does not exist, so {output_dir} is not a run '
                        f'directory written by train.py. Point --output_dir at '
                        f'the directory you passed to train.py.')
-  configurables.parse([config], [] if with_data else ['experiment.inputs = None'])
-  return train.experiment(), load_vocab(vocab)
+  configurables.parse_run_config(
+      config, [] if with_data else ['experiment.inputs = None'])
+  experiment, vocab = train.experiment(), load_vocab(vocab)
+  if experiment.inputs is not None:  # before a pipeline reads with it
+    experiment.inputs.check_vocab(vocab)
+  return experiment, vocab
 
 
 def load_checkpoint(output_dir, which='best'):
@@ -137,10 +143,37 @@ def load_model(model_fn, dimensions, state, mode, input_signature):
   """
   model = model_fn(**dimensions, mode=mode)
   model.init(input_signature)
+  _check_fits(state, model_fn, dimensions, mode, input_signature)
   signature = model.weights_and_state_signature(input_signature)
   model.weights, _ = tl.unflatten_weights_and_state(
       [jnp.asarray(w) for w in state.weights], (), signature, weights_only=True)
   return model
+
+
+def _check_fits(state, model_fn, dimensions, mode, input_signature):
+  """Raises UsageError unless checkpoint `state` fits the run's model.
+
+  The model's sizes come from vocab.json, its layers from config.gin;
+  trax would load weights of other shapes without a word and fail (or
+  mispredict) later.
+  """
+  def shapes_of(sizes):
+    weights, state_signature = model_fn(
+        **sizes, mode=mode).weights_and_state_signature(input_signature)
+    flat, _ = tl.flatten_weights_and_state(weights, state_signature)
+    return [tuple(w.shape) for w in flat]
+
+  saved = [tuple(np.shape(w)) for w in state.weights]
+  wanted = shapes_of(dimensions)
+  if saved == wanted:
+    return
+  raise size_mismatch(dimensions, saved, shapes_of, state.step) or UsageError(
+      f'The checkpoint at step {state.step} does not fit the model that the '
+      f'run\'s config.gin and vocab.json describe: its {len(saved)} weight '
+      f'arrays (e.g. {saved[:3]}) differ from the model\'s {len(wanted)} '
+      f'(e.g. {wanted[:3]}), so one of those files was changed after '
+      f'training. Restore the run\'s own config.gin and vocab.json, or train '
+      f'a new run in another --output_dir.')
 
 
 def scored_batch(model):

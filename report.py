@@ -42,6 +42,8 @@ from data.vocab import EOS_ID, PAD_ID
 from models import seq2seq
 
 PAGE = 'index.html'
+# Written into every report, so that report.py replaces only its own.
+MARKER = '.report_by_report_py'
 
 
 @dataclasses.dataclass
@@ -237,6 +239,9 @@ def write_report(summaries, out_dir):
                  for i, s in enumerate(summaries)]
     with open(os.path.join(building, PAGE), 'w', encoding='utf-8') as f:
       f.write(_page(summaries, sections, building))
+    with open(os.path.join(building, MARKER), 'w', encoding='utf-8') as f:
+      f.write('This directory is a report written by report.py, which '
+              'replaces it whole when it writes the report again.\n')
     _swap_in(building, out_dir)
   finally:
     shutil.rmtree(building, ignore_errors=True)
@@ -244,20 +249,32 @@ def write_report(summaries, out_dir):
 
 
 def check_replaceable(out_dir):
-  """Raises UsageError unless `out_dir` is new, empty or an earlier report."""
+  """Raises UsageError unless `out_dir` is new, empty or an earlier report.
+
+  An earlier report is known by the MARKER file report.py writes into every
+  report: a directory without it was not made by report.py, and is never
+  replaced, whatever it holds.
+  """
   if not os.path.exists(out_dir):
     return
-  if (not os.path.isdir(out_dir) or
-      (os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, PAGE)))):
+  if not os.path.isdir(out_dir) or (
+      os.listdir(out_dir) and
+      not os.path.isfile(os.path.join(out_dir, MARKER))):
     raise UsageError(f'{out_dir} exists and is not a report written by '
-                     f'report.py (it holds no {PAGE}). A report replaces its '
-                     f'directory whole, so point --out at a new directory or '
-                     f'at an earlier report.')
+                     f'report.py (it holds no {MARKER} file). A report '
+                     f'replaces its directory whole, so point --out at a new '
+                     f'or empty directory, or at an earlier report.')
 
 
 def _swap_in(built, out_dir):
+  """Puts the report in place: moved into a new or empty `out_dir`, or
+  swapped for the earlier report there."""
   if not os.path.exists(out_dir):
     os.replace(built, out_dir)
+    return
+  if not os.listdir(out_dir):  # the user's own directory: keep it
+    for name in os.listdir(built):
+      os.replace(os.path.join(built, name), os.path.join(out_dir, name))
     return
   old = built + '.old'
   os.replace(out_dir, old)

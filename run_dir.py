@@ -2,25 +2,95 @@
 
 A run directory (train.py's --output_dir) holds `checkpoints/` (see
 checkpoints.py), `config.gin`, `vocab.json`, `metrics.jsonl` and
-TensorBoard summaries (`train/`, `eval/`).
+TensorBoard summaries (`train/`, `eval/`), and `train.lock` while a
+train.py trains in it.
 """
 
+import contextlib
 import difflib
+import fcntl
 import json
 import os
+import socket
+import sys
 import tempfile
 
 import gin
 import numpy as np
 
 import checkpoints
-from data.vocab import load_vocab as read_vocab
+from atomic_files import write_text_atomically
+from data.vocab import load_vocab as read_vocab, size_mismatch
 from errors import UsageError
 
 CONFIG_FILE = 'config.gin'
 VOCAB_FILE = 'vocab.json'
 METRICS_FILE = 'metrics.jsonl'
 LEGACY_CHECKPOINT = 'model.pkl.gz'  # trax's own format, used by earlier versions
+LOCK_FILE = 'train.lock'
+
+
+@contextlib.contextmanager
+def training_lock(output_dir):
+  """Holds `output_dir` for this process: one trainer per run directory.
+
+  The lock is an flock on LOCK_FILE, which names its holder (pid and host).
+  The kernel drops an flock when its process dies, so a lock left by a
+  killed train.py is free and is taken over; the file is removed on
+  release. Readers (evaluate.py, report.py) never take it. A directory this
+  call created is removed again if nothing else was written to it.
+
+  Raises:
+    UsageError: another process holds the lock.
+  """
+  created = not os.path.exists(output_dir)
+  os.makedirs(output_dir, exist_ok=True)
+  path = os.path.join(output_dir, LOCK_FILE)
+  descriptor = _lock(path, output_dir)
+  try:
+    left_by = os.read(descriptor, 200).decode('utf-8', 'replace').strip()
+    if left_by:
+      print(f'{output_dir} was locked by {_holder(left_by)}, which has '
+            f'ended without releasing it; taking it over.', file=sys.stderr)
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f'{os.getpid()} {socket.gethostname()}\n'.encode(), 0)
+    yield
+  finally:
+    os.unlink(path)  # before unlocking: a waiting process then retries
+    os.close(descriptor)
+    if created and not os.listdir(output_dir):
+      os.rmdir(output_dir)
+
+
+def _lock(path, output_dir):
+  """An open descriptor of `path` holding its exclusive flock."""
+  while True:
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.read(descriptor, 200).decode('utf-8', 'replace').strip()
+      os.close(descriptor)
+      raise UsageError(
+          f'{output_dir} is being trained in by {_holder(holder)} (it holds '
+          f'{path}). Nothing was changed. Wait for that run to end or stop '
+          f'it (SIGTERM saves a checkpoint), or choose another '
+          f'--output_dir; evaluate.py and report.py can read the directory '
+          f'meanwhile.') from None
+    # The holder we waited on may have removed the file meanwhile: a lock on
+    # a removed file holds nothing, so start again with the current file.
+    try:
+      if os.stat(path).st_ino == os.fstat(descriptor).st_ino:
+        return descriptor
+    except FileNotFoundError:
+      pass
+    os.close(descriptor)
+
+
+def _holder(text):
+  """'process PID on host HOST' from a lock file's 'PID HOST'."""
+  pid, _, host = text.partition(' ')
+  return f'process {pid} on host {host or "unknown"}'
 
 
 def load_vocab(output_dir, dataset):
@@ -102,6 +172,21 @@ def check_shapes(output_dir, restored, model, optimizer, input_signature):
           f'that run ({os.path.join(output_dir, CONFIG_FILE)}).')
 
 
+def check_vocab_size(output_dir, restored, model, dimensions, input_signature):
+  """Raises UsageError if the checkpoint was trained with another vocab.json."""
+  from trax import fastmath  # pylint: disable=g-import-not-at-top
+
+  def shapes_of(sizes):
+    weights, _ = model(**sizes, mode='train').weights_and_state_signature(
+        input_signature)
+    return [tuple(w.shape) for w in fastmath.tree_flatten(weights)]
+
+  error = size_mismatch(dimensions, [a.shape for a in restored.weights],
+                        shapes_of, restored.step)
+  if error:
+    raise UsageError(f'{output_dir}: {error}')
+
+
 def planned_shapes(model, optimizer, input_signature):
   """Shapes of the flat weights and optimizer slots a run would checkpoint."""
   from trax import fastmath  # pylint: disable=g-import-not-at-top
@@ -128,14 +213,7 @@ def save_operative_config(output_dir, step):
     if step:
       os.replace(path, os.path.join(output_dir,
                                     f'config_until_step_{step}.gin'))
-  _write_text(path, config)
-
-
-def _write_text(path, text):
-  """Writes `text` through a temporary file and a rename."""
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
+  write_text_atomically(path, config)
 
 
 def append_metrics(output_dir, record):
@@ -157,7 +235,7 @@ def truncate_metrics(output_dir, step):
     lines = f.readlines()
   kept = [line for line in lines if _is_record_until(line, step)]
   if len(kept) != len(lines):
-    _write_text(path, ''.join(kept))
+    write_text_atomically(path, ''.join(kept))
 
 
 def _is_record_until(line, step):

@@ -21,8 +21,17 @@ import allocator  # pylint: disable=g-bad-import-order
 if __name__ == '__main__':
   allocator.relaunch_with_fast_allocator()
 
-import time  # pylint: disable=g-bad-import-order
+import signal  # pylint: disable=g-bad-import-order
+import time
 LOADED = time.time()  # the time to the first step counts imports too
+
+# SIGTERM and SIGINT received so far. From here on, through the slow imports
+# below and all start-up work, a signal is a request to stop at the next
+# safe point (`_stop_requests`), not a kill.
+STOP_SIGNALS = []
+if __name__ == '__main__':
+  for _signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_signum, lambda signum, _: STOP_SIGNALS.append(signum))
 
 import argparse
 import collections
@@ -30,7 +39,6 @@ import contextlib
 import errno
 import math
 import os
-import signal
 import sys
 
 import gin
@@ -90,13 +98,14 @@ def experiment(inputs=gin.REQUIRED, model=gin.REQUIRED):
 
 
 @gin.configurable(denylist=['output_dir', 'allow_config_change',
-                            'from_scratch'])
+                            'from_scratch', 'stop_signals'])
 def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
                        optimizer=optimizers.Adam,
                        lr_schedule=lr_schedules.constant(1e-3),
                        eval_every=500, checkpoint_every=None,
                        n_eval_batches=None, seed=0, on_nonfinite='stop',
-                       allow_config_change=False, from_scratch=False):
+                       allow_config_change=False, from_scratch=False,
+                       stop_signals=()):
   """Trains the `experiment` for `n_steps` steps in total, evaluating as it goes.
 
   Args:
@@ -114,6 +123,9 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
     allow_config_change: resume even if the config differs from the one the
       checkpoint was trained with.
     from_scratch: start at step 0 when every checkpoint is damaged.
+    stop_signals: a list that the caller's signal handlers append to; once
+      it is non-empty, training stops after the step in progress has been
+      evaluated and checkpointed as it would have been (`_stop_requests`).
 
   Returns:
     The trax `training.Loop` after training, or None if there was nothing
@@ -123,8 +135,30 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
                   checkpoint_every=checkpoint_every,
                   n_eval_batches=n_eval_batches, lr_schedule=lr_schedule,
                   on_nonfinite=on_nonfinite)
-  plan = _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
-               from_scratch)
+  run_dir.check_writable(output_dir)
+  # Taken before the slow start-up work, so that a second train.py on this
+  # directory is refused at once.
+  with _held_by_the_writer(output_dir):
+    plan = _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
+                 from_scratch)
+    if plan.parallel.any_process(stop_signals):
+      raise Interrupted()  # asked to stop before anything was written
+    return _train(output_dir, plan, stop_signals, n_steps=n_steps,
+                  lr_schedule=lr_schedule, eval_every=eval_every,
+                  checkpoint_every=checkpoint_every or eval_every, seed=seed,
+                  on_nonfinite=on_nonfinite)
+
+
+def _held_by_the_writer(output_dir):
+  """The run directory's lock, held by the process that writes it."""
+  if jax.process_index() == 0:
+    return run_dir.training_lock(output_dir)
+  return contextlib.nullcontext()
+
+
+def _train(output_dir, plan, stop_signals, *, n_steps, lr_schedule,
+           eval_every, checkpoint_every, seed, on_nonfinite):
+  """Trains `plan` from its restored step to n_steps; see train_and_evaluate."""
   start = plan.restored.step if plan.restored else 0
   writer = plan.parallel.is_writer
   if start >= n_steps:
@@ -134,7 +168,7 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
   # Every check has passed: only now may the run directory change.
   saver = _prepare_run_dir(output_dir, plan, start) if writer else None
   loop = _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
-                    checkpoint_every or eval_every, seed, on_nonfinite)
+                    checkpoint_every, seed, on_nonfinite)
   if writer:
     run_dir.save_operative_config(output_dir, start)
   print(plan.parallel.describe())
@@ -144,17 +178,18 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
   if start:
     print(f'Resuming {output_dir} from its checkpoint at step {start}.')
   with tqdm(total=n_steps, initial=start, unit='step', dynamic_ncols=True,
-            mininterval=1.0, disable=not writer) as bar, \
-      _stop_requests() as signals:
-    loop.progress_bar, loop.stop_signals = bar, signals
+            mininterval=1.0, disable=not writer) as bar:
+    loop.progress_bar, loop.stop_signals = bar, stop_signals
     try:
       loop.run(n_steps - start)
     except Interrupted:
-      loop.save_now()  # A second signal cannot cut this short.
+      loop.save_now(loop.eval_metrics_at_this_step())  # signals only recorded
       raise
     finally:
       if saver:  # nothing of the run's is written after train.py returns
         saver.close()
+  if plan.parallel.any_process(stop_signals):
+    raise Interrupted()  # the last step's evaluation and checkpoint are done
   return loop
 
 
@@ -192,9 +227,9 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
   parallel.check_batch_size(inputs.batch_size,
                             f'{type(inputs).__name__}.batch_size')
   inputs.train_shards(parallel.process_count)  # raises if they can't divide
-  run_dir.check_writable(output_dir)
   config = configurables.config_text()
-  restored, damaged = _newest_intact_checkpoint(output_dir, from_scratch)
+  restored, damaged = _newest_intact_checkpoint(output_dir, from_scratch,
+                                                parallel)
   if restored:
     run_dir.check_config(output_dir, restored, config, allow_config_change)
   saved_vocab = run_dir.load_vocab(output_dir, inputs.dataset)
@@ -203,6 +238,8 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
       model, inputs.model_dimensions(vocab), _signature(inputs))
   opt = _build_optimizer(optimizer)
   if restored:
+    run_dir.check_vocab_size(output_dir, restored, model,
+                             inputs.model_dimensions(vocab), _signature(inputs))
     run_dir.check_shapes(output_dir, restored, train_model, opt,
                          _signature(inputs))
   eval_batches = _eval_batches(inputs, vocab, n_eval_batches, parallel)
@@ -210,11 +247,17 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
               restored, damaged, eval_batches, config, parallel)
 
 
-def _newest_intact_checkpoint(output_dir, from_scratch):
-  """(TrainingState or None, [(step, reason)] of the damaged newer ones)."""
+def _newest_intact_checkpoint(output_dir, from_scratch, parallel):
+  """(TrainingState or None, [(step, reason)] of the damaged newer ones).
+
+  Every process resumes from the same step: the newest that all of them
+  read intact.
+  """
   run_dir.check_not_legacy(output_dir)
-  restored, damaged = configurables.Checkpoints(
-      output_dir, read_only=True).restore_newest_good()
+  saved = configurables.Checkpoints(output_dir, read_only=True)
+  saved.check_ranking()
+  restored, damaged = saved.restore_newest_good()
+  restored, damaged = _agreed_checkpoint(saved, restored, damaged, parallel)
   listing = '; '.join(f'step {step}: {reason}' for step, reason in damaged)
   if restored is None and damaged and not from_scratch:
     raise UsageError(
@@ -229,6 +272,25 @@ def _newest_intact_checkpoint(output_dir, from_scratch):
         f'{restored.step}. Drop --from_scratch to resume it, or pass a new '
         f'--output_dir to train from step 0.')
   return restored, damaged
+
+
+def _agreed_checkpoint(saved, restored, damaged, parallel):
+  """`restore_newest_good`'s result, moved back to the step all processes read.
+
+  Where processes see the checkpoints differently (a shared file system
+  that has not yet shown every process a new commit, or damage one of them
+  detects on its own copy), each restores the oldest of their choices, and
+  the newer steps count as damaged for the one that sets them aside.
+  """
+  mine = restored.step if restored else -1
+  agreed = parallel.min_over_processes(mine)
+  if agreed == mine:
+    return restored, damaged
+  newer = [(step, 'another process could not read it intact')
+           for step in saved.steps() if step > agreed
+           and step not in dict(damaged)]
+  damaged = sorted(damaged + newer, reverse=True)
+  return (saved.restore(agreed) if agreed >= 0 else None), damaged
 
 
 def _prepare_run_dir(output_dir, plan, start):
@@ -255,27 +317,42 @@ class Diverged(Exception):
 
 @contextlib.contextmanager
 def _stop_requests():
-  """Turns SIGTERM and SIGINT into a stop request, honoured after the step.
+  """Turns SIGTERM and SIGINT into a stop request, honoured at a safe point.
 
-  Yields the list of signals received; the loop stops once it is non-empty.
-  Further signals while stopping are only recorded, so they cannot interrupt
-  the checkpoint being written.
+  Yields the list of signals received (STOP_SIGNALS, which also holds any
+  received while train.py was loading); training stops once it is
+  non-empty, after the step in progress has been evaluated and
+  checkpointed, or before anything is written if training has not begun.
+  Further signals while stopping are only recorded, so they cannot
+  interrupt the checkpoint being written.
   """
-  received = []
-
-  def request_stop(signum, unused_frame):
-    if not received:
-      print(f'\n{signal.Signals(signum).name} received: finishing this step '
-            f'and saving a checkpoint.', file=sys.stderr)
-    received.append(signum)
-
-  stop_signals = (signal.SIGTERM, signal.SIGINT)
-  previous = {s: signal.signal(s, request_stop) for s in stop_signals}
+  if STOP_SIGNALS:
+    print(f'{signal.Signals(STOP_SIGNALS[0]).name} received while starting: '
+          f'stopping before training.', file=sys.stderr)
+  previous = {s: signal.getsignal(s) for s in _STOP_SIGNAL_KINDS}
+  _listen_for_stop_requests()
   try:
-    yield received
+    yield STOP_SIGNALS
   finally:
     for s, handler in previous.items():
       signal.signal(s, handler)
+    STOP_SIGNALS.clear()  # a later in-process call starts afresh
+
+
+_STOP_SIGNAL_KINDS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _listen_for_stop_requests():
+  """Makes `_request_stop` the handler of SIGTERM and SIGINT (again)."""
+  for s in _STOP_SIGNAL_KINDS:
+    signal.signal(s, _request_stop)
+
+
+def _request_stop(signum, unused_frame):
+  if not STOP_SIGNALS:
+    print(f'\n{signal.Signals(signum).name} received: finishing this step '
+          f'and saving a checkpoint.', file=sys.stderr)
+  STOP_SIGNALS.append(signum)
 
 
 def _build_models(model, dimensions, input_signature):
@@ -422,6 +499,11 @@ class TrainingLoop(training.Loop):
     self._base_rng, self._rng_step, self._rng_draws = base_rng, None, 0
     self._train_batches, self._on_nonfinite = train_batches, on_nonfinite
     self._train_loss = list(restored.train_loss) if restored else []
+    # Per step, like the loss, so that the averages logged at an evaluation
+    # cover the same steps whether or not the run was resumed in between.
+    self._optimizer_metrics = collections.defaultdict(list, {
+        name: list(values) for name, values in
+        (restored.optimizer_metrics if restored else {}).items()})
     self._steps_this_run = 0
     self._saved_step = restored.step if restored else None
     self._save_after_eval, self._skipped_in_a_row = False, 0
@@ -466,6 +548,15 @@ class TrainingLoop(training.Loop):
     self._history = trax_history.History.from_dict(state.history)
 
   def _run_one_step(self, task_index, task_changed):
+    # A stop is honoured here, before the next step, rather than at the end
+    # of the previous one: trax runs a step's evaluation and checkpoint
+    # after this method returns, and they must not be skipped. Every process
+    # asks at the same step, or the others would wait for it in the next
+    # step's collectives.
+    if (self._steps_this_run and
+        self._parallel.any_process(self.stop_signals)):
+      self._step -= 1  # trax counted the step that is not taken
+      raise Interrupted()
     trainer = self._trainer_per_task[task_index]
     before = (self._model.weights, self._model.state, trainer.slots)
     loss, stats = super()._run_one_step(task_index, task_changed)
@@ -474,6 +565,11 @@ class TrainingLoop(training.Loop):
     else:
       loss = self._nonfinite_step(float(loss), before, trainer)
     self._train_loss.append(loss)
+    for name, value in stats.items():
+      values = self._optimizer_metrics[name]
+      # Steps resumed from a checkpoint that did not record them (format 1).
+      values.extend([math.nan] * (len(self._train_loss) - 1 - len(values)))
+      values.append(float(value))
     self._steps_this_run += 1
     if self._steps_this_run == 1 and self._parallel.is_writer:
       tqdm.write(f'First step done {time.time() - LOADED:.1f} s after train.py '
@@ -483,10 +579,6 @@ class TrainingLoop(training.Loop):
       self.progress_bar.update(1)
       if self.step % 10 == 0:
         self.progress_bar.set_postfix(loss=f'{loss:.4f}', refresh=False)
-    # Every process must stop at the same step, or the others would wait
-    # for it in the next step's collectives.
-    if self._parallel.any_process(self.stop_signals):
-      raise Interrupted()
     return loss, stats
 
   def _nonfinite_step(self, loss, before, trainer):
@@ -509,16 +601,31 @@ class TrainingLoop(training.Loop):
       what += f', the {self._skipped_in_a_row + 1}th non-finite step in a row'
     raise Diverged(what)
 
-  def _log_training_progress(self, task, total_loss, n_steps, *args, **kwargs):
-    # The average runs over every step since the previous evaluation, also
-    # across a restart, and skips NaN (skipped) steps.
+  def _log_training_progress(self, task, total_loss, n_steps, elapsed_time,
+                             optimizer_metrics, summary_writer):
+    # The averages run over every step since the previous evaluation, also
+    # across a restart, and skip NaN (skipped) steps.
+    del total_loss, n_steps, optimizer_metrics  # this process's steps only
     evals = self.history.get('eval', 'metrics/loss')
     since = evals[-1][0] if evals else 0
     recent = np.asarray(self._train_loss[since:])
-    applied = recent[np.isfinite(recent)]
-    total = float(applied.sum()) if applied.size else math.nan
-    super()._log_training_progress(task, total, max(applied.size, 1), *args,
-                                   **kwargs)
+    applied = np.isfinite(recent)
+    count = max(int(applied.sum()), 1)
+    # trax divides each total by the count it is given.
+    totals = {name: float(np.nansum(np.asarray(values[since:])[applied]))
+              for name, values in self._optimizer_metrics.items()}
+    total = float(recent[applied].sum()) if applied.any() else math.nan
+    super()._log_training_progress(task, total, count, elapsed_time, totals,
+                                   summary_writer)
+
+  def eval_metrics_at_this_step(self):
+    """{metric: value} of an evaluation run at this step, or None."""
+    metrics = {}
+    for metric in self.history.metrics_for_mode('eval'):
+      step, value = self.history.get('eval', metric)[-1]
+      if step == self.step:
+        metrics[metric.split('/', 1)[-1]] = float(value)
+    return metrics or None
 
   def run_evals(self, summary_writers=None):
     super().run_evals(summary_writers)
@@ -570,6 +677,9 @@ class TrainingLoop(training.Loop):
         slots=_on_host(checkpoints.flat_slots(trainer.slots)), state=_on_host(state),
         eval_state=_on_host(eval_state), rng=np.asarray(self._base_rng),
         train_loss=np.asarray(self._train_loss, np.float32),
+        optimizer_metrics={name: np.asarray(values, np.float32)
+                           for name, values in
+                           self._optimizer_metrics.items()},
         input_position=self._train_batches.position,
         history=self._history.to_dict(), config=self._config)
 
@@ -601,14 +711,26 @@ def main(argv=None):
   params = list(args.gin_param)
   if args.steps is not None:
     params.append(f'train_and_evaluate.n_steps = {args.steps}')
+  # Before any start-up work: a signal while joining, reading data or
+  # compiling is then a stop request too, not a kill mid-way.
+  with _stop_requests() as stop_signals:
+    _train_reporting_exits(args, params, stop_signals)
+
+
+def _train_reporting_exits(args, params, stop_signals):
+  """Trains as `args` say; turns each way of stopping into its exit status."""
   try:
     devices.set_up(args)
+    # Joining other processes starts JAX's preemption notifier, which takes
+    # SIGTERM over; a stop request it must remain.
+    _listen_for_stop_requests()
     configurables.parse(args.gin_file, params)
     with configurables.required_bindings_as_usage_errors(), \
         devices.log_in_process_0_only():
       train_and_evaluate(args.output_dir,
                          allow_config_change=args.allow_config_change,
-                         from_scratch=args.from_scratch)
+                         from_scratch=args.from_scratch,
+                         stop_signals=stop_signals)
   except UsageError as e:
     exit_with(e, 'train.py')
   except OSError as e:
@@ -621,9 +743,10 @@ def main(argv=None):
   except Interrupted:
     if jax.process_index() != 0:  # process 0 says where the checkpoint is
       sys.exit(EXIT_INTERRUPTED)
-    print(f'Stopped at step {_newest_step(args.output_dir)}; its checkpoint is '
-          f'in {args.output_dir}. Run the same command again to resume.',
-          file=sys.stderr)
+    step = _newest_step(args.output_dir)
+    where = (f'Stopped at step {step}; its checkpoint is in {args.output_dir}'
+             if step else 'Stopped before the first checkpoint')
+    print(f'{where}. Run the same command again to resume.', file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)
   except Diverged as e:
     if jax.process_index() != 0:
@@ -641,6 +764,8 @@ def main(argv=None):
 
 
 def _newest_step(output_dir):
+  if not os.path.isdir(os.path.join(output_dir, checkpoints.SUBDIR)):
+    return 0
   steps = configurables.Checkpoints(output_dir, read_only=True).steps()
   return steps[-1] if steps else 0
 

@@ -16,6 +16,7 @@ import io
 import sys
 import warnings
 
+import console  # noqa: F401  (before trax imports TensorFlow)
 import jax
 import numpy as np
 

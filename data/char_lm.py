@@ -16,7 +16,7 @@ from trax import shapes
 from data import tfds_io
 from data.batching import pad_batch
 from errors import UsageError, check_positive
-from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID, UNK_ID
+from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID, UNK_ID, check_kind
 
 
 class CharLMInputs:
@@ -75,7 +75,12 @@ class CharLMInputs:
 
   def model_dimensions(self, vocab):
     """The sizes the model is built with."""
+    self.check_vocab(vocab)
     return {'vocab_size': vocab.size}
+
+  def check_vocab(self, vocab):
+    """Raises UsageError unless `vocab` (a run's) is of the kind this reads."""
+    check_kind(vocab, CharVocab, type(self).__name__)
 
   def input_signature(self):
     """The model input of a batch."""

@@ -11,7 +11,7 @@ from trax import shapes
 
 from data import tfds_io
 from data.pipeline import FixedShapeInputs
-from data.vocab import LabelVocab
+from data.vocab import LabelVocab, check_kind
 from errors import UsageError
 
 
@@ -48,13 +48,24 @@ class FeatureVectorInputs(FixedShapeInputs):
           f'a fixed-size numeric tensor (it is {spec!r}). Bind '
           f'FeatureVectorInputs.features_key to one that is.')
     self.n_features = int(np.prod(spec.shape))
+    self._checked_splits = set()
 
   def build_vocab(self):
-    """The class names; the features need no vocabulary."""
+    """The class names; the features need no vocabulary.
+
+    The train split's labels are checked here, so a new run finds a bad one
+    before it writes anything.
+    """
+    self._check_split(self.train_split)
     return LabelVocab(self.labels, self.dataset)
 
   def model_dimensions(self, vocab):
+    self.check_vocab(vocab)
     return {'n_classes': len(vocab.labels)}
+
+  def check_vocab(self, vocab):
+    """Raises UsageError unless `vocab` (a run's) is of the kind this reads."""
+    check_kind(vocab, LabelVocab, type(self).__name__)
 
   def input_signature(self):
     """The model input of a training batch."""
@@ -80,6 +91,33 @@ class FeatureVectorInputs(FixedShapeInputs):
             f'of {self.dataset}, separated by spaces or commas.')
       rows.append(row)
     return np.asarray(rows, np.float32) * self.scale
+
+  def _check_split(self, split):
+    """Raises UsageError if an example of `split` has no label of a class.
+
+    TFDS marks unlabelled examples with -1; trax's loss would read such a
+    label as another class's without a word.
+    """
+    if split in self._checked_splits:
+      return
+    n = len(self.labels)
+    found = tfds_io.first_example_where(
+        self.builder, split,
+        lambda ex: (ex[self.label_key] < 0) | (ex[self.label_key] >= n),
+        lambda ex: (ex[self.label_key], ex[self.features_key]))
+    if found:
+      index, (label, features) = found
+      shown = ' '.join(f'{v:g}' for v in np.ravel(features)[:12])
+      if features.size > 12:
+        shown += ' ...'
+      raise UsageError(
+          f'Example {index} of split {split!r} of {self.dataset} (features '
+          f'{self.features_key!r}: {shown}) is labelled {int(label)}, outside '
+          f'the {n} classes 0 to {n - 1} ({", ".join(self.labels)}) of its {self.label_key!r} feature '
+          f'(TFDS marks unlabelled examples with -1). Train and evaluate on '
+          f'splits with labels (FeatureVectorInputs.train_split and '
+          f'eval_split, or evaluate.py --split).')
+    self._checked_splits.add(split)
 
   def _examples(self, vocab, split, training, shuffle_seed=None):
     del vocab, training

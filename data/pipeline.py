@@ -62,6 +62,7 @@ class FixedShapeInputs:
     See CharLMInputs.train_batches for the sharding over processes.
     """
     shards = self.train_shards(process_count)
+    self._check_split(self.train_split)
     tf.random.set_seed(seed)  # map functions with randomness draw from it
 
     def stream(split, part_seed, rows):
@@ -83,11 +84,20 @@ class FixedShapeInputs:
     """
     split = split or self.eval_split
     tfds_io.check_split(self.builder, split)
+    self._check_split(split)
     ds = (self._examples(vocab, split, training=False)
           .batch(self.batch_size)
           .prefetch(tf.data.AUTOTUNE))
     return (tuple(a[rows] for a in pad_batch(b, self.batch_size))
             for b in tfds.as_numpy(ds))
+
+  def _check_split(self, split):
+    """Raises UsageError if an example of `split` is one a subclass can't use.
+
+    Called before a split is read, so a bad example is named before any
+    batch (or any file of the run) is made.
+    """
+    del split  # every example of the base class's fixed shapes will do
 
   def _read(self, split, shuffle_seed=None):
     return tfds_io.read_split(self.builder, split, shuffle_seed)

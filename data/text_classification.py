@@ -23,7 +23,8 @@ from trax import shapes
 from data import tfds_io
 from data.batching import pad_batch
 from data.tokenize import lower, split_at_spaces, split_words
-from data.vocab import FIRST_CHAR_ID as FIRST_WORD_ID, PAD_ID, WordVocab
+from data.vocab import (FIRST_CHAR_ID as FIRST_WORD_ID, PAD_ID, WordVocab,
+                        check_kind)
 from errors import UsageError, check_positive
 
 # Batches are padded to one of these lengths below `max_len`, or `max_len`.
@@ -87,6 +88,7 @@ class TextClassificationInputs:
     per_word = self.task == 'tagging'
     tfds_io.check_feature_kind(self.builder, text_key, per_word)
     self.labels = tfds_io.class_names(self.builder, label_key, per_word)
+    self._checked_splits = set()
 
   @property
   def boundaries(self):
@@ -95,6 +97,7 @@ class TextClassificationInputs:
 
   def build_vocab(self):
     """Returns the WordVocab of the training split, checking its labels."""
+    self._check_split(self.train_split)
     counts = collections.Counter()
     for words, labels in tfds.as_numpy(self._examples(self.train_split)):
       counts.update(words)
@@ -110,7 +113,12 @@ class TextClassificationInputs:
 
   def model_dimensions(self, vocab):
     """The sizes the model is built with: its vocabulary and its classes."""
+    self.check_vocab(vocab)
     return {'vocab_size': vocab.size, 'n_classes': len(vocab.labels)}
+
+  def check_vocab(self, vocab):
+    """Raises UsageError unless `vocab` (a run's) is of the kind this reads."""
+    check_kind(vocab, WordVocab, type(self).__name__)
 
   def input_signature(self):
     """The model input of a training batch (of the shortest bucket)."""
@@ -124,6 +132,7 @@ class TextClassificationInputs:
                     process_count=1):
     """Endless, shuffled training batches; see CharLMInputs.train_batches."""
     shards = self.train_shards(process_count)
+    self._check_split(self.train_split)
     tf.random.set_seed(seed)  # as in CharLMInputs.train_batches
     table = vocab.lookup_table()
 
@@ -142,6 +151,7 @@ class TextClassificationInputs:
     """
     split = split or self.eval_split
     tfds_io.check_split_and_feature(self.builder, split, self.text_key)
+    self._check_split(split)
     ds = (self._encoded(vocab.lookup_table(), split)
           .padded_batch(self.batch_size)
           .map(self._pad_to_boundary)
@@ -215,6 +225,14 @@ class TextClassificationInputs:
     return tf.pad(ids, [[0, 0], [0, length - n]],
                   constant_values=PAD_ID), labels
 
+  def _check_split(self, split):
+    """Raises UsageError if an example of `split` is one this can't use.
+
+    Called before a split is read; a text's labels are checked batch by
+    batch instead (`_checked`), where the words are at hand.
+    """
+    del split
+
   def _check_labels(self, labels, split):
     """Raises UsageError if a label id is not one of the classes."""
     outside = labels[(labels < 0) | (labels >= len(self.labels))]
@@ -256,6 +274,7 @@ class TaggingInputs(TextClassificationInputs):
                      shuffle_buffer, data_shards, download)
 
   def model_dimensions(self, vocab):
+    self.check_vocab(vocab)
     return {'vocab_size': vocab.size, 'n_tags': len(vocab.labels)}
 
   def split_text(self, text):
@@ -263,14 +282,37 @@ class TaggingInputs(TextClassificationInputs):
     words = split_at_spaces(text)
     return (lower(words) if self.lowercase else words)[:self.max_len]
 
+  def _check_split(self, split):
+    """Raises UsageError if an example of `split` has not one tag per word.
+
+    Cutting the longer to the shorter would pair words with other words'
+    tags; the first such example is named, so it can be fixed.
+    """
+    if split in self._checked_splits:
+      return
+    words, tags = self.text_key, self.label_key
+    found = tfds_io.first_example_where(
+        self.builder, split,
+        lambda ex: tf.size(ex[words]) != tf.size(ex[tags]),
+        lambda ex: (ex[words], tf.size(ex[tags])))
+    if found:
+      index, (text, n_tags) = found
+      raise UsageError(
+          f'Example {index} of split {split!r} of {self.dataset} has '
+          f'{len(text)} words ({words!r}) but {n_tags} tags ({tags!r}); its '
+          f'words begin {tfds_io.first_words(text)}. A tagging dataset '
+          f'needs one tag per word, and which tag goes with which word '
+          f'cannot be guessed. Fix or remove that example in the dataset, '
+          f'or bind TaggingInputs.text_key and label_key to features of one '
+          f'tag per word.')
+    self._checked_splits.add(split)
+
   def _examples(self, split, shuffle_seed=None):
     def words_and_tags(ex):
+      # One tag per word (see _check_split); both cut to max_len.
       words, tags = ex[self.text_key], tf.cast(ex[self.label_key], tf.int32)
-      # A real dataset has one tag per word; tfds.testing.mock_data's random
-      # examples need not, so both are cut to the shorter.
-      n = tf.minimum(tf.minimum(tf.size(words), tf.size(tags)), self.max_len)
-      words = lower(words[:n]) if self.lowercase else words[:n]
-      return words, tags[:n]
+      words, tags = words[:self.max_len], tags[:self.max_len]
+      return (lower(words) if self.lowercase else words), tags
     return tfds_io.read_split(self.builder, split, shuffle_seed).map(
         words_and_tags, num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -142,6 +142,35 @@ def read_split(builder, split, shuffle_seed=None):
                      f'your gin config.') from None
 
 
+def first_example_where(builder, split, condition, shown):
+  """The first example of `split` that meets `condition`, or None.
+
+  Args:
+    builder: the dataset's TFDS builder.
+    split: the split to scan, read in order (as `builder.as_dataset`).
+    condition: example dict -> bool tensor.
+    shown: example dict -> what the caller's message shows of it.
+
+  Returns:
+    (its index in the split, `shown` of it as NumPy), or None. The scan
+    runs inside tf.data, so a clean split costs one quick pass.
+  """
+  found = (read_split(builder, split).enumerate()
+           .filter(lambda _, ex: condition(ex))
+           .map(lambda i, ex: (i, shown(ex)))
+           .take(1))
+  for index, values in tfds.as_numpy(found):
+    return int(index), values
+  return None
+
+
+def first_words(words, count=8):
+  """The first `count` byte-string `words`, quoted: how a message names an
+  example."""
+  text = ' '.join(w.decode('utf-8', 'replace') for w in words[:count])
+  return f'"{text}{" ..." if len(words) > count else ""}"'
+
+
 def train_parts(inputs, process_count):
   """How many parts `inputs`' training split is read in, by `process_count` processes.
 

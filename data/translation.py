@@ -17,7 +17,7 @@ from trax import shapes
 
 from data.pipeline import FixedShapeInputs
 from data.tokenize import split_text
-from data.vocab import EOS_ID, PAD_ID, TokenVocab
+from data.vocab import EOS_ID, PAD_ID, TokenVocab, check_kind
 from errors import UsageError, check_positive
 
 
@@ -66,7 +66,12 @@ class Seq2SeqInputs(FixedShapeInputs):
     return vocab
 
   def model_dimensions(self, vocab):
+    self.check_vocab(vocab)
     return {'vocab_size': vocab.size}
+
+  def check_vocab(self, vocab):
+    """Raises UsageError unless `vocab` (a run's) is of the kind this reads."""
+    check_kind(vocab, TokenVocab, type(self).__name__, level=self.level)
 
   def input_signature(self):
     """The model inputs of a training batch: (context, target)."""

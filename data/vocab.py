@@ -2,11 +2,12 @@
 
 import collections
 import json
-import os
 
 import tensorflow as tf
 
+from atomic_files import write_text_atomically
 from data import tokenize
+from errors import UsageError
 
 PAD_ID = 0  # padding, and the "previous token" the model sees at position 0
 UNK_ID = 1  # characters not seen when the vocabulary was built
@@ -16,6 +17,8 @@ EOS_ID = 2  # TokenVocab: the end of a sequence; its tokens start at 3
 
 class CharVocab:
   """Maps characters to ids and back; ids 0 and 1 are padding and unknown."""
+
+  KIND = 'char'
 
   def __init__(self, chars, dataset=None):
     self.chars = list(chars)
@@ -51,13 +54,17 @@ class CharVocab:
 
   def save(self, path):
     """Writes the vocabulary as JSON, through a temporary file and a rename."""
-    _write_json(path, {'type': 'char', 'dataset': self.dataset,
+    _write_json(path, {'type': self.KIND, 'dataset': self.dataset,
                        'pad_id': PAD_ID, 'unk_id': UNK_ID,
                        'chars': self.chars})
 
   @classmethod
   def load(cls, path):
-    saved = _read_json(path)
+    return cls.from_record(_read_checked(path, cls))
+
+  @classmethod
+  def from_record(cls, saved):
+    """The vocabulary of a record `save` wrote, checked by `_read_checked`."""
     return cls(saved['chars'], saved.get('dataset'))
 
   def __eq__(self, other):
@@ -71,6 +78,8 @@ class WordVocab:
   frequent training words, most frequent first. `labels` are the names of
   the classes (or tags) the model predicts, in id order.
   """
+
+  KIND = 'word'
 
   def __init__(self, words, labels, dataset=None):
     self.words = list(words)
@@ -107,13 +116,17 @@ class WordVocab:
             for i in map(int, ids) if i != PAD_ID]
 
   def save(self, path):
-    _write_json(path, {'type': 'word', 'dataset': self.dataset,
+    _write_json(path, {'type': self.KIND, 'dataset': self.dataset,
                        'pad_id': PAD_ID, 'unk_id': UNK_ID,
                        'labels': self.labels, 'words': self.words})
 
   @classmethod
   def load(cls, path):
-    saved = _read_json(path)
+    return cls.from_record(_read_checked(path, cls))
+
+  @classmethod
+  def from_record(cls, saved):
+    """The vocabulary of a record `save` wrote, checked by `_read_checked`."""
     return cls(saved['words'], saved['labels'], saved.get('dataset'))
 
   def __eq__(self, other):
@@ -130,6 +143,7 @@ class TokenVocab:
   punctuation marks (`level='word'`); decoding joins words with spaces.
   """
 
+  KIND = 'tokens'
   LEVELS = ('char', 'word')
   FIRST_ID = EOS_ID + 1
 
@@ -185,14 +199,18 @@ class TokenVocab:
     return ('' if self.level == 'char' else ' ').join(pieces)
 
   def save(self, path):
-    _write_json(path, {'type': 'tokens', 'level': self.level,
+    _write_json(path, {'type': self.KIND, 'level': self.level,
                        'dataset': self.dataset, 'pad_id': PAD_ID,
                        'unk_id': UNK_ID, 'eos_id': EOS_ID,
                        'tokens': self.tokens})
 
   @classmethod
   def load(cls, path):
-    saved = _read_json(path)
+    return cls.from_record(_read_checked(path, cls))
+
+  @classmethod
+  def from_record(cls, saved):
+    """The vocabulary of a record `save` wrote, checked by `_read_checked`."""
     return cls(saved['tokens'], saved['level'], saved.get('dataset'))
 
   def __eq__(self, other):
@@ -203,17 +221,23 @@ class TokenVocab:
 class LabelVocab:
   """Only class names: for models whose input needs no vocabulary."""
 
+  KIND = 'labels'
+
   def __init__(self, labels, dataset=None):
     self.labels = list(labels)
     self.dataset = dataset
 
   def save(self, path):
-    _write_json(path, {'type': 'labels', 'dataset': self.dataset,
+    _write_json(path, {'type': self.KIND, 'dataset': self.dataset,
                        'labels': self.labels})
 
   @classmethod
   def load(cls, path):
-    saved = _read_json(path)
+    return cls.from_record(_read_checked(path, cls))
+
+  @classmethod
+  def from_record(cls, saved):
+    """The vocabulary of a record `save` wrote, checked by `_read_checked`."""
     return cls(saved['labels'], saved.get('dataset'))
 
   def __eq__(self, other):
@@ -221,20 +245,206 @@ class LabelVocab:
 
 
 def load_vocab(path):
-  """Reads a vocabulary saved with `save`, of whichever kind it is."""
-  kind = _read_json(path).get('type', 'char')
-  return {'char': CharVocab, 'word': WordVocab, 'tokens': TokenVocab,
-          'labels': LabelVocab}[kind].load(path)
+  """Reads a vocabulary saved with `save`, of whichever kind it is.
+
+  Raises:
+    UsageError: the file cannot be read, is not JSON, or is not a
+      vocabulary as `save` writes one (see `_problem`).
+  """
+  record = _read_json(path)
+  cls = KINDS[_kind(path, record)]
+  return cls.from_record(_checked(path, record, cls))
+
+
+def check_kind(vocab, expected, reader, level=None):
+  """Raises UsageError unless `vocab` is an `expected` (a vocabulary class).
+
+  A vocab.json of another kind than the run's inputs read, or of tokens of
+  another `level` (TokenVocab), belongs to another run; `reader` names
+  those inputs in the message.
+  """
+  if not isinstance(vocab, expected):
+    found, needed = f'a {_kind_of(vocab)}', f'a {expected.KIND}'
+  elif level is not None and vocab.level != level:
+    found, needed = f'a {vocab.level}-level', f'a {level}-level'
+  else:
+    return
+  raise UsageError(
+      f'The run\'s vocabulary (vocab.json) is {found} vocabulary, but '
+      f'{reader} reads its data with {needed} vocabulary, so the file '
+      f'belongs to another run. {_FIX}')
+
+
+def size_mismatch(dimensions, saved, shapes_of, step):
+  """The UsageError of a checkpoint trained with another vocabulary size.
+
+  Args:
+    dimensions: the model's sizes that the vocabulary gives
+      (`inputs.model_dimensions(vocab)`: vocab_size, n_classes...).
+    saved: the shapes of the checkpoint's flat weights.
+    shapes_of: sizes -> the shapes of the flat weights of the run's model
+      built with them.
+    step: the checkpoint's step.
+
+  Returns:
+    The error, when the checkpoint's shapes are those of the model built
+    with one of `dimensions` changed (to the size the checkpoint was
+    trained with); None when they agree, or when no such change explains
+    them (the config changed, say).
+  """
+  saved = [tuple(s) for s in saved]
+  wanted = shapes_of(dimensions)
+  for name, theirs in _sizes_that_differ(dimensions, saved, wanted):
+    if shapes_of({**dimensions, name: theirs}) == saved:
+      return UsageError(
+          f'The checkpoint at step {step} does not fit the run\'s '
+          f'vocabulary: vocab.json gives {name} = {dimensions[name]}, but '
+          f'the checkpoint was trained with {name} = {theirs}, so vocab.json '
+          f'was changed or replaced after training. {_FIX}')
+  return None
+
+
+def _sizes_that_differ(dimensions, saved, wanted):
+  """(name, the checkpoint's size) where a shape the model has of one of
+  `dimensions` differs from the checkpoint's; the candidates to try."""
+  found = []
+  for theirs_shape, ours_shape in zip(saved, wanted):
+    if len(theirs_shape) != len(ours_shape):
+      continue
+    for theirs, ours in zip(theirs_shape, ours_shape):
+      found += [(name, theirs) for name, value in dimensions.items()
+                if value == ours != theirs and (name, theirs) not in found]
+  return found
+
+
+def _kind_of(vocab):
+  return getattr(vocab, 'KIND', type(vocab).__name__)
 
 
 def _write_json(path, record):
-  """Writes `record` as JSON through a temporary file and a rename."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(record, f, ensure_ascii=False)
-  os.replace(tmp, path)
+  """Writes `record` as JSON, atomically and durably."""
+  write_text_atomically(path, json.dumps(record, ensure_ascii=False))
+
+
+# How to fix a vocab.json that cannot be used: train.py writes it once,
+# when a run starts, and the checkpoints' weights are for its ids only.
+_FIX = ('Restore the run\'s own vocab.json from a copy, or train a new run '
+        'in another --output_dir.')
+
+
+def _damaged(path, problem):
+  """The UsageError of a vocabulary file with `problem`."""
+  return UsageError(f'The vocabulary file {path} cannot be used: {problem}. '
+                    f'A run must keep the vocabulary its model was trained '
+                    f'with. {_FIX}')
 
 
 def _read_json(path):
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  """The JSON object in `path`; UsageError if it is anything else."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      record = json.load(f)
+  except json.JSONDecodeError as e:
+    raise _damaged(path, f'it is not valid JSON ({e.msg} at line {e.lineno}, '
+                         f'column {e.colno}); it may have been cut short or '
+                         f'edited') from None
+  except UnicodeDecodeError:
+    raise _damaged(path, 'it is not UTF-8 text') from None
+  except OSError as e:
+    raise _damaged(path, f'it cannot be read ({e.strerror})') from None
+  if not isinstance(record, dict):
+    raise _damaged(path, f'it holds a JSON {_json_type(record)} where an '
+                         f'object of the vocabulary\'s fields belongs')
+  return record
+
+
+def _read_checked(path, cls):
+  """The record of a `cls` vocabulary in `path`, checked field by field."""
+  record = _read_json(path)
+  kind = _kind(path, record)
+  if kind != cls.KIND:
+    raise _damaged(path, f'it is a {kind!r} vocabulary, not a '
+                         f'{cls.KIND!r} one')
+  return _checked(path, record, cls)
+
+
+def _kind(path, record):
+  """The kind of vocabulary `record` says it is, one of KINDS."""
+  kind = record.get('type', 'char')  # the first versions wrote no type
+  if not isinstance(kind, str) or kind not in KINDS:
+    raise _damaged(path, f'its type {kind!r} is none of '
+                         f'{", ".join(map(repr, KINDS))}')
+  return kind
+
+
+def _checked(path, record, cls):
+  """`record`, if its fields are those of a `cls` vocabulary."""
+  problem = _problem(record, cls)
+  if problem:
+    raise _damaged(path, problem)
+  return record
+
+
+# The lists of strings each kind of vocabulary holds: the first gives the
+# ids of the tokens, the others the names of the classes.
+_LISTS = {'char': ('chars',), 'word': ('words', 'labels'),
+          'tokens': ('tokens',), 'labels': ('labels',)}
+# The reserved ids a file records, and this toolkit's.
+_RESERVED = {'pad_id': PAD_ID, 'unk_id': UNK_ID, 'eos_id': EOS_ID}
+
+
+def _problem(record, cls):
+  """What is wrong with the fields of `record`, a `cls` vocabulary, or None."""
+  for field in _LISTS[cls.KIND]:
+    problem = _list_problem(record, field, one_char=field == 'chars')
+    if problem:
+      return problem
+  if cls.KIND == 'tokens' and record.get('level') not in TokenVocab.LEVELS:
+    return (f'its \'level\' is {record.get("level")!r}, not one of '
+            f'{TokenVocab.LEVELS}')
+  dataset = record.get('dataset')
+  if dataset is not None and not isinstance(dataset, str):
+    return f'its \'dataset\' is {dataset!r}, not a dataset name'
+  for field, wanted in _RESERVED.items():
+    if field in record and record[field] != wanted:
+      return (f'it gives {field} = {record[field]!r}, where this toolkit '
+              f'uses {wanted}')
+  return None
+
+
+def _list_problem(record, field, one_char):
+  """What is wrong with `record[field]`, a list of unique strings, or None."""
+  if field not in record:
+    return f'it has no {field!r} field'
+  items = record[field]
+  if not isinstance(items, list):
+    return (f'its {field!r} is a JSON {_json_type(items)}, not a list of '
+            f'strings')
+  if not items:
+    return f'its {field!r} list is empty'
+  first_seen = {}
+  for i, item in enumerate(items):
+    if not isinstance(item, str):
+      return (f'its {field!r} holds {item!r} (item {i}), a JSON '
+              f'{_json_type(item)}, not a string')
+    if one_char and len(item) != 1:
+      return f'its {field!r} holds {item!r} (item {i}), not one character'
+    if item in first_seen:
+      return (f'its {field!r} holds {item!r} twice (items {first_seen[item]} '
+              f'and {i}), which would give it two ids')
+    first_seen[item] = i
+  return None
+
+
+def _json_type(value):
+  """The JSON name of the type of a value `json.load` returned."""
+  for python_type, name in ((bool, 'boolean'), (dict, 'object'),
+                            (list, 'array'), (str, 'string'),
+                            ((int, float), 'number')):
+    if isinstance(value, python_type):
+      return name
+  return 'null'
+
+
+KINDS = {cls.KIND: cls for cls in (CharVocab, WordVocab, TokenVocab,
+                                   LabelVocab)}

@@ -10,10 +10,15 @@ jaxlib, and cached:
 
     $TOOLKIT_CACHE_DIR (default ~/.cache/trax_rnn_toolkit)/elman_cpu-<key>.so
 
-where the key hashes the source, the flags, the jaxlib version and the CPU,
-so a changed file or a different machine builds afresh. Without a compiler,
-or with TOOLKIT_RNN_KERNEL=xla, `available()` is False and
-models/recurrence.py runs its XLA scan instead, with the same results.
+with its SHA-256 beside it in elman_cpu-<key>.so.sha256, where the key
+hashes the source, the flags, the compiler, the jaxlib version and the CPU,
+so a changed file or a different machine builds afresh. A cached library is
+loaded only if the directory belongs to this user and no group or other
+user can write to it (it is created 0o700), and only if its bytes have the
+recorded SHA-256; otherwise it is built again (where the directory is not
+private, into a private temporary directory, for this process alone).
+Without a compiler, or with TOOLKIT_RNN_KERNEL=xla, `available()` is False
+and models/recurrence.py runs its XLA scan instead, with the same results.
 """
 
 import ctypes
@@ -24,6 +29,7 @@ import os
 import pathlib
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 
@@ -56,7 +62,8 @@ MIN_BATCH = 16
 
 
 def pays_off(batch, units):
-  """Whether the kernels beat XLA's scan for this batch and width.
+  """Whether the kernels beat XLA's scan for `batch` rows on one device (a
+  device's share, where the batch is split over devices) and this width.
 
   Each thread multiplies its rows by all of W_hh at every step, so W_hh
   must stay in the core's L2 cache; wider, XLA's scan, which splits each
@@ -161,7 +168,7 @@ def _load():
   """Builds (or finds) the library and registers both kernels; None if the
   library cannot be built here, with the reason logged once."""
   try:
-    library = ctypes.cdll.LoadLibrary(str(_build()))
+    library = _open_library()
   except (OSError, subprocess.CalledProcessError) as error:
     detail = getattr(error, 'stderr', '') or error
     logging.warning('The CPU kernels of the Elman layer could not be built, '
@@ -177,28 +184,107 @@ def _load():
   return library
 
 
-def _build():
-  """The path of the compiled library, compiling it if it isn't cached."""
-  source = SOURCE.read_bytes()
-  compiler = os.environ.get('CXX', 'c++')
-  key = hashlib.sha256(b'\0'.join([
-      source, ' '.join(_FLAGS).encode(), compiler.encode(),
+def _open_library():
+  """The kernels' library, loaded from the cache or built.
+
+  Loading a library runs its code in this process, so a cached one is
+  loaded only from a cache directory no one else can write to, and only if
+  its bytes still have the SHA-256 recorded when it was built; otherwise it
+  is built again. Where the cache directory is not private, the library is
+  built into a private temporary directory instead, loaded, and deleted.
+  """
+  name = f'elman_cpu-{_cache_key()}.so'
+  cache = _cache_dir()
+  problem = _cache_dir_problem(cache)
+  if problem is None:
+    target = cache / name
+    if not _matches_recorded_digest(target):
+      _compile(target)
+    return ctypes.cdll.LoadLibrary(str(target))
+  logging.warning(
+      'The kernel cache directory %s is not private (%s), so the Elman CPU '
+      'kernels are built for this process only, in a temporary directory, '
+      'which costs a few seconds at every start. Point TOOLKIT_CACHE_DIR at '
+      'a directory that belongs to you and that only you can write to '
+      '(chmod go-w) to cache them.', cache, problem)
+  with tempfile.TemporaryDirectory(prefix='elman_cpu-') as private:
+    # mkdtemp makes it 0o700; the loaded library stays mapped once deleted.
+    return ctypes.cdll.LoadLibrary(str(_compile(pathlib.Path(private) /
+                                                name)))
+
+
+def _cache_key():
+  """A hash of everything the built library depends on: the source, the
+  flags, the compiler, the jaxlib version and the CPU."""
+  return hashlib.sha256(b'\0'.join([
+      SOURCE.read_bytes(), ' '.join(_FLAGS).encode(), _compiler().encode(),
       jaxlib.__version__.encode(), platform.machine().encode(),
       _cpu_flags().encode()])).hexdigest()[:16]
-  target = _cache_dir() / f'elman_cpu-{key}.so'
-  if target.exists():
-    return target
+
+
+def _compiler():
+  return os.environ.get('CXX', 'c++')
+
+
+def _cache_dir_problem(directory):
+  """Why `directory` may not hold libraries this process loads, or None.
+
+  Creates it, private (0o700), if it is missing. It must belong to this
+  user (another user could replace its files) and be writable by no group
+  or other user.
+  """
+  try:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.stat()
+  except OSError as error:
+    return f'it cannot be created or read: {error}'
+  if info.st_uid != os.geteuid():
+    return (f'it belongs to uid {info.st_uid}, not to this user (uid '
+            f'{os.geteuid()})')
+  if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    return (f'its group or other users can write to it (mode '
+            f'{stat.S_IMODE(info.st_mode):o})')
+  return None
+
+
+def _digest_path(library):
+  return library.with_name(library.name + '.sha256')
+
+
+def _matches_recorded_digest(library):
+  """Whether `library` exists and has the SHA-256 recorded beside it."""
+  try:
+    recorded = _digest_path(library).read_text().strip()
+    actual = hashlib.sha256(library.read_bytes()).hexdigest()
+  except OSError:  # not built yet, or built before digests were recorded
+    return False
+  if actual != recorded:
+    logging.warning('The cached Elman CPU kernels %s do not have the SHA-256 '
+                    'recorded when they were built (the file was changed '
+                    'since), so they are built again.', library)
+  return actual == recorded
+
+
+def _compile(target):
+  """Compiles the library to `target`, with its SHA-256 beside it in
+  `target`.sha256; returns `target`.
+
+  Both are written beside the target and renamed into place, so processes
+  building at the same time never load a half-written file; a reader that
+  sees the new library with the old digest builds once more.
+  """
+  compiler = _compiler()
   if shutil.which(compiler) is None:
     raise OSError(f'no C++ compiler {compiler!r} on PATH (set CXX)')
-  target.parent.mkdir(parents=True, exist_ok=True)
-  # Built beside the target and renamed into place, so processes building
-  # at the same time never load a half-written file.
   with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
     built = pathlib.Path(scratch) / target.name
     subprocess.run([compiler, *_FLAGS, '-isystem', jax.ffi.include_dir(),
                     str(SOURCE), '-o', str(built)],
                    check=True, capture_output=True, text=True)
+    digest = _digest_path(built)
+    digest.write_text(hashlib.sha256(built.read_bytes()).hexdigest() + '\n')
     os.replace(built, target)
+    os.replace(digest, _digest_path(target))
   logging.info('Built the Elman CPU kernels: %s', target)
   return target
 

@@ -29,12 +29,24 @@ models/elman_kernel.py instead: they split the batch over the cores (XLA
 runs a scan's steps on one) and read either layout, so batch-major callers
 need no transposes. Elsewhere, or where the kernels cannot be built, the XLA
 scans below.
+
+With the batch split over devices (data-parallel training: a jitted step
+whose inputs are split along a mesh axis, the weights replicated), each
+device runs the recurrence on its own rows and only dW_hh is added up
+across devices. The kernels, and dW_hh's product of flattened rows, are
+wrapped for that (_on_own_rows): XLA's partitioner learns the split from
+the inputs' shardings, with no mesh context needed from the caller. The
+choice between kernels and XLA's scan is made there, by the rows each
+device has.
 """
 
 import functools
+import math
 
 import jax
 from jax import numpy as jnp
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec
 
 from models import elman_kernel
 
@@ -108,6 +120,9 @@ def _as_mask(mask, x_proj):
 
 
 def _use_kernels(activation, x_proj, batch):
+  """Whether the kernels may run: `batch` is all the rows, which may be
+  split over devices; each device then chooses again by its own rows
+  (_local_states)."""
   check_activation(activation)
   return (not callable(activation) and x_proj.dtype == jnp.float32
           and min(x_proj.shape) > 0
@@ -152,11 +167,18 @@ def _fast_scan_forward(activation, x_proj, mask, h0, w_hh):
 def _fast_scan_backward(activation, residuals, cotangents):
   """Cotangents of (x_proj, mask, h0, w_hh) from those of the results."""
   states, mask, h0, w_hh = residuals
-  d_outputs, d_h_last = cotangents
+  d_pre, d_h0, d_w_hh = _xla_deltas(activation, *cotangents, states, mask,
+                                    h0, w_hh)
+  return d_pre, None, d_h0, d_w_hh
+
+
+def _xla_deltas(activation, d_outputs, d_h_last, states, mask, h0, w_hh):
+  """The reverse delta scan in XLA, on time-major arrays: (d_pre, d_h0,
+  dW_hh)."""
   step = _delta_step(_DERIVATIVES_FROM_OUTPUT[activation], w_hh.T)
   d_h0, d_pre = jax.lax.scan(step, d_h_last, (d_outputs, states, mask),
                              reverse=True)
-  return d_pre, None, d_h0, _recurrent_weight_gradient(h0, states, d_pre)
+  return d_pre, d_h0, _recurrent_weight_gradient(h0, states, d_pre)
 
 
 def _delta_step(derivative, w_hh_t):
@@ -175,27 +197,24 @@ def _delta_step(derivative, w_hh_t):
   return step
 
 
-def _shifted_product(a, b, shift):
-  """Σ_i a[i]ᵀ b[i + shift] over the rows of a and b that have a partner."""
-  return a[:a.shape[0] - shift].T @ b[shift:]
+def _recurrent_weight_gradient(h0, states, d_pre):
+  """dW_hh = Σ_t h_{t-1}ᵀ d_t of time-major arrays, each device summing
+  its own rows (see _on_own_rows)."""
+  return _weight_gradient_per_device()(h0, states, d_pre)[0]
 
 
-def _recurrent_weight_gradient(h0, states, d_pre, batch_major=False,
-                               shifted_product=_shifted_product):
-  """dW_hh = Σ_t h_{t-1}ᵀ d_t, as one product over all steps but the first.
+def _local_weight_gradient(h0, states, d_pre):
+  """(dW_hh,) of one device's rows, as one product over all steps but the
+  first.
 
-  Flattened to [rows, units], the pairs (h_{t-1}, d_t) are rows i and
-  i + batch of time-major arrays, and rows i and i + 1 of batch-major ones,
-  where the pairs that straddle two sequences are taken out again.
+  Flattened to [time · batch, units], the pairs (h_{t-1}, d_t) are rows i
+  and i + batch. XLA:CPU runs this product of flat arrays twice as fast as
+  one contracting time and batch as two axes. Flattening a batch split
+  over devices would make XLA gather it, hence the split by rows around it.
   """
-  units = h0.shape[-1]
+  batch, units = h0.shape
   flat_states, flat_d = states.reshape(-1, units), d_pre.reshape(-1, units)
-  if batch_major:
-    straddling = states[:-1, -1].T @ d_pre[1:, 0]
-    return (shifted_product(flat_states, flat_d, 1) - straddling
-            + h0.T @ d_pre[:, 0])
-  return (shifted_product(flat_states, flat_d, h0.shape[0])
-          + h0.T @ d_pre[0])
+  return (flat_states[:-batch].T @ flat_d[batch:] + h0.T @ d_pre[0],)
 
 
 _fast_scan.defvjp(_fast_scan_forward, _fast_scan_backward)
@@ -211,8 +230,8 @@ def _kernel_scan(activation, batch_major, x_proj, mask, h0, w_hh):
 
 def _kernel_scan_forward(activation, batch_major, x_proj, mask, h0, w_hh):
   real = jnp.ones(x_proj.shape[:2], x_proj.dtype) if mask is None else mask
-  states = elman_kernel.forward(x_proj, real, h0, w_hh, activation,
-                                batch_major)
+  states, = _states_per_device(activation, batch_major)(x_proj, real, h0,
+                                                         w_hh)
   outputs = states if mask is None else jnp.where(real[..., None] > 0,
                                                   states, 0.0)
   h_last = states[:, -1] if batch_major else states[-1]
@@ -222,11 +241,202 @@ def _kernel_scan_forward(activation, batch_major, x_proj, mask, h0, w_hh):
 def _kernel_scan_backward(activation, batch_major, residuals, cotangents):
   states, real, h0, w_hh = residuals
   d_outputs, d_h_last = cotangents
-  d_pre, d_h0 = elman_kernel.backward(d_outputs, d_h_last, states, real,
-                                      w_hh, activation, batch_major)
-  return (d_pre, None, d_h0,
-          _recurrent_weight_gradient(h0, states, d_pre, batch_major,
-                                     elman_kernel.transposed_product))
+  d_pre, d_h0, d_w_hh = _deltas_per_device(activation, batch_major)(
+      d_outputs, d_h_last, states, real, h0, w_hh)
+  return d_pre, None, d_h0, d_w_hh
 
 
 _kernel_scan.defvjp(_kernel_scan_forward, _kernel_scan_backward)
+
+
+# XLA's partitioner cannot split the kernels (custom calls) or a product of
+# [time · batch] rows by the batch: given a batch split over devices, it
+# would gather the whole batch onto every device and compute all of it
+# there. Each is therefore wrapped so that every device runs it on its own
+# rows (_on_own_rows). 'b' marks the batch axis of each argument and result;
+# dW_hh has none: each device sums its own rows' part, and the devices add
+# theirs up.
+
+def _layout(batch_major, terms):
+  """Einsum-like terms with 'b t' (batch-major) or 't b' (time-major)."""
+  return terms if batch_major else terms.replace('b t', 't b')
+
+
+@functools.cache
+def _weight_gradient_per_device():
+  return _on_own_rows(_local_weight_gradient, 'b u, t b u, t b u -> u v')
+
+
+@functools.cache
+def _states_per_device(activation, batch_major):
+  return _on_own_rows(
+      functools.partial(_local_states, activation, batch_major),
+      _layout(batch_major, 'b t u, b t, b u, u v -> b t u'))
+
+
+@functools.cache
+def _deltas_per_device(activation, batch_major):
+  return _on_own_rows(
+      functools.partial(_local_deltas, activation, batch_major),
+      _layout(batch_major,
+              'b t u, b u, b t u, b t, b u, u v -> b t u, b u, u v'))
+
+
+def _local_states(activation, batch_major, x_proj, real, h0, w_hh):
+  """(h_t for every t,) of one device's rows.
+
+  The kernels split those rows over the cores; with too few of them per
+  device (elman_kernel.pays_off), XLA's scan is as fast.
+  """
+  if elman_kernel.pays_off(*h0.shape):
+    return (elman_kernel.forward(x_proj, real, h0, w_hh, activation,
+                                 batch_major),)
+  swap = _to_time_major(batch_major)
+  states = _scan(ACTIVATIONS[activation], swap(x_proj), swap(real), h0,
+                 w_hh)[1]
+  return (swap(states),)
+
+
+def _local_deltas(activation, batch_major, d_outputs, d_h_last, states, real,
+                  h0, w_hh):
+  """(d_pre, d_h0, this device's part of dW_hh) of one device's rows."""
+  if elman_kernel.pays_off(*h0.shape):
+    d_pre, d_h0 = elman_kernel.backward(d_outputs, d_h_last, states, real,
+                                        w_hh, activation, batch_major)
+    return d_pre, d_h0, _kernel_weight_gradient(h0, states, d_pre,
+                                                batch_major)
+  swap = _to_time_major(batch_major)
+  d_pre, d_h0, d_w_hh = _xla_deltas(activation, swap(d_outputs), d_h_last,
+                                    swap(states), swap(real), h0, w_hh)
+  return swap(d_pre), d_h0, d_w_hh
+
+
+def _to_time_major(batch_major):
+  """Swaps [batch, time, ...] and [time, batch, ...] if batch_major."""
+  return (lambda a: jnp.swapaxes(a, 0, 1)) if batch_major else (lambda a: a)
+
+
+def _kernel_weight_gradient(h0, states, d_pre, batch_major):
+  """dW_hh = Σ_t h_{t-1}ᵀ d_t, as one kernel product over all steps but the
+  first.
+
+  Flattened to [rows, units], the pairs (h_{t-1}, d_t) are rows i and
+  i + batch of time-major arrays, and rows i and i + 1 of batch-major ones,
+  where the pairs that straddle two sequences are taken out again. (Under a
+  batch split over devices, these are one device's arrays.)
+  """
+  units = h0.shape[-1]
+  flat_states, flat_d = states.reshape(-1, units), d_pre.reshape(-1, units)
+  if batch_major:
+    straddling = states[:-1, -1].T @ d_pre[1:, 0]
+    return (elman_kernel.transposed_product(flat_states, flat_d, 1)
+            - straddling + h0.T @ d_pre[:, 0])
+  return (elman_kernel.transposed_product(flat_states, flat_d, h0.shape[0])
+          + h0.T @ d_pre[0])
+
+
+def _on_own_rows(local_fn, layout):
+  """`local_fn`, run by each device on its own rows of the batch.
+
+  Args:
+    local_fn: arrays -> tuple of arrays, computed from any subset of the
+      batch's rows (all of them on one device).
+    layout: einsum-like terms, one per argument and result of local_fn,
+      e.g. 'b t u, b u -> b t u, u v': 'b' is the batch axis. Results
+      without 'b' are sums over the rows, which the devices add up.
+
+  Returns:
+    A function of the arrays that XLA's partitioner splits by the batch
+    rows when the arrays' batch axis is split over a mesh. It learns the
+    split from the arguments' shardings alone
+    (jax.experimental.custom_partitioning), so callers need no mesh
+    context. The other axes are kept whole on every device. On one device
+    it is local_fn itself.
+  """
+  operands, results = ([term.split() for term in side.split(',')]
+                       for side in layout.split('->'))
+
+  def shardings(mesh, arg_shapes):
+    axes = _batch_mesh_axes(mesh, operands, arg_shapes)
+    def sharding(term):
+      return NamedSharding(mesh, PartitionSpec(
+          *(axes if factor == 'b' else None for factor in term)))
+    return axes, [sharding(t) for t in operands], [sharding(t) for t in results]
+
+  def partition(mesh, arg_shapes, result_shape):
+    del result_shape  # follows from the arguments' split
+    axes, arg_shardings, result_shardings = shardings(mesh, arg_shapes)
+    def lower_fn(*arrays):
+      return tuple(
+          out if axes is None or 'b' in term else jax.lax.psum(out, axes)
+          for out, term in zip(local_fn(*arrays), results))
+    return mesh, lower_fn, tuple(result_shardings), tuple(arg_shardings)
+
+  def infer_sharding_from_operands(mesh, arg_shapes, result_shape):
+    del result_shape
+    return tuple(shardings(mesh, arg_shapes)[2])
+
+  @custom_partitioning
+  def on_rows(*arrays):
+    return local_fn(*arrays)
+
+  # Shardy (JAX's default partitioner) propagates by the rule; the older
+  # GSPMD one by infer_sharding_from_operands. Both keep every axis but
+  # the batch whole (a scan needs all steps and units). Shardy wants them
+  # in the order they first appear in the rule.
+  whole = tuple(f for f in _factors(operands + results) if f != 'b')
+  on_rows.def_partition(
+      partition, infer_sharding_from_operands=infer_sharding_from_operands,
+      sharding_rule=layout, need_replication_factors=whole)
+  return _batched_by_vmap(on_rows, local_fn, operands, results)
+
+
+def _batched_by_vmap(on_rows, local_fn, operands, results):
+  """`on_rows`, which JAX cannot vmap (custom_partitioning has no batching
+  rule), vmapped as `local_fn` would be: the vmap of local_fn, itself run on
+  each device's rows, with the mapped axis a new leading axis 'k<n>'.
+  (retention.py vmaps the backward pass.)"""
+  batchable = jax.custom_batching.custom_vmap(on_rows)
+
+  @batchable.def_vmap
+  def vmap_rule(axis_size, in_batched, *arrays):
+    del axis_size
+    mapped = f'k{len(_factors(operands + results))}'  # a name not yet used
+    layout = '{} -> {}'.format(
+        ', '.join(' '.join([mapped] * batched + term)
+                  for batched, term in zip(in_batched, operands)),
+        ', '.join(' '.join([mapped] + term) for term in results))
+    in_axes = [0 if batched else None for batched in in_batched]
+    mapped_fn = _on_own_rows(jax.vmap(local_fn, in_axes=in_axes), layout)
+    outputs = mapped_fn(*arrays)
+    return outputs, (True,) * len(outputs)
+
+  return batchable
+
+
+def _factors(terms):
+  """The factors (axis names) of a layout's terms, in order of appearance."""
+  return list(dict.fromkeys(factor for term in terms for factor in term))
+
+
+def _batch_mesh_axes(mesh, operands, arg_shapes):
+  """The mesh axes that split the batch rows of the arguments, or None.
+
+  The first argument whose batch axis is split decides; None (every
+  device gets every row) where none is, where the split is not a mesh's
+  (NamedSharding), or where it is uneven: the padding rows of an uneven
+  split would add garbage to dW_hh.
+  """
+  for term, shape in zip(operands, arg_shapes):
+    sharding = shape.sharding
+    if 'b' not in term or not isinstance(sharding, NamedSharding):
+      continue
+    row_axis = term.index('b')
+    spec = tuple(sharding.spec) + (None,) * len(term)
+    axes = spec[row_axis]
+    if axes is None:
+      continue
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    devices = math.prod(mesh.shape[axis] for axis in axes)
+    return axes if shape.shape[row_axis] % devices == 0 else None
+  return None

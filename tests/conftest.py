@@ -30,6 +30,18 @@ def tiny_data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def faulty_data_dir(tmp_path_factory):
+  """A TFDS data_dir with tiny datasets whose examples a pipeline must refuse.
+
+  See tiny_labelled_datasets.prepare_faulty.
+  """
+  import tiny_labelled_datasets  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path_factory.mktemp('faulty_tfds'))
+  tiny_labelled_datasets.prepare_faulty(data_dir)
+  return data_dir
+
+
+@pytest.fixture(scope='session')
 def generated_dir(tmp_path_factory):
   """A TFDS data_dir for the toolkit's generated datasets, prepared as used."""
   return str(tmp_path_factory.mktemp('generated_tfds'))

@@ -1,4 +1,4 @@
-"""Kills train.py with SIGKILL at random moments and checks nothing is lost.
+"""Kills or stops train.py at random moments and checks nothing is lost.
 
 A reference run trains straight through. A second run directory is then
 trained by processes killed with `kill -9`, each at a random moment: half
@@ -9,12 +9,20 @@ must load with matching checksums. Finally one process runs to the end,
 and its per-step losses, weights, optimizer slots and evaluation history
 must equal the reference run's exactly.
 
-The suite runs a few kills (tests/test_interruptions.py); for more:
+`run_signals` does the same with SIGTERM and SIGINT, with an evaluation
+every 2 steps: some signals land in start-up (compilation included), the
+others while training, and at least one at a step where an evaluation is
+due. Each stopped process must exit with 75; the finished run must also
+have written the same evaluation records to metrics.jsonl as the reference.
+
+The suite runs a few of each (tests/test_interruptions.py); for more:
 
     python tests/fault_injection.py --kills 30 --steps 150
+    python tests/fault_injection.py --signals 30 --steps 150
 """
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -30,17 +38,26 @@ sys.path[:0] = [REPO_ROOT, os.path.join(REPO_ROOT, 'tests')]
 
 import checkpoints  # noqa: E402  pylint: disable=g-import-not-at-top
 import configurables  # noqa: E402
+import run_dir  # noqa: E402
 import tiny_text_dataset  # noqa: E402
+import train  # noqa: E402
 
 N_STEPS = 40
 # Many small checkpoints and evaluations, so kills meet them often.
 SETTINGS = ['train_and_evaluate.checkpoint_every = 3',
             'train_and_evaluate.eval_every = 8',
             'Checkpoints.keep_last = 2', 'Checkpoints.keep_best = 1']
+# An evaluation every other step, so that stops often land on one; not
+# every evaluation step is a checkpoint step.
+SIGNAL_SETTINGS = ['train_and_evaluate.checkpoint_every = 3',
+                   'train_and_evaluate.eval_every = 2',
+                   'Checkpoints.keep_last = 2', 'Checkpoints.keep_best = 1']
+# Record fields that measure time, not training.
+_TIMING = ('time', 'train/steps per second')
 
 
-def train_command(data_dir, output_dir, steps=N_STEPS):
-  params = [*tiny_text_dataset.gin_bindings(data_dir), *SETTINGS]
+def train_command(data_dir, output_dir, steps=N_STEPS, settings=SETTINGS):
+  params = [*tiny_text_dataset.gin_bindings(data_dir), *settings]
   return [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
           '--gin_file', 'configs/char_rnn_tiny.gin', '--output_dir',
           output_dir, '--steps', str(steps),
@@ -146,9 +163,77 @@ def run(kills, work_dir, steps=N_STEPS, seed=0, commit_delay=0.5, log=print):
   return {'kills': done, 'mid_commit': mid_commit}
 
 
+def evaluation_records(output_dir):
+  """metrics.jsonl's records without their timings."""
+  with open(os.path.join(output_dir, run_dir.METRICS_FILE)) as f:
+    records = [json.loads(line) for line in f]
+  return [{k: v for k, v in r.items() if k not in _TIMING} for r in records]
+
+
+def _stop_once(command, output_dir, rng, signum, in_training, run_seconds):
+  """Starts training and sends it `signum`; returns its exit status.
+
+  In training: once a new evaluation record appears (training is under
+  way), after a random pause of up to a few steps. Otherwise at a random
+  moment up to about one uninterrupted run's length.
+  """
+  records = os.path.join(output_dir, run_dir.METRICS_FILE)
+  lines = lambda: (sum(1 for _ in open(records)) if os.path.exists(records)
+                   else 0)
+  before = lines()
+  process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  deadline = time.time() + (600 if in_training
+                            else rng.uniform(0.05, 0.6) * run_seconds)
+  while time.time() < deadline and process.poll() is None:
+    if in_training and lines() > before:
+      time.sleep(rng.uniform(0, 0.05))
+      break
+    time.sleep(0.01)
+  process.send_signal(signum)
+  return process.wait()
+
+
+def run_signals(stops, work_dir, steps=N_STEPS, seed=0, log=print):
+  """Stops train.py with signals; returns a summary dict. Raises AssertionError.
+
+  Goes on past `stops` until one stop has landed on an evaluation step
+  (at most 3 * stops signals, and while the run has steps left).
+  """
+  rng = random.Random(seed)
+  data_dir = os.path.join(work_dir, 'tfds')
+  tiny_text_dataset.prepare(data_dir)
+  reference, stopped = (os.path.join(work_dir, d)
+                        for d in ('reference', 'stopped'))
+  start = time.time()
+  _run(train_command(data_dir, reference, steps, SIGNAL_SETTINGS))
+  run_seconds = time.time() - start
+  command = train_command(data_dir, stopped, steps, SIGNAL_SETTINGS)
+  done, at_evaluation, committed = 0, [], []
+  while ((done < stops or not at_evaluation) and done < 3 * stops
+         and steps not in committed):
+    signum = (signal.SIGTERM, signal.SIGINT)[done % 2]
+    status = _stop_once(command, stopped, rng, signum,
+                        in_training=done % 2 == 1, run_seconds=run_seconds)
+    done += 1
+    committed = check_committed(stopped)
+    assert status in (train.EXIT_INTERRUPTED, 0), status
+    if status == train.EXIT_INTERRUPTED and committed and committed[-1] % 2 == 0:
+      at_evaluation.append(committed[-1])
+    log(f'signal {done}: exit {status}, committed steps {committed}')
+  assert at_evaluation, f'no stop landed on an evaluation step in {done}'
+  _run(command)
+  assert_same_training(final_state(stopped), final_state(reference), steps)
+  got, want = evaluation_records(stopped), evaluation_records(reference)
+  assert got == want, (got, want)
+  return {'stops': done, 'at_evaluation': at_evaluation}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--kills', type=int, default=30)
+  parser.add_argument('--signals', type=int, default=0,
+                      help='send this many SIGTERM/SIGINT instead of kills.')
   parser.add_argument('--steps', type=int, default=150,
                       help='training steps of each run (enough to outlast '
                            'the kills)')
@@ -156,12 +241,19 @@ def main():
   args = parser.parse_args()
   start = time.time()
   with tempfile.TemporaryDirectory() as work_dir:
-    summary = run(args.kills, work_dir, args.steps, args.seed)
-  print(f'{summary["kills"]} kills ({summary["mid_commit"]} during a '
-        f'checkpoint commit) over {args.steps} steps: every committed checkpoint loaded with matching '
-        f'checksums after each kill, and the resumed run ended with the '
-        f'uninterrupted run\'s per-step losses, weights and slots, bit for '
-        f'bit. {time.time() - start:.0f} s.')
+    if args.signals:
+      summary = run_signals(args.signals, work_dir, args.steps, args.seed)
+      what = (f'{summary["stops"]} signals, {len(summary["at_evaluation"])} '
+              f'of them at an evaluation step (steps '
+              f'{summary["at_evaluation"]})')
+    else:
+      summary = run(args.kills, work_dir, args.steps, args.seed)
+      what = (f'{summary["kills"]} kills ({summary["mid_commit"]} during a '
+              f'checkpoint commit): every committed checkpoint loaded with '
+              f'matching checksums after each kill')
+  print(f'{what} over {args.steps} steps; the resumed run ended with the '
+        f'uninterrupted run\'s per-step losses, weights, slots and '
+        f'evaluation metrics, bit for bit. {time.time() - start:.0f} s.')
 
 
 if __name__ == '__main__':

@@ -3,7 +3,7 @@
     python tests/mock_data_run.py CONFIG DATASET KEY_PREFIX WORK_DIR [GIN_PARAM ...]
 
 `tfds.testing.mock_data` makes random examples of DATASET's real feature
-spec (conll2003, imdb_reviews, ted_hrlr_translate/pt_to_en, coco_captions). They are written out as a prepared TFDS
+spec (any dataset of `SPLITS`). They are written out as a prepared TFDS
 dataset, `mock_DATASET`, with those same features, which the config then
 trains on (KEY_PREFIX is the config's pipeline, e.g. TaggingInputs).
 Training under the mock itself is not possible: while it is active, TFDS
@@ -28,7 +28,9 @@ import train  # noqa: E402
 SPLITS = {'conll2003': ('train', 'dev', 'test'),
           'imdb_reviews': ('train', 'test', 'unsupervised'),
           'ted_hrlr_translate/pt_to_en': ('train', 'validation', 'test'),
-          'coco_captions': ('train', 'val', 'test', 'restval')}
+          'coco_captions': ('train', 'val', 'test', 'restval'),
+          'glue/sst2': ('train', 'validation', 'test'),
+          'tiny_shakespeare': ('train', 'validation', 'test')}
 
 
 def mock_examples(dataset, n=16):
@@ -48,7 +50,16 @@ def _consistent(example, features):
   mock_data draws every field of a sequence of dicts with its own length
   (coco_captions: 5 caption texts, 43 caption ids), and bounding boxes
   with min > max; the fields are cut to the shortest, the corners sorted.
+  It also draws each of a tagging dataset's sequences of one value per
+  word (conll2003's tokens, pos, chunks and ner) with a length of its own;
+  they are cut to the shortest, as a real dataset has one tag per word.
   """
+  per_word = [key for key, feature in features.items()
+              if isinstance(feature, tfds.features.Sequence)
+              and not isinstance(feature.feature, tfds.features.FeaturesDict)]
+  n = min((len(example[key]) for key in per_word), default=0)
+  for key in per_word:
+    example[key] = example[key][:n]
   for key, feature in features.items():
     if isinstance(feature, tfds.features.Sequence) and isinstance(
         feature.feature, tfds.features.FeaturesDict):
@@ -66,7 +77,8 @@ def prepare_copy(dataset, data_dir):
   """Writes mock examples of `dataset` as the prepared dataset mock_DATASET."""
   features, examples = mock_examples(dataset)
 
-  class Copy(tfds.core.GeneratorBasedBuilder):
+  # Not registered by name: tests prepare such copies in several data_dirs.
+  class Copy(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version('1.0.0')
     name = f'mock_{dataset.replace("/", "_")}'
 

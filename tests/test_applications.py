@@ -116,6 +116,39 @@ def test_feature_vectors_are_read_and_typed_numbers_checked(generated_dir):
     inputs.encode(None, ['1 2 3 4 5 6 7 8 9 10 11 twelve'])
 
 
+def test_labels_outside_the_classes_are_named(faulty_data_dir, tmp_path,
+                                              capsys):
+  raw = raw_examples('tiny_feature_labels', 'test', faulty_data_dir)
+  index = next(i for i, ex in enumerate(raw) if ex['winner'] == -1)
+  names = (f"Example {index} of split 'test'", 'labelled -1',
+           '3 classes 0 to 2 (low, middle, high)',
+           ' '.join(f'{v:g}' for v in raw[index]['scores']))
+  inputs = data.FeatureVectorInputs('tiny_feature_labels', batch_size=4,
+                                    data_dir=faulty_data_dir)
+  vocab = inputs.build_vocab()
+  assert len(list(inputs.eval_batches(vocab))) == 3  # validation: labelled
+  with pytest.raises(UsageError) as error:
+    list(inputs.eval_batches(vocab, 'test'))
+  for words in names:
+    assert words in str(error.value)
+  # Training on it: refused when the vocabulary is made, on resuming, and
+  # by train.py before it writes anything.
+  on_test = data.FeatureVectorInputs('tiny_feature_labels', batch_size=4,
+                                     data_dir=faulty_data_dir,
+                                     train_split='test')
+  for start_reading in (on_test.build_vocab,
+                        lambda: on_test.train_batches(vocab)):
+    with pytest.raises(UsageError, match=names[0]):
+      start_reading()
+  run = str(tmp_path / 'run')
+  fails_with(capsys, train.main, [
+      '--gin_file', 'configs/match_winner.gin', '--output_dir', run,
+      '--gin_param', "FeatureVectorInputs.dataset = 'tiny_feature_labels'",
+      '--gin_param', f"FeatureVectorInputs.data_dir = '{faulty_data_dir}'",
+      '--gin_param', "FeatureVectorInputs.train_split = 'test'"], *names)
+  assert not os.path.exists(run)
+
+
 # ---- training and evaluation ------------------------------------------------
 
 def _train(config, output_dir, steps, params):
@@ -311,8 +344,8 @@ def test_report_shows_attention_maps_and_contact_sheets(run, figure, request,
                                                         tmp_path):
   out = str(tmp_path / 'report')
   report.main(['--output_dir', request.getfixturevalue(run), '--out', out])
-  assert sorted(os.listdir(out)) == sorted(['curves.png', 'index.html',
-                                            figure])
+  assert sorted(os.listdir(out)) == sorted([report.MARKER, 'curves.png',
+                                            'index.html', figure])
 
 
 def test_attention_maps_are_of_the_real_tokens(dates_run):

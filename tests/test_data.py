@@ -1,6 +1,7 @@
 """Tests of the vocabulary and the character-LM TFDS pipeline."""
 
 import itertools
+import json
 import os
 
 import numpy as np
@@ -24,6 +25,81 @@ def test_vocab_round_trip_and_reserved_ids(tmp_path):
   path = str(tmp_path / 'vocab.json')
   vocab.save(path)
   assert data.CharVocab.load(path) == vocab
+
+
+# One vocabulary of each kind, and the list of strings that gives its ids.
+VOCABULARIES = [
+    (data.CharVocab(['a', 'b', '\u00e9'], 'tiny_text'), 'chars'),
+    (data.WordVocab(['the', 'film'], ['negative', 'positive'], 'glue/sst2'),
+     'words'),
+    (data.TokenVocab(['2', '0', '-'], 'char', 'date_normalisation'),
+     'tokens'),
+    (data.LabelVocab(['team_1', 'team_2'], 'match_results'), 'labels'),
+]
+
+# Damage done to a saved vocabulary record: (how, the words of the error).
+DAMAGE = [
+    (lambda text, key: text[:-9], ['not valid JSON', 'cut short']),
+    (lambda text, key: '"' + text.replace('"', "'") + '"', ['JSON string']),
+    (lambda text, key: _changed(text, key, lambda items: items + items[:1]),
+     ['twice', 'items 0 and']),
+    (lambda text, key: _changed(text, key, lambda items: items[:1] + [None]),
+     ['holds None (item 1)', 'JSON null, not a string']),
+    (lambda text, key: _changed(text, key, lambda items: ','.join(items)),
+     ['JSON string, not a list']),
+    (lambda text, key: _changed(text, key, lambda items: []), ['is empty']),
+    (lambda text, key: _changed(text, key, lambda items: _DELETE),
+     ['has no', 'field']),
+    (lambda text, key: _changed(text, 'type', lambda kind: 'chars'),
+     ["type 'chars' is none of"]),
+    (lambda text, key: _changed(text, 'pad_id', lambda _: 3),
+     ['pad_id = 3', 'this toolkit uses 0']),
+]
+_DELETE = object()
+
+
+def _changed(text, key, change):
+  """JSON `text` of an object, with `key`'s value changed (or deleted)."""
+  record = json.loads(text)
+  value = change(record.get(key))
+  if value is _DELETE:
+    del record[key]
+  else:
+    record[key] = value
+  return json.dumps(record)
+
+
+@pytest.mark.parametrize('vocab, key', VOCABULARIES,
+                         ids=[type(v).__name__ for v, _ in VOCABULARIES])
+def test_every_kind_of_vocabulary_round_trips_and_refuses_damage(
+    vocab, key, tmp_path):
+  path = str(tmp_path / 'vocab.json')
+  vocab.save(path)
+  assert data.load_vocab(path) == vocab and type(vocab).load(path) == vocab
+  with open(path, encoding='utf-8') as f:
+    saved = f.read()
+  for damage, words in DAMAGE:
+    with open(path, 'w', encoding='utf-8') as f:
+      f.write(damage(saved, key))
+    for load in (data.load_vocab, type(vocab).load):
+      with pytest.raises(UsageError) as error:
+        load(path)
+      message = str(error.value)
+      assert message.startswith(f'The vocabulary file {path} cannot be used')
+      assert all(word in message for word in words), (words, message)
+      assert '\n' not in message
+
+
+def test_a_character_vocabulary_holds_single_characters(tmp_path):
+  path = str(tmp_path / 'vocab.json')
+  data.CharVocab(['a', 'b']).save(path)
+  with open(path, encoding='utf-8') as f:
+    text = _changed(f.read(), 'chars', lambda chars: chars + ['ch'])
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(text)
+  with pytest.raises(UsageError, match=r"holds 'ch' \(item 2\), not one "
+                                       r'character'):
+    data.load_vocab(path)
 
 
 def _inputs(tiny_data_dir, **kwargs):

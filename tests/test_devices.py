@@ -193,7 +193,7 @@ def _start_processes(output_dir, data_dir, steps):
   port = _free_port()
   return [subprocess.Popen(
       [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
-       *_train_argv(output_dir, data_dir, steps),
+       *_train_argv(output_dir, data_dir, steps), '--platform', 'cpu',
        '--coordinator_address', f'localhost:{port}', '--num_processes', '2',
        '--process_id', str(i)],
       cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -12,11 +12,13 @@ import pytest
 import configurables
 import data
 import evaluate
+import report
 import run_dir
 import tiny_text_dataset
 import train
 from trax import shapes
 from data.vocab import FIRST_CHAR_ID
+from errors import UsageError
 from conftest import committed_steps as _steps
 from conftest import fails_with as _fails_with
 from conftest import run_script
@@ -164,9 +166,24 @@ def test_generate_cli_prints_samples(trained_run):
     assert text.startswith('ROMEO:') and len(text) == len('ROMEO:') + 30
 
 
-def test_generation_needs_no_dataset(trained_run):
-  (inputs, _), _ = evaluate.load_run(trained_run, with_data=False)
+def test_generation_needs_no_dataset(trained_run, tiny_data_dir, tmp_path):
+  # The run copied where its dataset cannot be found (its config names a
+  # data_dir that does not exist, and downloading is off).
+  run = str(tmp_path / 'run')
+  shutil.copytree(trained_run, run)
+  config = os.path.join(run, run_dir.CONFIG_FILE)
+  with open(config) as f:
+    text = f.read()
+  assert tiny_data_dir in text
+  with open(config, 'w') as f:
+    f.write(text.replace(tiny_data_dir, str(tmp_path / 'no_data_here')))
+  with pytest.raises(UsageError, match='tiny_text'):  # the data is gone
+    evaluate.evaluate(run)
+  (inputs, _), _ = evaluate.load_run(run, with_data=False)
   assert inputs is None
+  args = dict(n_samples=2, prompt='RO', length=12, temperature=0.8, seed=3)
+  assert (evaluate.generate(run, **args)
+          == evaluate.generate(trained_run, **args))
 
 
 @pytest.mark.parametrize('binding, words', [
@@ -297,6 +314,74 @@ def test_resume_with_incompatible_config_changes_nothing(
       '--gin_file', TINY, '--output_dir', run, '--steps', '30',
       *_data_params(tiny_data_dir), *params], run, *words)
   assert _snapshot(run) == before
+
+
+def _with_chars(text, change):
+  """vocab.json text with its list of characters changed by `change`."""
+  record = json.loads(text)
+  record['chars'] = change(record['chars'])
+  return json.dumps(record)
+
+
+# A run's vocab.json, damaged: (how, the words the error must have).
+DAMAGED_VOCABULARIES = {
+    'cut short': (lambda text: text[:len(text) // 2],
+                  ('not valid JSON', 'line 1')),
+    'not an object': (lambda text: json.dumps(json.loads(text)['chars']),
+                      ('JSON array',)),
+    'a number for a character': (
+        lambda text: _with_chars(text, lambda chars: chars[:-1] + [7]),
+        ("holds 7", 'not a string')),
+    'a character twice': (
+        lambda text: _with_chars(text, lambda chars: chars + chars[:1]),
+        ('twice', 'two ids')),
+    'another kind': (
+        lambda text: json.dumps({'type': 'labels', 'labels': ['a', 'b']}),
+        ('a labels vocabulary', 'CharLMInputs', 'a char vocabulary')),
+}
+
+
+def _every_program(run, tiny_data_dir, out):
+  """(main, argv) of train.py resuming `run`, evaluate.py and report.py."""
+  return [(train.main, ['--gin_file', TINY, '--output_dir', run, '--steps',
+                        '30', *_data_params(tiny_data_dir)]),
+          (evaluate.main, ['--output_dir', run]),
+          (report.main, ['--output_dir', run, '--out', out])]
+
+
+@pytest.mark.parametrize('damage', DAMAGED_VOCABULARIES)
+def test_a_damaged_vocabulary_is_refused_by_every_program(
+    capsys, trained_run, tiny_data_dir, tmp_path, damage):
+  run, out = str(tmp_path / 'run'), str(tmp_path / 'report')
+  shutil.copytree(trained_run, run)
+  damaged, words = DAMAGED_VOCABULARIES[damage]
+  path = os.path.join(run, run_dir.VOCAB_FILE)
+  with open(path, encoding='utf-8') as f:
+    text = damaged(f.read())
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(text)
+  before = _snapshot(run)
+  for main, argv in _every_program(run, tiny_data_dir, out):
+    _fails_with(capsys, main, argv, 'vocab', *words)
+    assert _snapshot(run) == before
+  assert not os.path.exists(out)
+
+
+def test_a_vocabulary_of_another_size_is_refused_by_every_program(
+    capsys, trained_run, tiny_data_dir, tmp_path):
+  run, out = str(tmp_path / 'run'), str(tmp_path / 'report')
+  shutil.copytree(trained_run, run)
+  path = os.path.join(run, run_dir.VOCAB_FILE)
+  vocab = data.CharVocab.load(path)
+  data.CharVocab(vocab.chars + ['\u2603'], vocab.dataset).save(path)
+  before = _snapshot(run)
+  [resume, *evaluations] = _every_program(run, tiny_data_dir, out)
+  for main, argv in [resume, *evaluations]:
+    _fails_with(capsys, main, argv,
+                f'vocab.json gives vocab_size = {vocab.size + 1}',
+                f'trained with vocab_size = {vocab.size}')
+  assert _snapshot(run) == before
+  assert not os.path.exists(out)
 
 
 def test_evaluate_without_checkpoint(capsys, trained_run, tmp_path):

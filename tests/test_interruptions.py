@@ -9,6 +9,7 @@ import time
 import pytest
 
 import allocator
+import fault_injection
 import run_dir
 import train
 from conftest import REPO_ROOT, committed_steps as _steps, run_script
@@ -56,3 +57,22 @@ def test_signal_stops_after_a_step_with_a_checkpoint(tiny_data_dir, tmp_path,
   expected = allocator.find()[0] if allocator.environment() else 'glibc'
   assert f'memory allocator: {expected}' in resumed.stdout, resumed.stdout
   assert _steps(output_dir)[-1] == step + 3
+
+
+@pytest.mark.slow
+def test_signals_at_random_moments_lose_no_evaluation(tmp_path):
+  summary = fault_injection.run_signals(stops=4, work_dir=str(tmp_path))
+  assert summary['at_evaluation']  # a stop did land where one was due
+
+
+def test_a_signal_while_starting_stops_before_anything_is_written(
+    tiny_data_dir, tmp_path):
+  output_dir = str(tmp_path / 'run')
+  process = _start_training(tiny_data_dir, output_dir, steps=20)
+  time.sleep(2)  # importing trax and JAX takes longer than this
+  assert process.poll() is None
+  process.send_signal(signal.SIGTERM)
+  _, err = process.communicate(timeout=120)
+  assert process.returncode == train.EXIT_INTERRUPTED, err
+  assert 'Stopped before the first checkpoint' in err, err
+  assert not os.path.exists(output_dir)

@@ -1,10 +1,14 @@
 """Damaged checkpoints, non-finite steps, full disks, SIGKILL, and readers
 racing a writer: what train.py and evaluate.py do about each."""
 
+import errno
 import glob
+import json
 import math
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +21,7 @@ import checkpoints
 import configurables
 import evaluate
 import fault_injection
+import run_dir
 import train
 from conftest import REPO_ROOT, fails_with, snapshot, tiny_data_params
 
@@ -237,3 +242,215 @@ def test_listing_is_retried_while_a_step_is_pruned(error):
   lasting, _ = _listing_that_fails(error, times=100)
   with pytest.raises(error):  # a lasting fault is not hidden
     checkpoints._while_pruned(lasting)  # pylint: disable=protected-access
+
+
+def test_a_second_trainer_is_refused_naming_the_one_training(
+    capsys, run_copy, tiny_data_dir):
+  with run_dir.training_lock(run_copy):  # this process trains there
+    before = snapshot(run_copy)
+    fails_with(capsys, train.main, _argv(run_copy, tiny_data_dir, 30),
+               'is being trained in by', f'process {os.getpid()} on host '
+               f'{socket.gethostname()}', 'Nothing was changed')
+    assert snapshot(run_copy) == before
+    evaluate.load_checkpoint(run_copy, 'latest')  # readers are welcome
+  assert not os.path.exists(os.path.join(run_copy, run_dir.LOCK_FILE))
+
+
+def test_a_lock_left_by_a_killed_trainer_is_taken_over(capsys, run_copy,
+                                                       tiny_data_dir):
+  killed = subprocess.run(
+      [sys.executable, '-c', 'import os, signal, run_dir\n'
+       f'with run_dir.training_lock({run_copy!r}):\n'
+       '  os.kill(os.getpid(), signal.SIGKILL)'],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr
+  with open(os.path.join(run_copy, run_dir.LOCK_FILE)) as f:
+    pid = f.read().split()[0]
+  train.main(_argv(run_copy, tiny_data_dir, 22))
+  assert f'locked by process {pid}' in capsys.readouterr().err
+  assert _saved(run_copy).steps()[-1] == 22
+  assert not os.path.exists(os.path.join(run_copy, run_dir.LOCK_FILE))
+
+
+def test_a_refused_start_in_a_new_directory_leaves_nothing(capsys, tmp_path,
+                                                           tiny_data_dir):
+  run = str(tmp_path / 'new')
+  fails_with(capsys, train.main,
+             _argv(run, tiny_data_dir, 5, "Checkpoints.best_metric = 'acuracy'"),
+             "best_metric = 'acuracy'", "Did you mean 'accuracy'")
+  assert not os.path.exists(run)
+  fails_with(capsys, train.main,
+             _argv(run, tiny_data_dir, 5, "Checkpoints.best_metric = 'accuracy'",
+                   "Checkpoints.best_mode = 'min'"),
+             "best_mode = 'min'", "Checkpoints.best_mode = 'max'")
+  assert not os.path.exists(run)
+
+
+@pytest.mark.parametrize('error', [
+    PermissionError(errno.EACCES, 'Permission denied'), MemoryError(),
+    ValueError('PERMISSION_DENIED: Error opening file')])
+def test_a_failure_that_is_not_damage_moves_nothing(capsys, run_copy,
+                                                    tiny_data_dir, monkeypatch,
+                                                    error):
+  def fails(self, step):
+    raise error
+  monkeypatch.setattr(checkpoints.Checkpoints, '_read_items', fails)
+  before = snapshot(run_copy)
+  fails_with(capsys, train.main, _argv(run_copy, tiny_data_dir, 30),
+             'Reading checkpoint 20', 'not damage', 'nothing was moved')
+  assert snapshot(run_copy) == before
+
+
+def test_running_out_of_file_descriptors_is_not_damage(run_20):
+  # A real failure of the system, not of the checkpoint: the process may
+  # open no more files when it reads one.
+  code = ('import os, resource, checkpoints\n'
+          f'saved = checkpoints.Checkpoints({run_20!r}, read_only=True)\n'
+          'steps = saved.steps()\n'
+          'limit = len(os.listdir("/proc/self/fd"))\n'
+          'resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))\n'
+          'try:\n'
+          '  saved.restore(steps[-1])\n'
+          'except checkpoints.ReadFailed as e:\n'
+          '  print("read failed:", e)\n')
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert 'read failed: Reading checkpoint 20' in result.stdout, result.stderr
+  assert 'Too many open files' in result.stdout
+
+
+def _remove_largest_data_file(checkpoint_dir):
+  files = glob.glob(os.path.join(checkpoint_dir, 'arrays', '**', 'd', '*'),
+                    recursive=True)
+  os.remove(max(files, key=os.path.getsize))
+
+
+def _garble_meta(checkpoint_dir):
+  with open(os.path.join(checkpoint_dir, 'meta', 'metadata'), 'w') as f:
+    f.write('{"format": 2, "step": ')
+
+
+def _alter_history(checkpoint_dir):
+  """A valid JSON edit: one evaluation's loss made better than it was."""
+  path = os.path.join(checkpoint_dir, 'meta', 'metadata')
+  with open(path) as f:
+    meta = json.load(f)
+  values = meta['history']['_values']['eval']['metrics/loss']
+  values[-1][1] = values[-1][1] / 2
+  with open(path, 'w') as f:
+    json.dump(meta, f)
+
+
+def _alter_input_position(checkpoint_dir):
+  path = os.path.join(checkpoint_dir, 'meta', 'metadata')
+  with open(path) as f:
+    meta = json.load(f)
+  meta['input_position'] += 1
+  with open(path, 'w') as f:
+    json.dump(meta, f)
+
+
+@pytest.mark.parametrize('damage', [
+    _remove_largest_data_file, _garble_meta, _alter_history,
+    _alter_input_position,
+    lambda d: shutil.rmtree(os.path.join(d, 'arrays'))])
+def test_every_kind_of_damage_is_recognised(run_copy, damage):
+  damage(os.path.join(run_copy, checkpoints.SUBDIR, '20'))
+  with pytest.raises(checkpoints.DamagedCheckpoint):
+    _saved(run_copy).restore(20)
+  _saved(run_copy).restore(10)  # the others are untouched
+
+
+def _state(step):
+  rng = np.random.default_rng(step)
+  return checkpoints.TrainingState(
+      step=step, weights=[rng.normal(size=(3, 4)).astype(np.float32)],
+      slots=[np.zeros(4, np.float32)], state=[], eval_state=[],
+      rng=np.zeros(2, np.uint32), train_loss=np.ones(step, np.float32),
+      input_position=step, history={}, config='', optimizer_metrics={
+          'gradients_l2': np.arange(step, dtype=np.float32)})
+
+
+def test_old_checkpoints_are_pruned_only_after_the_new_one_is_on_disk(
+    tmp_path, monkeypatch):
+  saver = checkpoints.Checkpoints(str(tmp_path), keep_last=1, keep_best=0)
+  on_disk_while_syncing = []
+  fsync_tree = checkpoints._fsync_tree  # pylint: disable=protected-access
+
+  def recording(directory):
+    on_disk_while_syncing.append(sorted(os.listdir(saver.directory)))
+    fsync_tree(directory)
+  monkeypatch.setattr(checkpoints, '_fsync_tree', recording)
+  for step in (1, 2, 3):
+    saver.save(_state(step))
+  saver.close()
+  # While step 2 was being made durable, step 1 was still there.
+  assert on_disk_while_syncing == [['1'], ['1', '2'], ['2', '3']]
+  assert _saved(str(tmp_path)).steps() == [3]
+  restored = _saved(str(tmp_path)).restore(3)
+  np.testing.assert_array_equal(restored.weights[0], _state(3).weights[0])
+  np.testing.assert_array_equal(restored.optimizer_metrics['gradients_l2'],
+                                np.arange(3))
+
+
+def test_best_checkpoints_are_kept_beside_the_last(tmp_path):
+  saver = checkpoints.Checkpoints(str(tmp_path), keep_last=1, keep_best=1)
+  for step, loss in [(1, 3.0), (2, 1.0), (3, 2.0), (4, 5.0)]:
+    saver.save(_state(step), {'loss': loss})
+  saver.close()
+  assert _saved(str(tmp_path)).steps() == [2, 4]
+  assert _saved(str(tmp_path)).best_step() == 2
+
+
+def test_the_operative_config_is_written_atomically_and_durably(
+    tmp_path, monkeypatch):
+  synced = []
+  fsync = os.fsync
+  monkeypatch.setattr(os, 'fsync', lambda fd: (
+      synced.append(os.readlink(f'/proc/self/fd/{fd}')), fsync(fd)))
+  gin.parse_config('train_and_evaluate.seed = 3')
+  run_dir.save_operative_config(str(tmp_path), 0)
+  path = str(tmp_path / run_dir.CONFIG_FILE)
+  # The temporary file's contents, then the rename, are made durable.
+  assert synced == [path + '.tmp', str(tmp_path)]
+  assert os.listdir(tmp_path) == [run_dir.CONFIG_FILE]
+
+
+def test_a_run_config_that_would_run_code_is_refused(capsys, run_copy,
+                                                     tmp_path, monkeypatch):
+  (tmp_path / 'prints_on_import.py').write_text('print("IMPORTED")\n')
+  monkeypatch.syspath_prepend(str(tmp_path))
+  config = os.path.join(run_copy, run_dir.CONFIG_FILE)
+  with open(config) as f:
+    original = f.read()
+  for line in ('import prints_on_import', "include 'configs/char_rnn_tiny.gin'"):
+    with open(config, 'w') as f:
+      f.write(f'{line}\n{original}')
+    before = snapshot(run_copy)
+    err = fails_with(capsys, evaluate.main, ['--output_dir', run_copy],
+                     'line 1:', line.split()[0], 'nothing of it was run')
+    assert 'IMPORTED' not in err and 'prints_on_import' not in sys.modules
+    assert snapshot(run_copy) == before
+
+
+class _OtherProcessRead:
+  """A DataParallel stand-in whose other process read only `step` intact."""
+
+  def __init__(self, step):
+    self.step = step
+
+  def min_over_processes(self, value):
+    return min(value, self.step)
+
+
+def test_processes_resume_from_the_newest_step_all_of_them_read(run_copy):
+  saved = _saved(run_copy)
+  restored, damaged = saved.restore_newest_good()
+  assert (restored.step, damaged) == (20, [])
+  agreed, damaged = train._agreed_checkpoint(  # pylint: disable=protected-access
+      saved, restored, damaged, _OtherProcessRead(10))
+  assert agreed.step == 10
+  assert damaged == [(20, 'another process could not read it intact')]
+  none, damaged = train._agreed_checkpoint(  # pylint: disable=protected-access
+      saved, restored, [], _OtherProcessRead(-1))
+  assert none is None and [step for step, _ in damaged] == [20, 10]

@@ -73,7 +73,7 @@ def test_each_run_gets_its_own_report_by_default(language_model_runs):
   run = language_model_runs[0]
   report.main(['--output_dir', run, '--retention_windows', '2'])
   assert sorted(os.listdir(os.path.join(run, 'report'))) == [
-      'curves.png', report.PAGE, 'retention.png']
+      report.MARKER, 'curves.png', report.PAGE, 'retention.png']
 
 
 def test_classifier_report_draws_its_confusion_matrix(generated_dir, tmp_path):
@@ -84,7 +84,7 @@ def test_classifier_report_draws_its_confusion_matrix(generated_dir, tmp_path):
           'VectorClassifier.n_units = 16', 'train_and_evaluate.eval_every = 25'])
   report.main(['--output_dir', run])
   names = sorted(os.listdir(os.path.join(run, 'report')))
-  assert names == ['confusion.png', 'curves.png', report.PAGE]
+  assert names == [report.MARKER, 'confusion.png', 'curves.png', report.PAGE]
   with open(os.path.join(run, 'eval_validation.json')) as f:
     evaluation = json.load(f)
   with open(os.path.join(run, 'report', report.PAGE), encoding='utf-8') as f:
@@ -117,6 +117,23 @@ def test_bad_input_fails_clearly_and_keeps_the_earlier_report(
   fails_with(capsys, report.main, ['--output_dir', language_model_runs[0],
                                    '--out', str(other)], 'not a report')
   assert os.listdir(other) == ['mine.txt']
+  # Nor is one that only looks like a report: report.py did not make it.
+  (other / 'mine.txt').unlink()
+  (other / report.PAGE).write_text('<html>my own page</html>')
+  fails_with(capsys, report.main, ['--output_dir', language_model_runs[0],
+                                   '--out', str(other)], 'not a report')
+  assert os.listdir(other) == [report.PAGE]
+
+
+def test_an_empty_directory_of_the_users_receives_the_report(
+    language_model_runs, tmp_path):
+  out = tmp_path / 'mine'
+  out.mkdir()
+  identity = os.stat(out).st_ino
+  report.main(['--output_dir', language_model_runs[0], '--out', str(out),
+               '--retention_windows', '2'])
+  assert os.stat(out).st_ino == identity  # the same directory, filled
+  assert report.PAGE in os.listdir(out) and report.MARKER in os.listdir(out)
 
 
 def test_a_failure_while_drawing_keeps_the_earlier_report(
@@ -143,5 +160,5 @@ def test_a_new_report_leaves_no_file_of_the_earlier_one(language_model_runs,
                '--out', out, '--retention_windows', '2'])
   report.main(['--output_dir', language_model_runs[1], '--out', out,
                '--retention_windows', '2'])
-  assert sorted(os.listdir(out)) == ['curves.png', report.PAGE,
-                                     'retention.png']
+  assert sorted(os.listdir(out)) == [report.MARKER, 'curves.png',
+                                     report.PAGE, 'retention.png']

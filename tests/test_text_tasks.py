@@ -4,6 +4,7 @@ import collections
 import itertools
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import tensorflow_datasets as tfds
 import data
 import evaluate
 import metrics
+import mock_data_run
 import report
 import train
 import tiny_labelled_datasets as tiny
@@ -145,15 +147,60 @@ def test_unlabelled_split_is_a_clear_error(labelled_data_dir):
     list(inputs.eval_batches(vocab, split='test'))
 
 
+def _first_misaligned(data_dir, split):
+  """(index, example) of the first example of `split` of tiny_ner_misaligned
+  without one tag per word, as TFDS reads the split."""
+  return next((i, ex) for i, ex in enumerate(
+      _split(data_dir, 'tiny_ner_misaligned', split))
+              if len(ex['tokens']) != len(ex['ner']))
+
+
+def _names(split, index, example):
+  """What a message about a misaligned example must say of it."""
+  tokens = [t.decode() for t in example['tokens']]
+  return (f"Example {index} of split '{split}'", f'{len(tokens)} words',
+          f"{len(example['ner'])} tags", ' '.join(tokens[:3]))
+
+
+def test_words_and_tags_of_different_lengths_are_named(faulty_data_dir,
+                                                        tmp_path, capsys):
+  inputs = _tagging(faulty_data_dir, dataset='tiny_ner_misaligned')
+  vocab = inputs.build_vocab()  # the train split has one tag per word
+  for split in ('dev', 'test'):
+    with pytest.raises(UsageError) as error:
+      list(inputs.eval_batches(vocab, split))
+    for words in _names(split, *_first_misaligned(faulty_data_dir, split)):
+      assert words in str(error.value)
+  # Training on such a split: refused before a vocabulary is built, on
+  # resuming (train_batches), and by train.py before it writes anything.
+  on_dev = _tagging(faulty_data_dir, dataset='tiny_ner_misaligned',
+                    train_split='dev', eval_split='train')
+  names = _names('dev', *_first_misaligned(faulty_data_dir, 'dev'))
+  for start_reading in (on_dev.build_vocab,
+                        lambda: on_dev.train_batches(vocab)):
+    with pytest.raises(UsageError, match=re.escape(names[0])):
+      start_reading()
+  run = str(tmp_path / 'run')
+  fails_with(capsys, train.main, [
+      '--gin_file', 'configs/conll2003_ner_rnn.gin', '--output_dir', run,
+      '--gin_param', "TaggingInputs.dataset = 'tiny_ner_misaligned'",
+      '--gin_param', f"TaggingInputs.data_dir = '{faulty_data_dir}'",
+      '--gin_param', "TaggingInputs.train_split = 'dev'",
+      '--gin_param', "TaggingInputs.eval_split = 'train'"], *names)
+  assert not os.path.exists(run)
+
+
 def test_conll2003_feature_spec_with_mock_data(tmp_path):
-  with tfds.testing.mock_data(num_examples=12):
-    inputs = data.TaggingInputs(data_dir=str(tmp_path), batch_size=4)
-    vocab = inputs.build_vocab()
-    assert vocab.labels[:3] == ['O', 'B-PER', 'I-PER']
-    assert len(vocab.labels) == 9
-    x, y, w = next(inputs.train_batches(vocab))
-    assert x.shape == y.shape == w.shape and x.shape[0] == 4
-    assert y[w > 0].max() < 9
+  # tfds.testing.mock_data's examples of conll2003, with one tag per word
+  # (see mock_data_run._consistent), written out with its real features.
+  name = mock_data_run.prepare_copy('conll2003', str(tmp_path))
+  inputs = data.TaggingInputs(name, data_dir=str(tmp_path), batch_size=4)
+  vocab = inputs.build_vocab()
+  assert vocab.labels[:3] == ['O', 'B-PER', 'I-PER']
+  assert len(vocab.labels) == 9
+  x, y, w = next(inputs.train_batches(vocab))
+  assert x.shape == y.shape == w.shape and x.shape[0] == 4
+  assert y[w > 0].max() < 9
 
 
 def test_classification_metrics_match_a_hand_count():
@@ -219,14 +266,16 @@ def _train(config, output_dir, steps, params):
 @pytest.fixture(scope='module')
 def sentiment_run(labelled_data_dir, tmp_path_factory):
   output_dir = str(tmp_path_factory.mktemp('sentiment'))
-  _train('configs/sst2_rnn.gin', output_dir, 300,
+  _train('configs/sst2_rnn.gin', output_dir, 200,
          [*tiny.sentiment_bindings(labelled_data_dir), *CLASSIFIER_PARAMS])
   return output_dir
 
 
 def test_classifier_learns_and_evaluate_reports_its_metrics(sentiment_run):
   result = evaluate.evaluate(sentiment_run)
-  assert result['accuracy'] > 0.9  # chance: 0.5
+  # Chance, and the best a model without memory does: 0.5 (every text has
+  # an opinion word of each polarity; the first one says the label).
+  assert result['accuracy'] > 0.9
   matrix = np.array(result['confusion_matrix'])
   assert matrix.sum() == tiny.SPLIT_SIZES['validation']
   assert result['accuracy'] == pytest.approx(np.trace(matrix) / matrix.sum())
@@ -237,8 +286,8 @@ def test_classifier_learns_and_evaluate_reports_its_metrics(sentiment_run):
 
 def test_predict_prints_the_class_and_its_probability(sentiment_run, capsys):
   evaluate.main(['--output_dir', sentiment_run,
-                 '--predict', 'the movie was wonderful and moving',
-                 '--predict', 'a boring film'])
+                 '--predict', 'the movie was wonderful but the ending was dull',
+                 '--predict', 'a boring film with superb music'])
   lines = capsys.readouterr().out.strip().splitlines()
   assert lines[0].startswith('positive') and lines[1].startswith('negative')
   assert all(0.5 < float(line.split()[1]) <= 1.0 for line in lines)
@@ -249,8 +298,9 @@ def test_classifier_report_shows_memory_retention(sentiment_run,
   out = str(tmp_path / 'report')
   report.main(['--output_dir', sentiment_run, '--out', out,
                '--retention_windows', '3'])
-  assert sorted(os.listdir(out)) == ['confusion.png', 'curves.png',
-                                     'index.html', 'retention.png']
+  assert sorted(os.listdir(out)) == [report.MARKER, 'confusion.png',
+                                     'curves.png', 'index.html',
+                                     'retention.png']
   words = sorted(len(ex['sentence'].split()) for ex in _split(
       labelled_data_dir, 'tiny_sentiment', 'validation'))
   assert len(report.text_retention(sentiment_run, windows=3)) == min(
@@ -270,28 +320,36 @@ TAGGER_PARAMS = ['RNNTagger.d_model = 16', 'RNNTagger.n_units = 32',
 
 def test_tagger_beats_the_majority_tag_clearly(labelled_data_dir, tmp_path):
   output_dir = str(tmp_path / 'ner')
-  _train('configs/conll2003_ner_rnn.gin', output_dir, 300,
+  _train('configs/conll2003_ner_rnn.gin', output_dir, 200,
          [*tiny.ner_bindings(labelled_data_dir), *TAGGER_PARAMS])
   result = evaluate.evaluate(output_dir)
   tags = [t for ex in _split(labelled_data_dir, 'tiny_ner', 'dev')
           for t in ex['ner']]
   majority = max(collections.Counter(tags).values()) / len(tags)
   assert result['token_accuracy'] > majority + 0.1
-  assert result['entity_f1'] > 0.8  # always 'O' finds no entity: F1 0
-  [tagged, spaced] = evaluate.predict(
-      output_dir, ['the Zorblax film was in Paris',
-                   'Zorblax\u00a0film was in Paris'])  # no-break space
-  assert [word for word, _ in tagged] == 'the Zorblax film was in Paris'.split()
-  assert tagged[-1] == ('Paris', 'B-LOC')
+  # Always 'O' finds no entity (F1 0); tagging each name without the cue
+  # verb before it finds half of them.
+  assert result['entity_f1'] > 0.8
+  # Paris 4 words after a place's cue, then a person's; then words that
+  # a no-break space joins.
+  [place, person, spaced] = evaluate.predict(output_dir, [
+      'the Zorblax film visited the story of Paris',
+      'the Zorblax film met the story of Paris',
+      'Zorblax\u00a0film visited the story of Paris'])
+  assert [word for word, _ in place] == (
+      'the Zorblax film visited the story of Paris'.split())
+  assert place[-1] == ('Paris', 'B-LOC') and person[-1] == ('Paris', 'B-PER')
   # The words shown are the model's: Python's split() would make two of
   # the first and pair each later tag with the word before its own.
-  assert [w for w, _ in spaced] == ['Zorblax\u00a0film', 'was', 'in', 'Paris']
+  assert [w for w, _ in spaced] == ['Zorblax\u00a0film', 'visited', 'the',
+                                    'story', 'of', 'Paris']
   assert spaced[-1] == ('Paris', 'B-LOC')
   # The report draws the F1 of each entity type evaluate.py found, and the
   # memory retention over the first words of the longest dev sentences.
   report.main(['--output_dir', output_dir, '--retention_windows', '4'])
   assert sorted(os.listdir(os.path.join(output_dir, 'report'))) == [
-      'curves.png', 'index.html', 'per_type_f1.png', 'retention.png']
+      report.MARKER, 'curves.png', 'index.html', 'per_type_f1.png',
+      'retention.png']
   lengths = sorted(len(ex['tokens'])
                    for ex in _split(labelled_data_dir, 'tiny_ner', 'dev'))
   curve = report.text_retention(output_dir, windows=4)

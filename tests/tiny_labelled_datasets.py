@@ -1,18 +1,32 @@
 """Small generated TFDS datasets for the classifier and the tagger.
 
-`tiny_sentiment`: sentences of filler words with one opinion word somewhere
-in them; the label is the opinion word's polarity, so a model must find one
-word anywhere in a text of varying length (a bag-of-words or recurrent model
-learns it; a constant guess scores 50%). As in GLUE, the test split is
-unlabelled (label -1).
+Both need memory: what decides a label comes words before the word that is
+labelled, or before a distractor that points the other way, so a model
+that reads each word alone (a recurrent layer whose state is lost from
+step to step) scores near chance on them.
 
-`tiny_ner`: sentences of filler words with person and place names inside,
-tagged in the IOB2 scheme of conll2003 (B-PER, I-PER, B-LOC, O...); most tags
-are O, so always guessing O scores well on tokens and 0 on entities.
+`tiny_sentiment`: sentences of filler words with two opinion words of
+opposite polarity; the label is the polarity of the FIRST one ("good ...
+but ... dull" is positive). Every text holds one word of each polarity, so
+a bag of words tells nothing; a model must remember the early opinion past
+the later one. As in GLUE, the test split is unlabelled (label -1).
+
+`tiny_ner`: sentences of filler words with 1 to 3 names, each a few words
+after a cue verb; the names are ambiguous (Jordan, Paris...: a person's or
+a place's) and the cue alone says which ("met ... Jordan" is a person,
+"visited ... Jordan" a place). Tags are in the IOB2 scheme of conll2003
+(B-PER, I-PER, B-LOC, O...); most tags are O, so always guessing O scores
+well on tokens and 0 on entities, and guessing each name's tag without
+its cue finds half the entities.
+
+`prepare_faulty` writes two more, whose faults pipelines must name:
+`tiny_ner_misaligned` (examples whose words and tags differ in number) and
+`tiny_feature_labels` (feature vectors, some of them unlabelled).
 """
 
 import random
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 FILLER = ('the a movie film story it was is and of to this that with for as '
@@ -24,34 +38,42 @@ SPLIT_SIZES = {'train': 600, 'validation': 200, 'test': 100}
 # tiny_ner's split names are conll2003's.
 NER_SPLIT_SIZES = {'train': 600, 'dev': 200, 'test': 100}
 
-FIRST_NAMES = 'John Mary Peter Anna Luis Mei'.split()
+# tiny_ner: a name's tag is said by the cue verb a few words before it.
+PERSON_CUES = 'met thanked interviewed'.split()
+PLACE_CUES = 'visited reached toured'.split()
+NAMES = 'Jordan Paris Florence Sydney Georgia Victoria'.split()  # either kind
 LAST_NAMES = 'Smith Garcia Chen Novak'.split()
-PLACES = 'Paris Lima Oslo Cairo Tokyo'.split()
 NER_TAGS = ['O', 'B-PER', 'I-PER', 'B-LOC', 'I-LOC']
 
 
+def _fillers(rng, low, high):
+  return [rng.choice(FILLER) for _ in range(rng.randint(low, high))]
+
+
 def sentiment_example(rng):
-  """(text, label): 2 to 30 filler words with one opinion word among them."""
-  words = [rng.choice(FILLER) for _ in range(rng.randint(2, 30))]
+  """(text, label): fillers, an opinion word, 1 to 8 fillers, an opinion
+  word of the other polarity, fillers; the label is the first one's."""
   label = rng.randint(0, 1)
-  words.insert(rng.randint(0, len(words)),
-               rng.choice(POSITIVE if label else NEGATIVE))
+  first, then = (POSITIVE, NEGATIVE) if label else (NEGATIVE, POSITIVE)
+  words = (_fillers(rng, 0, 6) + [rng.choice(first)] + _fillers(rng, 1, 8)
+           + [rng.choice(then)] + _fillers(rng, 0, 6))
   return ' '.join(words), label
 
 
 def ner_example(rng):
-  """(tokens, tags): filler words with 1 to 3 names; people have 1-2 words."""
+  """(tokens, tags): 1 to 3 times, fillers, a cue verb, 1 to 5 fillers and a
+  name: a person's (1-2 words) after a person cue, else a place's."""
   tokens, tags = [], []
   for _ in range(rng.randint(1, 3)):
-    tokens += [rng.choice(FILLER) for _ in range(rng.randint(1, 6))]
-    tags += ['O'] * (len(tokens) - len(tags))
-    if rng.random() < 0.5:
-      name = [rng.choice(FIRST_NAMES)] + [rng.choice(LAST_NAMES)] * rng.randint(0, 1)
-      tokens += name
-      tags += ['B-PER'] + ['I-PER'] * (len(name) - 1)
-    else:
-      tokens.append(rng.choice(PLACES))
-      tags.append('B-LOC')
+    person = rng.random() < 0.5
+    words = (_fillers(rng, 0, 3)
+             + [rng.choice(PERSON_CUES if person else PLACE_CUES)]
+             + _fillers(rng, 1, 5) + [rng.choice(NAMES)])
+    tokens += words
+    tags += ['O'] * (len(words) - 1) + ['B-PER' if person else 'B-LOC']
+    if person and rng.random() < 0.5:
+      tokens.append(rng.choice(LAST_NAMES))
+      tags.append('I-PER')
   return tokens, tags
 
 
@@ -100,10 +122,60 @@ class TinyNer(_Generated):
     return {'tokens': tokens, 'ner': tags}
 
 
+class TinyNerMisaligned(TinyNer):
+  """tiny_ner's features, where some examples lack their last tag.
+
+  In 'dev' and 'test' (not 'train'), one example in `MISALIGNED` lacks it.
+  """
+
+  split_sizes = {'train': 20, 'dev': 10, 'test': 10}
+  MISALIGNED = 7
+
+  def _generate_examples(self, split, n):
+    for key, example in super()._generate_examples(split, n):
+      if split != 'train' and key % self.MISALIGNED == 0:
+        example['ner'] = example['ner'][:-1]
+      yield key, example
+
+
+FEATURE_CLASSES = ['low', 'middle', 'high']
+
+
+class TinyFeatureLabels(_Generated):
+  """4 numbers -> the class of their sum; in 'test', some are unlabelled.
+
+  Features 'scores' and 'winner', as match_results' (one in `UNLABELLED`
+  test examples has label -1, as TFDS marks an unlabelled example).
+  """
+
+  split_sizes = {'train': 20, 'validation': 10, 'test': 10}
+  UNLABELLED = 4
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        'scores': tfds.features.Tensor(shape=(4,), dtype=np.float32),
+        'winner': tfds.features.ClassLabel(names=FEATURE_CLASSES)}))
+
+  def _generate_examples(self, split, n):
+    rng = random.Random(split)
+    for key in range(n):
+      scores = [rng.randint(0, 3) for _ in range(4)]
+      label = min(sum(scores) // 5, 2)
+      if split == 'test' and key % self.UNLABELLED == 1:
+        label = -1
+      yield key, {'scores': np.array(scores, np.float32), 'winner': label}
+
+
 def prepare(data_dir):
-  """Writes both datasets under `data_dir`."""
+  """Writes tiny_sentiment and tiny_ner under `data_dir`."""
   TinySentiment(data_dir=data_dir).download_and_prepare()
   TinyNer(data_dir=data_dir).download_and_prepare()
+
+
+def prepare_faulty(data_dir):
+  """Writes tiny_ner_misaligned and tiny_feature_labels under `data_dir`."""
+  TinyNerMisaligned(data_dir=data_dir).download_and_prepare()
+  TinyFeatureLabels(data_dir=data_dir).download_and_prepare()
 
 
 def sentiment_bindings(data_dir):
