@@ -4,27 +4,33 @@ train.py rewrites a run's config.gin, vocab.json and metrics.jsonl this way.
 """
 
 import os
+import stat
+import tempfile
 
 
 def write_text_atomically(path: str, text: str) -> None:
   """Replaces `path` with `text` atomically and durably.
 
-  The text goes to a temporary file beside `path`, which is flushed to disk
-  and renamed over it; the directory is flushed too, so that the rename
-  itself survives a power cut. A failure before the rename leaves `path` as
-  it was.
+  The text goes to a new temporary file beside `path` (created exclusively,
+  so a link planted under its name is never followed), which is flushed to
+  disk and renamed over `path`; the directory is flushed too, so that the
+  rename itself survives a power cut. A failure before the rename leaves
+  `path` as it was.
   """
-  temporary = path + '.tmp'
+  directory, name = os.path.split(os.path.abspath(path))
+  descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f'.{name}.')
   try:
-    with open(temporary, 'w', encoding='utf-8') as f:
+    with os.fdopen(descriptor, 'w', encoding='utf-8') as f:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
+    # mkstemp makes it private; keep the mode the file had, else rw-r--r--.
+    os.chmod(temporary, _mode_of(path, default=0o644))
     os.replace(temporary, path)
-  finally:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-  fsync_directory(os.path.dirname(os.path.abspath(path)))
+  except BaseException:
+    os.remove(temporary)
+    raise
+  fsync_directory(directory)
 
 
 def fsync_directory(directory: str) -> None:
@@ -34,3 +40,10 @@ def fsync_directory(directory: str) -> None:
     os.fsync(descriptor)
   finally:
     os.close(descriptor)
+
+
+def _mode_of(path: str, default: int) -> int:
+  try:
+    return stat.S_IMODE(os.stat(path).st_mode)
+  except FileNotFoundError:
+    return default

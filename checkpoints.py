@@ -33,6 +33,7 @@ import difflib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -285,22 +286,36 @@ class Checkpoints:
       # orbax's rename makes the commit atomic for other processes; this
       # makes it durable if the machine, not just the process, goes down.
       _fsync_tree(os.path.join(self.directory, str(state.step)))
-      self._prune()
+    self._prune()
 
   def _prune(self):
-    """Deletes the checkpoints neither among the last nor the best kept."""
-    steps = self.steps()
-    keep = set(steps[-self._keep_last:])
-    ranked = [(metrics[self.best_metric], step) for step in steps
-              if self.best_metric in (metrics := self._metrics(step))]
-    ranked.sort(reverse=self.best_mode == 'max')
-    keep.update(step for _, step in ranked[:self._keep_best])
-    for step in steps:
-      if step not in keep:
-        self._manager.delete(step)
+    """Deletes the checkpoints neither among the last nor the best kept.
 
-  def _metrics(self, step):
-    return self._manager.metadata(step).metrics or {}
+    The new checkpoint is committed by now, so a failure here is only
+    reported: the next save prunes again.
+    """
+    try:
+      steps = self.steps()
+      keep = set(steps[-self._keep_last:]) | set(self._best(steps))
+      for step in steps:
+        if step not in keep:
+          self._manager.delete(step)
+    except (OSError, ValueError) as e:
+      logging.warning('Pruning old checkpoints in %s failed (%s); they are '
+                      'kept for now.', self.directory, e)
+
+  def _best(self, steps):
+    """The `keep_best` best of `steps` by a finite `best_metric`; of equal
+    ones, the newest."""
+    sign = 1 if self.best_mode == 'min' else -1
+    ranked = sorted((sign * value, -step) for step in steps
+                    if math.isfinite(value := self._metric(step)))
+    return [-negated_step for _, negated_step in ranked[:self._keep_best]]
+
+  def _metric(self, step):
+    """`best_metric` of checkpoint `step`, or NaN if it was saved without."""
+    metrics = self._manager.metrics(step) or {}
+    return float(metrics.get(self.best_metric, math.nan))
 
   @contextlib.contextmanager
   def _write_errors_reported(self, step):

@@ -10,7 +10,9 @@ captured, the lines that are native log lines are dropped, and anything
 else is written on. TensorFlow is also kept off GPUs: the input pipelines
 run on the CPU, and the accelerator's memory belongs to JAX.
 
-Set TOOLKIT_NATIVE_LOGS=1 to see everything, as TensorFlow prints it.
+If the import fails, everything it wrote is shown unfiltered. A crash that
+ends the process during the import loses those lines: set
+TOOLKIT_NATIVE_LOGS=1 to see everything, as TensorFlow prints it.
 """
 
 import contextlib
@@ -35,28 +37,47 @@ def showing_native_logs():
 
 @contextlib.contextmanager
 def native_logs_dropped():
-  """Drops native log lines written to descriptor 2 within the block."""
-  if showing_native_logs():
+  """Drops native log lines written to descriptor 2 within the block.
+
+  If the block fails, everything it wrote is shown, unfiltered: then the
+  native lines may say why.
+  """
+  saved = None if showing_native_logs() else _duplicate_stderr()
+  if saved is None:  # asked for, or no descriptor 2 to capture
     yield
     return
-  sys.stderr.flush()
-  saved = os.dup(2)
   with tempfile.TemporaryFile(mode='w+b') as captured:
     os.dup2(captured.fileno(), 2)
+    failed = True
     try:
       yield
+      failed = False
     finally:
-      sys.stderr.flush()
+      _flush_stderr()
       os.dup2(saved, 2)
       os.close(saved)
       captured.seek(0)
-      _write_on(captured.read().decode('utf-8', 'replace'))
+      _write_on(captured.read().decode('utf-8', 'replace'), keep_all=failed)
 
 
-def _write_on(text):
+def _duplicate_stderr():
+  """A copy of descriptor 2, or None where there is none."""
+  _flush_stderr()
+  try:
+    return os.dup(2)
+  except OSError:
+    return None
+
+
+def _flush_stderr():
+  if sys.stderr is not None:
+    sys.stderr.flush()
+
+
+def _write_on(text, keep_all=False):
   kept = [line for line in text.splitlines(keepends=True)
-          if not _NATIVE_LOG_LINE.match(line)]
-  if kept:
+          if keep_all or not _NATIVE_LOG_LINE.match(line)]
+  if kept and sys.stderr is not None:
     sys.stderr.write(''.join(kept))
     sys.stderr.flush()
 

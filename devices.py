@@ -214,12 +214,12 @@ class DataParallel:
     flags = multihost_utils.process_allgather(np.int32(bool(flag)))
     return bool(np.any(flags))
 
-  def min_over_processes(self, value):
-    """The smallest of every process's int `value` (every process must call it)."""
+  def each_process(self, value):
+    """[int `value` of process 0, of process 1, ...] (every process must call it)."""
     if self.process_count == 1:
-      return int(value)
+      return [int(value)]
     values = multihost_utils.process_allgather(np.int32(value))
-    return int(np.min(values))
+    return [int(v) for v in np.ravel(values)]
 
   def describe_devices(self):
     kinds = sorted({d.device_kind for d in self.mesh.devices.flat})

@@ -276,6 +276,7 @@ def _swap_in(built, out_dir):
     for name in os.listdir(built):
       os.replace(os.path.join(built, name), os.path.join(out_dir, name))
     return
+  check_replaceable(out_dir)  # again: it may have changed while drawing
   old = built + '.old'
   os.replace(out_dir, old)
   os.replace(built, out_dir)

@@ -8,6 +8,7 @@ train.py trains in it.
 
 import contextlib
 import difflib
+import errno
 import fcntl
 import json
 import os
@@ -43,7 +44,7 @@ def training_lock(output_dir):
   Raises:
     UsageError: another process holds the lock.
   """
-  created = not os.path.exists(output_dir)
+  created = _missing_directories(output_dir)
   os.makedirs(output_dir, exist_ok=True)
   path = os.path.join(output_dir, LOCK_FILE)
   descriptor = _lock(path, output_dir)
@@ -56,16 +57,37 @@ def training_lock(output_dir):
     os.pwrite(descriptor, f'{os.getpid()} {socket.gethostname()}\n'.encode(), 0)
     yield
   finally:
-    os.unlink(path)  # before unlocking: a waiting process then retries
-    os.close(descriptor)
-    if created and not os.listdir(output_dir):
-      os.rmdir(output_dir)
+    _release(path, descriptor)
+    for directory in created:  # the innermost first
+      if os.path.isdir(directory) and not os.listdir(directory):
+        os.rmdir(directory)
+
+
+def _missing_directories(path):
+  """The directories `os.makedirs(path)` would create, innermost first."""
+  missing = []
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    missing.append(path)
+    path = os.path.dirname(path)
+  return missing
+
+
+def _release(path, descriptor):
+  """Removes the lock file (while still holding it, so that no other process
+  can hold it meanwhile) and releases it."""
+  try:
+    if os.stat(path).st_ino == os.fstat(descriptor).st_ino:
+      os.unlink(path)
+  except OSError:
+    pass  # removed by hand: nothing to clean up
+  os.close(descriptor)
 
 
 def _lock(path, output_dir):
   """An open descriptor of `path` holding its exclusive flock."""
   while True:
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    descriptor = _open_no_link(path)
     try:
       fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -85,6 +107,19 @@ def _lock(path, output_dir):
     except FileNotFoundError:
       pass
     os.close(descriptor)
+
+
+def _open_no_link(path):
+  """Opens (creating) the lock file; a link planted under its name is
+  refused rather than followed to a file that would then be overwritten."""
+  try:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+  except OSError as e:
+    if e.errno != errno.ELOOP:
+      raise
+    raise UsageError(f'{path} is a symbolic link, not the lock file train.py '
+                     f'writes. Nothing was changed. Remove it, then rerun.'
+                     ) from None
 
 
 def _holder(text):

@@ -29,9 +29,15 @@ LOADED = time.time()  # the time to the first step counts imports too
 # below and all start-up work, a signal is a request to stop at the next
 # safe point (`_stop_requests`), not a kill.
 STOP_SIGNALS = []
+
+
+def _record_stop_request(signum, unused_frame):
+  STOP_SIGNALS.append(signum)
+
+
 if __name__ == '__main__':
   for _signum in (signal.SIGTERM, signal.SIGINT):
-    signal.signal(_signum, lambda signum, _: STOP_SIGNALS.append(signum))
+    signal.signal(_signum, _record_stop_request)
 
 import argparse
 import collections
@@ -149,11 +155,26 @@ def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
                   on_nonfinite=on_nonfinite)
 
 
+@contextlib.contextmanager
 def _held_by_the_writer(output_dir):
-  """The run directory's lock, held by the process that writes it."""
-  if jax.process_index() == 0:
-    return run_dir.training_lock(output_dir)
-  return contextlib.nullcontext()
+  """The run directory's lock, held by the process that writes it.
+
+  Every process learns whether process 0 got it, so that none goes on to
+  wait for the others in a collective that process 0 never reaches.
+  """
+  parallel = devices.DataParallel.over_all_devices()
+  with contextlib.ExitStack() as held:
+    refusal = None
+    if parallel.is_writer:
+      try:
+        held.enter_context(run_dir.training_lock(output_dir))
+      except UsageError as e:
+        refusal = e
+    if parallel.any_process(refusal is not None):
+      raise refusal or UsageError(
+          f'Process 0 could not lock {output_dir}: another train.py is '
+          f'training in it (process 0 says which). Nothing was changed.')
+    yield
 
 
 def _train(output_dir, plan, stop_signals, *, n_steps, lr_schedule,
@@ -166,6 +187,7 @@ def _train(output_dir, plan, stop_signals, *, n_steps, lr_schedule,
           f'(n_steps = {n_steps}); nothing to do.')
     return None
   # Every check has passed: only now may the run directory change.
+  RUN_DIR_WRITTEN.append(True)
   saver = _prepare_run_dir(output_dir, plan, start) if writer else None
   loop = _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
                     checkpoint_every, seed, on_nonfinite)
@@ -189,7 +211,7 @@ def _train(output_dir, plan, stop_signals, *, n_steps, lr_schedule,
       if saver:  # nothing of the run's is written after train.py returns
         saver.close()
   if plan.parallel.any_process(stop_signals):
-    raise Interrupted()  # the last step's evaluation and checkpoint are done
+    raise Interrupted(finished=True)  # the last step's evaluation is done too
   return loop
 
 
@@ -256,8 +278,16 @@ def _newest_intact_checkpoint(output_dir, from_scratch, parallel):
   run_dir.check_not_legacy(output_dir)
   saved = configurables.Checkpoints(output_dir, read_only=True)
   saved.check_ranking()
-  restored, damaged = saved.restore_newest_good()
-  restored, damaged = _agreed_checkpoint(saved, restored, damaged, parallel)
+  failure = None
+  try:
+    restored, damaged = saved.restore_newest_good()
+  except checkpoints.ReadFailed as e:
+    failure, restored, damaged = e, None, []
+  if parallel.any_process(failure is not None):
+    raise failure or checkpoints.ReadFailed(
+        f'Another process could not read the checkpoints in {output_dir} '
+        f'(its error says why); nothing was moved or changed.')
+  _check_processes_agree(output_dir, restored, parallel)
   listing = '; '.join(f'step {step}: {reason}' for step, reason in damaged)
   if restored is None and damaged and not from_scratch:
     raise UsageError(
@@ -274,23 +304,23 @@ def _newest_intact_checkpoint(output_dir, from_scratch, parallel):
   return restored, damaged
 
 
-def _agreed_checkpoint(saved, restored, damaged, parallel):
-  """`restore_newest_good`'s result, moved back to the step all processes read.
+def _check_processes_agree(output_dir, restored, parallel):
+  """Raises UsageError unless every process found the same newest intact step.
 
-  Where processes see the checkpoints differently (a shared file system
-  that has not yet shown every process a new commit, or damage one of them
-  detects on its own copy), each restores the oldest of their choices, and
-  the newer steps count as damaged for the one that sets them aside.
+  They read the same directory, so a difference means a shared file system
+  that does not yet show every process the same files, or damage that only
+  some of them see; neither is damage this process can verify, so nothing
+  is moved and the run does not start.
   """
-  mine = restored.step if restored else -1
-  agreed = parallel.min_over_processes(mine)
-  if agreed == mine:
-    return restored, damaged
-  newer = [(step, 'another process could not read it intact')
-           for step in saved.steps() if step > agreed
-           and step not in dict(damaged)]
-  damaged = sorted(damaged + newer, reverse=True)
-  return (saved.restore(agreed) if agreed >= 0 else None), damaged
+  found = parallel.each_process(restored.step if restored else -1)
+  if len(set(found)) > 1:
+    steps = ', '.join(f'process {i}: {f"step {step}" if step >= 0 else "none"}'
+                      for i, step in enumerate(found))
+    raise checkpoints.ReadFailed(
+        f'The processes found different newest intact checkpoints in '
+        f'{output_dir} ({steps}). Nothing was moved or changed. Make sure '
+        f'every host sees the same, fully written directory (a shared file '
+        f'system that is in sync), then rerun.')
 
 
 def _prepare_run_dir(output_dir, plan, start):
@@ -308,7 +338,15 @@ def _prepare_run_dir(output_dir, plan, start):
 
 
 class Interrupted(Exception):
-  """Training stopped by SIGTERM or SIGINT after a step; rerun to resume."""
+  """Training stopped by SIGTERM or SIGINT after a step; rerun to resume.
+
+  Attributes:
+    finished: the signal came in the last step, which completed training.
+  """
+
+  def __init__(self, finished=False):
+    super().__init__()
+    self.finished = finished
 
 
 class Diverged(Exception):
@@ -335,11 +373,19 @@ def _stop_requests():
     yield STOP_SIGNALS
   finally:
     for s, handler in previous.items():
+      if handler is _record_stop_request:  # set while loading: not wanted now
+        handler = _DEFAULT_HANDLERS[s]
       signal.signal(s, handler)
     STOP_SIGNALS.clear()  # a later in-process call starts afresh
+    RUN_DIR_WRITTEN.clear()
 
 
 _STOP_SIGNAL_KINDS = (signal.SIGTERM, signal.SIGINT)
+_DEFAULT_HANDLERS = {signal.SIGTERM: signal.SIG_DFL,
+                     signal.SIGINT: signal.default_int_handler}
+# Non-empty once this train.py has begun to write the run directory; until
+# then a second signal stops it at once (`_request_stop`).
+RUN_DIR_WRITTEN = []
 
 
 def _listen_for_stop_requests():
@@ -349,10 +395,14 @@ def _listen_for_stop_requests():
 
 
 def _request_stop(signum, unused_frame):
+  """Records a stop request; a repeated one before anything was written
+  stops start-up at once (waiting to join, reading a large dataset)."""
   if not STOP_SIGNALS:
     print(f'\n{signal.Signals(signum).name} received: finishing this step '
           f'and saving a checkpoint.', file=sys.stderr)
   STOP_SIGNALS.append(signum)
+  if len(STOP_SIGNALS) > 1 and not RUN_DIR_WRITTEN:
+    raise Interrupted()
 
 
 def _build_models(model, dimensions, input_signature):
@@ -740,13 +790,19 @@ def _train_reporting_exits(args, params, stop_signals):
         f'Writing to {args.output_dir} failed ({e}). The checkpoints '
         f'committed before are intact; free space or fix the directory, then '
         f'rerun the same command to resume.'), 'train.py')
-  except Interrupted:
+  except Interrupted as stop:
     if jax.process_index() != 0:  # process 0 says where the checkpoint is
       sys.exit(EXIT_INTERRUPTED)
     step = _newest_step(args.output_dir)
-    where = (f'Stopped at step {step}; its checkpoint is in {args.output_dir}'
-             if step else 'Stopped before the first checkpoint')
-    print(f'{where}. Run the same command again to resume.', file=sys.stderr)
+    if stop.finished:
+      print(f'Stopped at step {step}, the last: training is complete, and its '
+            f'checkpoint is in {args.output_dir}.', file=sys.stderr)
+    else:
+      where = (f'Stopped at step {step}; its checkpoint is in '
+               f'{args.output_dir}' if step else
+               'Stopped before the first checkpoint')
+      print(f'{where}. Run the same command again to resume.',
+            file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)
   except Diverged as e:
     if jax.process_index() != 0:

@@ -35,3 +35,16 @@ def test_only_native_log_lines_are_dropped(capfd):
                    'Could not find cuda drivers on your machine.\n'
                    'train.py: error: a line of the toolkit\'s own\n')
   assert capfd.readouterr().err == 'train.py: error: a line of the toolkit\'s own\n'
+
+
+def test_everything_shows_when_the_block_fails(capfd):
+  line = ('F0000 00:00:1796200581.756899    2516 loader.cc:12] '
+          'could not load a library\n')
+  try:
+    with console.native_logs_dropped():
+      with open('/dev/stderr', 'w') as stderr:
+        stderr.write(line)
+      raise ImportError('no such library')
+  except ImportError:
+    pass
+  assert capfd.readouterr().err == line

@@ -76,3 +76,15 @@ def test_a_signal_while_starting_stops_before_anything_is_written(
   assert process.returncode == train.EXIT_INTERRUPTED, err
   assert 'Stopped before the first checkpoint' in err, err
   assert not os.path.exists(output_dir)
+
+
+def test_a_second_signal_before_anything_is_written_stops_at_once():
+  with train._stop_requests():  # pylint: disable=protected-access
+    train._request_stop(signal.SIGTERM, None)  # pylint: disable=protected-access
+    with pytest.raises(train.Interrupted):
+      train._request_stop(signal.SIGTERM, None)  # pylint: disable=protected-access
+  with train._stop_requests():  # pylint: disable=protected-access
+    train.RUN_DIR_WRITTEN.append(True)  # training: a checkpoint is due first
+    for _ in range(3):
+      train._request_stop(signal.SIGINT, None)  # pylint: disable=protected-access
+    assert len(train.STOP_SIGNALS) == 3

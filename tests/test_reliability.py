@@ -17,8 +17,10 @@ import gin
 import numpy as np
 import pytest
 
+import atomic_files
 import checkpoints
 import configurables
+import devices
 import evaluate
 import fault_injection
 import run_dir
@@ -397,9 +399,13 @@ def test_best_checkpoints_are_kept_beside_the_last(tmp_path):
   saver = checkpoints.Checkpoints(str(tmp_path), keep_last=1, keep_best=1)
   for step, loss in [(1, 3.0), (2, 1.0), (3, 2.0), (4, 5.0)]:
     saver.save(_state(step), {'loss': loss})
-  saver.close()
   assert _saved(str(tmp_path)).steps() == [2, 4]
   assert _saved(str(tmp_path)).best_step() == 2
+  saver.save(_state(5), {'loss': 1.0})  # a tie: the newer one is kept
+  assert _saved(str(tmp_path)).steps() == [5]
+  saver.save(_state(6), {'loss': math.nan})  # never ranked best
+  saver.close()
+  assert _saved(str(tmp_path)).steps() == [5, 6]
 
 
 def test_the_operative_config_is_written_atomically_and_durably(
@@ -412,8 +418,18 @@ def test_the_operative_config_is_written_atomically_and_durably(
   run_dir.save_operative_config(str(tmp_path), 0)
   path = str(tmp_path / run_dir.CONFIG_FILE)
   # The temporary file's contents, then the rename, are made durable.
-  assert synced == [path + '.tmp', str(tmp_path)]
+  temporary, directory = synced
+  assert os.path.dirname(temporary) == directory == str(tmp_path)
+  assert os.path.basename(temporary).startswith(f'.{run_dir.CONFIG_FILE}.')
   assert os.listdir(tmp_path) == [run_dir.CONFIG_FILE]
+  # A link planted where a temporary file used to go is not followed.
+  victim = tmp_path / 'victim'
+  victim.write_text('keep')
+  os.symlink(victim, path + '.tmp')
+  atomic_files.write_text_atomically(path, 'new')
+  assert victim.read_text() == 'keep'
+  with open(path) as f:
+    assert f.read() == 'new'
 
 
 def test_a_run_config_that_would_run_code_is_refused(capsys, run_copy,
@@ -433,24 +449,32 @@ def test_a_run_config_that_would_run_code_is_refused(capsys, run_copy,
     assert snapshot(run_copy) == before
 
 
-class _OtherProcessRead:
-  """A DataParallel stand-in whose other process read only `step` intact."""
+class _OtherProcessFound:
+  """A DataParallel stand-in: another process found `step` the newest
+  intact checkpoint (-1: none)."""
 
   def __init__(self, step):
     self.step = step
 
-  def min_over_processes(self, value):
-    return min(value, self.step)
+  def each_process(self, value):
+    return [value, self.step]
 
 
-def test_processes_resume_from_the_newest_step_all_of_them_read(run_copy):
-  saved = _saved(run_copy)
-  restored, damaged = saved.restore_newest_good()
-  assert (restored.step, damaged) == (20, [])
-  agreed, damaged = train._agreed_checkpoint(  # pylint: disable=protected-access
-      saved, restored, damaged, _OtherProcessRead(10))
-  assert agreed.step == 10
-  assert damaged == [(20, 'another process could not read it intact')]
-  none, damaged = train._agreed_checkpoint(  # pylint: disable=protected-access
-      saved, restored, [], _OtherProcessRead(-1))
-  assert none is None and [step for step, _ in damaged] == [20, 10]
+def test_processes_that_see_different_checkpoints_refuse_and_move_nothing(
+    capsys, run_copy, tiny_data_dir, monkeypatch):
+  restored, _ = _saved(run_copy).restore_newest_good()
+  train._check_processes_agree(  # pylint: disable=protected-access
+      run_copy, restored, _OtherProcessFound(20))
+  for other in (10, -1):
+    with pytest.raises(checkpoints.ReadFailed, match='process 1: step 10'
+                       if other == 10 else 'process 1: none'):
+      train._check_processes_agree(  # pylint: disable=protected-access
+          run_copy, restored, _OtherProcessFound(other))
+  # Through train.py: nothing is set aside, nothing changes.
+  monkeypatch.setattr(devices.DataParallel, 'each_process',
+                      lambda self, value: [value, 10])
+  before = snapshot(run_copy)
+  fails_with(capsys, train.main, _argv(run_copy, tiny_data_dir, 30),
+             'different newest intact checkpoints', 'process 0: step 20',
+             'Nothing was moved')
+  assert snapshot(run_copy) == before
