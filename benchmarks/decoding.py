@@ -24,14 +24,14 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-import trax_compat  # noqa: E402,F401  pylint: disable=g-import-not-at-top,unused-import
+from rnn_toolkit.runtime import trax_compat  # noqa: E402,F401  pylint: disable=g-import-not-at-top,unused-import
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
 from trax import shapes  # noqa: E402  pylint: disable=g-import-not-at-top
 
 import models  # noqa: E402  pylint: disable=g-import-not-at-top
-from data.vocab import EOS_ID, PAD_ID  # noqa: E402  pylint: disable=g-import-not-at-top
+from rnn_toolkit.token_ids import EOS_ID, PAD_ID  # noqa: E402  pylint: disable=g-import-not-at-top
 from models import decoding  # noqa: E402  pylint: disable=g-import-not-at-top
 
 ROWS, UNITS, VOCAB, TOKENS = 64, 256, 60, 12

@@ -20,7 +20,7 @@ matrix products of a tanh RNN (three times that for the GRU); the
 arithmetic floor is that count at the speed of one large float32 matrix
 product on this machine (measured in the `project` worker). Needs the `bench` extra: pip install -e '.[bench]'.
 
-The allocator matters on CPU (see README, Performance): by default every
+The allocator matters on CPU (see docs/performance.md): by default every
 contender runs under both glibc malloc (`system`) and tcmalloc, if
 libtcmalloc_minimal (or jemalloc) is installed, and ratios are taken under
 the same one.
@@ -38,7 +38,7 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-import allocator  # noqa: E402  pylint: disable=g-import-not-at-top
+from rnn_toolkit.runtime import allocator  # noqa: E402  pylint: disable=g-import-not-at-top
 
 IMPLS = ('project', 'keras', 'torch', 'flax', 'trax_gru', 'lax_scan')
 REFERENCE = (64, 128, 128, 256)  # batch, steps, inputs, units
@@ -105,7 +105,7 @@ def project(shape):
 def trax_gru(shape):
   """trax's GRU, after a Dense layer to its width."""
   from trax import layers as tl  # pylint: disable=g-import-not-at-top
-  import trax_compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from rnn_toolkit.runtime import trax_compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   units = shape[3]
   return _trax_layer_calls(tl.Serial(tl.Dense(units), tl.GRU(units)), shape)
 

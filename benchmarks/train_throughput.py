@@ -35,7 +35,7 @@ STARTED = time.time()
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-import allocator  # noqa: E402  pylint: disable=g-import-not-at-top
+from rnn_toolkit.runtime import allocator  # noqa: E402  pylint: disable=g-import-not-at-top
 
 CONFIG = 'configs/char_rnn_shakespeare.gin'
 BATCH, SEQ_LEN, D_MODEL, DROPOUT, LEARNING_RATE = 64, 128, 512, 0.1, 0.002
@@ -127,10 +127,10 @@ def keras_worker(warmup, steps):
 
 def pipeline_worker(batches):
   """Prints the tokens/s train.py's input pipeline delivers on its own."""
-  import configurables  # pylint: disable=g-import-not-at-top
-  import train  # pylint: disable=g-import-not-at-top
+  from rnn_toolkit import configurables  # pylint: disable=g-import-not-at-top
+  from rnn_toolkit.training import trainer  # pylint: disable=g-import-not-at-top
   configurables.parse([CONFIG])
-  inputs, _ = train.experiment()
+  inputs, _ = trainer.experiment()
   stream = inputs.train_batches(inputs.build_vocab(), seed=0)
   next(stream)  # the pipeline's start-up is in the time to first step
   started = time.perf_counter()
@@ -179,7 +179,7 @@ def main(argv):
 
 
 def report(runs, json_path):
-  """Prints medians and the ratios the README quotes; writes --json."""
+  """Prints medians and the ratios docs/performance.md quotes; writes --json."""
   median = {name: {key: statistics.median(r[key] for r in results)
                    for key in results[0]} for name, results in runs.items()}
   preload = allocator.environment().get('LD_PRELOAD', 'none (glibc malloc)')

@@ -1,6 +1,6 @@
 """Input pipelines: TFDS datasets to the batches trax trains on."""
 
-import trax_compat  # noqa: F401  (must precede the first trax import)
+from rnn_toolkit.runtime import trax_compat  # noqa: F401  (must precede the first trax import)
 
 from data import generated  # registers the toolkit's generated datasets
 from data.captioning import CaptioningInputs

@@ -13,7 +13,7 @@ import tensorflow as tf
 from trax import shapes
 
 from data.translation import Seq2SeqInputs
-from errors import UsageError, check_positive
+from rnn_toolkit.errors import UsageError, check_positive
 
 
 class CaptioningInputs(Seq2SeqInputs):

@@ -15,7 +15,7 @@ from trax import shapes
 
 from data import tfds_io
 from data.batching import pad_batch
-from errors import UsageError, check_positive
+from rnn_toolkit.errors import UsageError, check_positive
 from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID, UNK_ID, check_kind
 
 
@@ -39,7 +39,7 @@ class CharLMInputs:
     download: whether TFDS may download an absent dataset.
   """
 
-  task = 'language_model'  # what evaluate.py measures
+  task = 'language_model'  # rnn_toolkit/tasks.py
 
   def __init__(self, dataset='tiny_shakespeare', text_key='text',
                data_dir=None, train_split='train', eval_split='validation',

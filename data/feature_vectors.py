@@ -12,7 +12,7 @@ from trax import shapes
 from data import tfds_io
 from data.pipeline import FixedShapeInputs
 from data.vocab import LabelVocab, check_kind
-from errors import UsageError
+from rnn_toolkit.errors import UsageError
 
 
 class FeatureVectorInputs(FixedShapeInputs):
@@ -27,7 +27,7 @@ class FeatureVectorInputs(FixedShapeInputs):
     The others are as in `data.pipeline.FixedShapeInputs`.
   """
 
-  task = 'classification'
+  task = 'vector_classification'  # rnn_toolkit/tasks.py
 
   def __init__(self, dataset='match_results', features_key='scores',
                label_key='winner', scale=1.0, data_dir=None,

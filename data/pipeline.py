@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from data import tfds_io
 from data.batching import pad_batch
-from errors import check_positive
+from rnn_toolkit.errors import check_positive
 
 
 class FixedShapeInputs:
@@ -31,7 +31,7 @@ class FixedShapeInputs:
     download: whether TFDS may download an absent dataset.
   """
 
-  task = None  # what evaluate.py measures
+  task = None  # rnn_toolkit/tasks.py
 
   def __init__(self, dataset, features, data_dir, train_split, eval_split,
                batch_size, shuffle_buffer, data_shards, download):

@@ -25,7 +25,7 @@ from data.batching import pad_batch
 from data.tokenize import lower, split_at_spaces, split_words
 from data.vocab import (FIRST_CHAR_ID as FIRST_WORD_ID, PAD_ID, WordVocab,
                         check_kind)
-from errors import UsageError, check_positive
+from rnn_toolkit.errors import UsageError, check_positive
 
 # Batches are padded to one of these lengths below `max_len`, or `max_len`.
 BUCKET_BOUNDARIES = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
@@ -54,7 +54,7 @@ class TextClassificationInputs:
     download: whether TFDS may download an absent dataset.
   """
 
-  task = 'classification'  # what evaluate.py measures
+  task = 'classification'  # rnn_toolkit/tasks.py
 
   def __init__(self, dataset='glue/sst2', text_key='sentence',
                label_key='label', data_dir=None, train_split='train',

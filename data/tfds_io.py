@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data import generated
-from errors import UsageError
+from rnn_toolkit.errors import UsageError
 
 # JAX owns the accelerators; TensorFlow only runs the input pipeline on the
 # host, and must not reserve GPU memory for itself.

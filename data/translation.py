@@ -18,7 +18,7 @@ from trax import shapes
 from data.pipeline import FixedShapeInputs
 from data.tokenize import split_text
 from data.vocab import EOS_ID, PAD_ID, TokenVocab, check_kind
-from errors import UsageError, check_positive
+from rnn_toolkit.errors import UsageError, check_positive
 
 
 class Seq2SeqInputs(FixedShapeInputs):

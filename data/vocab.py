@@ -5,14 +5,11 @@ import json
 
 import tensorflow as tf
 
-from atomic_files import write_text_atomically
 from data import tokenize
-from errors import UsageError
-
-PAD_ID = 0  # padding, and the "previous token" the model sees at position 0
-UNK_ID = 1  # characters not seen when the vocabulary was built
-FIRST_CHAR_ID = 2  # ids of characters start here
-EOS_ID = 2  # TokenVocab: the end of a sequence; its tokens start at 3
+from rnn_toolkit.errors import UsageError
+from rnn_toolkit.storage.atomic_files import write_text_atomically
+# Re-exported: the pipelines encode with them.
+from rnn_toolkit.token_ids import EOS_ID, FIRST_CHAR_ID, PAD_ID, UNK_ID  # noqa: F401
 
 
 class CharVocab:

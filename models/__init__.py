@@ -1,6 +1,6 @@
 """Trax models built from the toolkit's shared-weight recurrent layer."""
 
-import trax_compat  # noqa: F401  (must precede the first trax import)
+from rnn_toolkit.runtime import trax_compat  # noqa: F401  (must precede the first trax import)
 
 from models.classifier import RNNClassifier, RNNTagger, VectorClassifier
 from models.language_model import RNNLanguageModel

@@ -5,7 +5,7 @@ from jax import numpy as jnp
 from trax import layers as tl
 
 from models import rnn
-from data.vocab import PAD_ID
+from rnn_toolkit.token_ids import PAD_ID
 
 POOLINGS = ('last', 'mean', 'max')
 BODIES = ('rnn', 'dense')

@@ -17,8 +17,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 from trax import shapes
 
-from data.vocab import EOS_ID, PAD_ID
-from errors import check_positive
+from rnn_toolkit.token_ids import EOS_ID, PAD_ID
+from rnn_toolkit.errors import check_positive
 from models import seq2seq
 
 Decoding = collections.namedtuple('Decoding', ['beam_width', 'max_length'])

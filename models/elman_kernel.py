@@ -4,7 +4,7 @@ XLA:CPU runs a scan step by step on one core. elman_cpu.cc runs the same
 recurrence with the batch split over XLA's intra-op threads, and sums
 dW_hh over all steps with the result split over them, where XLA's own
 product of that shape runs at about one core's speed (benchmarks/rnn_layer.py
-and the README's "Performance" have the figures). It is compiled on first
+and docs/performance.md have the figures). It is compiled on first
 use with the machine's C++ compiler against the FFI headers of the installed
 jaxlib, and cached:
 

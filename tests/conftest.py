@@ -8,13 +8,15 @@ import sys
 
 import pytest
 
-import trax_compat  # noqa: F401  (before anything imports trax)
-import gin
-
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO_ROOT, 'tests'))
+# The programs (train.py, ...) are scripts at the root, not installed: tests
+# call their main() in-process as well as running them.
+sys.path[:0] = [REPO_ROOT, os.path.join(REPO_ROOT, 'tests')]
 
-import configurables  # noqa: E402  pylint: disable=g-import-not-at-top
+from rnn_toolkit.runtime import trax_compat  # noqa: F401,E402  (before trax)
+import gin  # noqa: E402  pylint: disable=g-import-not-at-top
+
+from rnn_toolkit import configurables  # noqa: E402  pylint: disable=g-import-not-at-top
 import tiny_text_dataset  # noqa: E402  pylint: disable=g-import-not-at-top
 
 SHARED_TFDS = os.environ.get(

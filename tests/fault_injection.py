@@ -36,11 +36,11 @@ import numpy as np
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO_ROOT, os.path.join(REPO_ROOT, 'tests')]
 
-import checkpoints  # noqa: E402  pylint: disable=g-import-not-at-top
-import configurables  # noqa: E402
-import run_dir  # noqa: E402
+from rnn_toolkit.storage import checkpoints  # noqa: E402  pylint: disable=g-import-not-at-top
+from rnn_toolkit import configurables  # noqa: E402
+from rnn_toolkit.storage import run_dir  # noqa: E402
 import tiny_text_dataset  # noqa: E402
-import train  # noqa: E402
+from rnn_toolkit.training import trainer
 
 N_STEPS = 40
 # Many small checkpoints and evaluations, so kills meet them often.
@@ -217,8 +217,8 @@ def run_signals(stops, work_dir, steps=N_STEPS, seed=0, log=print):
                         in_training=done % 2 == 1, run_seconds=run_seconds)
     done += 1
     committed = check_committed(stopped)
-    assert status in (train.EXIT_INTERRUPTED, 0), status
-    if status == train.EXIT_INTERRUPTED and committed and committed[-1] % 2 == 0:
+    assert status in (trainer.EXIT_INTERRUPTED, 0), status
+    if status == trainer.EXIT_INTERRUPTED and committed and committed[-1] % 2 == 0:
       at_evaluation.append(committed[-1])
     log(f'signal {done}: exit {status}, committed steps {committed}')
   assert at_evaluation, f'no stop landed on an evaluation step in {done}'

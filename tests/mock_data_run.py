@@ -19,9 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
+from rnn_toolkit.evaluation.run import Run
+import train as train_py
 
-import evaluate  # noqa: E402
-import train  # noqa: E402
 
 # Each dataset's real split names (its TFDS builder's _split_generators),
 # so a config naming a split the real dataset lacks fails here too.
@@ -102,9 +102,9 @@ def main(config, dataset, key_prefix, work_dir, *params):
   output_dir = os.path.join(work_dir, 'run')
   bindings = [f"{key_prefix}.dataset = '{name}'",
               f"{key_prefix}.data_dir = '{data_dir}'", *params]
-  train.main(['--gin_file', config, '--output_dir', output_dir, '--steps',
+  train_py.main(['--gin_file', config, '--output_dir', output_dir, '--steps',
               '4', *[a for p in bindings for a in ('--gin_param', p)]])
-  print(json.dumps(evaluate.evaluate(output_dir)))
+  print(json.dumps(Run.load(output_dir).evaluate()))
 
 
 if __name__ == '__main__':

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-import allocator
+from rnn_toolkit.runtime import allocator
 from conftest import REPO_ROOT
 
 needs_fast_allocator = pytest.mark.skipif(
@@ -28,7 +28,7 @@ def _run_program(tmp_path, setup='', **env):
   """Runs the program (after `setup`, a line of Python); returns what it saw."""
   script = tmp_path / 'program.py'
   script.write_text(f'import json, os, sys\nsys.path.insert(0, {REPO_ROOT!r})\n'
-                    f'import allocator\n{setup}\n{PROGRAM_BODY}')
+                    f'from rnn_toolkit.runtime import allocator\n{setup}\n{PROGRAM_BODY}')
   environment = {k: v for k, v in os.environ.items()
                  if k not in ('LD_PRELOAD', allocator.OPT_OUT)}
   process = subprocess.Popen(

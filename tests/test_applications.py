@@ -18,15 +18,17 @@ import sacrebleu
 from PIL import Image
 
 import data
-import evaluate
-import report
-import train
 from conftest import (fails_with, metrics_of_a_mock_data_run, raw_examples,
                       run_on_devices,
                       snapshot)
 from data import generated
-from data.vocab import EOS_ID, PAD_ID
-from errors import UsageError
+from rnn_toolkit.token_ids import EOS_ID, PAD_ID
+from rnn_toolkit.errors import UsageError
+from rnn_toolkit.evaluation.run import Run
+from rnn_toolkit.reporting import run_report
+import evaluate as evaluate_py
+import report as report_py
+import train as train_py
 
 
 def _dates(data_dir, **kwargs):
@@ -141,7 +143,7 @@ def test_labels_outside_the_classes_are_named(faulty_data_dir, tmp_path,
     with pytest.raises(UsageError, match=names[0]):
       start_reading()
   run = str(tmp_path / 'run')
-  fails_with(capsys, train.main, [
+  fails_with(capsys, train_py.main, [
       '--gin_file', 'configs/match_winner.gin', '--output_dir', run,
       '--gin_param', "FeatureVectorInputs.dataset = 'tiny_feature_labels'",
       '--gin_param', f"FeatureVectorInputs.data_dir = '{faulty_data_dir}'",
@@ -152,7 +154,7 @@ def test_labels_outside_the_classes_are_named(faulty_data_dir, tmp_path,
 # ---- training and evaluation ------------------------------------------------
 
 def _train(config, output_dir, steps, params):
-  train.main(['--gin_file', config, '--output_dir', output_dir,
+  train_py.main(['--gin_file', config, '--output_dir', output_dir,
               '--steps', str(steps),
               *[a for p in params for a in ('--gin_param', p)]])
 
@@ -171,12 +173,12 @@ def test_one_to_one_classifier_finds_the_champion(body, generated_dir,
   _train('configs/match_winner.gin', output_dir, 400,
          [*_small('FeatureVectorInputs', 'match_results', generated_dir, 64),
           f"VectorClassifier.body = '{body}'", 'VectorClassifier.n_units = 64'])
-  result = evaluate.evaluate(output_dir)
+  result = Run.load(output_dir).evaluate()
   assert result['accuracy'] > 0.7  # chance 0.25; no team wins over 30%
   assert result['labels'] == generated.TEAMS
   # Team 2 wins all three of its matches; the others draw.
   capsys.readouterr()
-  evaluate.main(['--output_dir', output_dir,
+  evaluate_py.main(['--output_dir', output_dir,
                  '--predict', '0 3 0 0 0 0 3 0 3 0 1 1'])
   assert capsys.readouterr().out.startswith('team_2\t')
 
@@ -198,7 +200,7 @@ def _outputs(path):
 
 
 def test_translator_learns_and_its_metrics_match_its_outputs(dates_run):
-  result = evaluate.evaluate(dates_run, 'test')
+  result = Run.load(dates_run).evaluate('test')
   assert result['beam_width'] == 4  # the config's DecodingSettings
   assert result['token_accuracy'] > 0.9 and result['exact_match'] > 0.5
   outputs, references = _outputs(result['outputs'])
@@ -215,13 +217,13 @@ def test_translator_learns_and_its_metrics_match_its_outputs(dates_run):
 
 
 def test_greedy_evaluation_is_beam_width_one(dates_run):
-  greedy = evaluate.evaluate(dates_run, beam_width=1)
+  greedy = Run.load(dates_run).evaluate(beam_width=1)
   assert greedy['beam_width'] == 1 and greedy['exact_match'] > 0.5
 
 
 def test_translate_prints_each_text_and_its_translation(dates_run, capsys):
   capsys.readouterr()
-  evaluate.main(['--output_dir', dates_run, '--translate', '25 November 2026',
+  evaluate_py.main(['--output_dir', dates_run, '--translate', '25 November 2026',
                  '--translate', '03/01/1999', '--beam_width', '2'])
   lines = capsys.readouterr().out.strip().splitlines()
   assert [line.split('\t')[0] for line in lines] == ['25 November 2026',
@@ -239,22 +241,23 @@ def test_bad_source_texts_fail_clearly_and_change_nothing(
   before = snapshot(dates_run)
   argv = ['--output_dir', dates_run, '--translate', text]
   if message is None:
-    evaluate.main(argv)
+    evaluate_py.main(argv)
   else:
-    fails_with(capsys, evaluate.main, argv, message)
+    fails_with(capsys, evaluate_py.main, argv, message)
   assert snapshot(dates_run) == before
 
 
 @pytest.mark.slow
 def test_decoding_over_three_devices_writes_the_same_outputs(dates_run):
   """Batches of 32 are padded to 33 rows and split over 3 simulated devices."""
-  on_one = evaluate.evaluate(dates_run)
+  on_one = Run.load(dates_run).evaluate()
   with open(on_one['outputs'], encoding='utf-8') as f:
     outputs = f.read()
   os.remove(on_one['outputs'])
   result = run_on_devices(textwrap.dedent(f'''
-      import json, jax, evaluate
-      result = evaluate.evaluate({dates_run!r})
+      import json, jax
+      from rnn_toolkit.evaluation.run import Run
+      result = Run.load({dates_run!r}).evaluate()
       print(json.dumps({{'devices': jax.local_device_count(), **result}}))
   '''), 3)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -269,12 +272,15 @@ def test_decoding_over_three_devices_writes_the_same_outputs(dates_run):
 def test_the_run_records_its_decoding_settings(dates_run, capsys):
   with open(os.path.join(dates_run, 'config.gin')) as f:
     assert 'DecodingSettings.beam_width = 4' in f.read()
-  fails_with(capsys, evaluate.main, ['--output_dir', dates_run, '--caption',
-                                     'x.png'], '--caption needs a captioning')
-  fails_with(capsys, evaluate.main, ['--output_dir', dates_run, '--predict',
-                                     'x'], '--translate TEXT or --caption')
-  fails_with(capsys, evaluate.main, ['--output_dir', dates_run,
-                                     '--beam_width', '0'], '--beam_width')
+  fails_with(capsys, evaluate_py.main, ['--output_dir', dates_run,
+                                        '--caption', 'x.png'],
+             '--caption (Run.caption) needs a captioner', 'Use --translate')
+  fails_with(capsys, evaluate_py.main, ['--output_dir', dates_run,
+                                        '--predict', 'x'],
+             'needs a classifier, tagger or text classifier',
+             'Use --translate')
+  fails_with(capsys, evaluate_py.main, ['--output_dir', dates_run,
+                                        '--beam_width', '0'], '--beam_width')
 
 
 @pytest.fixture(scope='module')
@@ -287,7 +293,7 @@ def shapes_run(generated_dir, tmp_path_factory):
 
 
 def test_captioner_learns_and_draws_a_contact_sheet(shapes_run):
-  result = evaluate.evaluate(shapes_run)
+  result = Run.load(shapes_run).evaluate()
   assert result['token_accuracy'] > 0.85
   outputs, references = _outputs(result['outputs'])
   assert result['exact_match'] == pytest.approx(
@@ -304,7 +310,7 @@ def test_caption_prints_a_caption_of_an_image_file(shapes_run, tmp_path,
   path = str(tmp_path / 'scene.png')
   Image.fromarray(image).save(path)
   capsys.readouterr()
-  evaluate.main(['--output_dir', shapes_run, '--caption', path])
+  evaluate_py.main(['--output_dir', shapes_run, '--caption', path])
   printed, caption = capsys.readouterr().out.strip().split('\t')
   assert printed == path
   words = caption.split()
@@ -317,7 +323,7 @@ def test_unreadable_images_fail_clearly_and_change_nothing(shapes_run,
   not_an_image.write_text('not a picture')
   before = snapshot(shapes_run)
   for path in (str(not_an_image), str(tmp_path / 'missing.png')):
-    fails_with(capsys, evaluate.main, ['--output_dir', shapes_run,
+    fails_with(capsys, evaluate_py.main, ['--output_dir', shapes_run,
                                        '--caption', path], 'Cannot read')
   assert snapshot(shapes_run) == before
 
@@ -343,13 +349,13 @@ def test_configs_for_downloaded_datasets_run_on_mock_examples(
 def test_report_shows_attention_maps_and_contact_sheets(run, figure, request,
                                                         tmp_path):
   out = str(tmp_path / 'report')
-  report.main(['--output_dir', request.getfixturevalue(run), '--out', out])
-  assert sorted(os.listdir(out)) == sorted([report.MARKER, 'curves.png',
+  report_py.main(['--output_dir', request.getfixturevalue(run), '--out', out])
+  assert sorted(os.listdir(out)) == sorted([run_report.MARKER, 'curves.png',
                                             'index.html', figure])
 
 
 def test_attention_maps_are_of_the_real_tokens(dates_run):
-  maps = report.translation_attention(dates_run, count=2)
+  maps = run_report.translation_attention(Run.load(dates_run), count=2)
   assert len(maps) == 2
   for weights, source, output in maps:
     assert weights.shape == (len(output), len(source))

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from trax import shapes
 
-import configurables
+from rnn_toolkit import configurables
 import models
-import train  # noqa: F401  (registers train_and_evaluate)
-from errors import UsageError
+from rnn_toolkit.errors import UsageError
 
 
 def _elman_layers(layer):

@@ -2,7 +2,7 @@
 
 import re
 
-import console
+from rnn_toolkit.runtime import console
 from conftest import run_script
 
 # absl's format for a native log line: severity, date, time, thread, file:line.

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 import data
 from data import char_lm
 import tiny_text_dataset
-from errors import UsageError
+from rnn_toolkit.errors import UsageError
 
 
 def test_vocab_round_trip_and_reserved_ids(tmp_path):

@@ -11,7 +11,7 @@ from trax import shapes
 
 import models
 from conftest import run_on_devices
-from data.vocab import EOS_ID, PAD_ID
+from rnn_toolkit.token_ids import EOS_ID, PAD_ID
 from models import decoding
 
 VOCAB = 5  # PAD, UNK, EOS and two tokens: few enough to enumerate
@@ -162,7 +162,8 @@ def test_decoding_settings_are_checked():
 _ON_FOUR_DEVICES = textwrap.dedent('''
     import json, sys
     sys.path.insert(0, 'tests')
-    import devices, test_decoding
+    from rnn_toolkit.runtime import devices
+    import test_decoding
     results = {}
     for kind in ('seq2seq', 'captioner'):
       for rows in (8, 3):  # 3 rows do not split over 4 devices

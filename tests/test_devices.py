@@ -17,11 +17,12 @@ import time
 import numpy as np
 import pytest
 
-import configurables
-import evaluate
-import train
+from rnn_toolkit import configurables
 from conftest import REPO_ROOT, committed_steps, fails_with, run_script
 from conftest import tiny_data_params
+from rnn_toolkit.evaluation.run import Run
+from rnn_toolkit.training import trainer
+import train as train_py
 
 EIGHT_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
 STEPS = 30
@@ -54,7 +55,7 @@ def _assert_same_training(run, reference):
 def one_device_run(tiny_data_dir, tmp_path_factory):
   """The tiny config trained on this process's single CPU device."""
   output_dir = str(tmp_path_factory.mktemp('one_device'))
-  train.main(_train_argv(output_dir, tiny_data_dir))
+  train_py.main(_train_argv(output_dir, tiny_data_dir))
   return output_dir
 
 
@@ -86,8 +87,8 @@ def _eval_losses(output_dir):
 def test_checkpoints_move_between_device_counts(one_device_run,
                                                 eight_device_run):
   # Written on 8, evaluated on 1 (here) ...
-  on_one = evaluate.evaluate(eight_device_run, checkpoint='latest')
-  reference = evaluate.evaluate(one_device_run, checkpoint='latest')
+  on_one = Run.load(eight_device_run, 'latest').evaluate()
+  reference = Run.load(one_device_run, 'latest').evaluate()
   assert on_one['loss'] == pytest.approx(reference['loss'], rel=RTOL)
   # ... and written on 1, evaluated and sampled from on 8.
   result = run_script('evaluate.py', '--output_dir', one_device_run,
@@ -101,7 +102,7 @@ def test_checkpoints_move_between_device_counts(one_device_run,
   result = run_script('evaluate.py', '--output_dir', one_device_run, *greedy,
                       env=EIGHT_DEVICES)
   assert result.returncode == 0, result.stderr
-  samples = evaluate.generate(one_device_run, 2, 'the ', 40, 0.0, 'latest')
+  samples = Run.load(one_device_run, 'latest').generate('the ', 2, 40, 0.0)
   for sample in samples:
     assert f'\n{sample}\n' in result.stdout
 
@@ -109,11 +110,12 @@ def test_checkpoints_move_between_device_counts(one_device_run,
 _INSPECT = textwrap.dedent('''
     import json, sys
     import jax
-    import configurables, train
+    from rnn_toolkit import configurables
+    from rnn_toolkit.training import trainer
     configurables.parse(['configs/char_rnn_tiny.gin'], sys.argv[2:])
-    loop = train.train_and_evaluate(sys.argv[1])
-    trainer, = loop._trainer_per_task
-    arrays = jax.tree_util.tree_leaves((loop.model.weights, trainer.slots))
+    loop = trainer.train_and_evaluate(sys.argv[1])
+    step_trainer, = loop._trainer_per_task
+    arrays = jax.tree_util.tree_leaves((loop.model.weights, step_trainer.slots))
     batch = loop._eval_tasks[0].sample_batch
     print(json.dumps({
         'replicated': all(a.sharding.is_fully_replicated for a in arrays),
@@ -162,7 +164,7 @@ def test_absent_platform_is_a_clear_error(tiny_data_dir, tmp_path):
 
 
 def test_incomplete_multihost_flags_are_a_clear_error(capsys, tmp_path):
-  fails_with(capsys, train.main,
+  fails_with(capsys, train_py.main,
              ['--gin_file', 'configs/char_rnn_tiny.gin', '--output_dir',
               str(tmp_path / 'run'), '--coordinator_address', 'localhost:1',
               '--num_processes', '2', '--process_id', '5'],
@@ -221,7 +223,7 @@ def test_two_processes_train_like_one_and_stop_together(
     time.sleep(0.2)
   processes[1].send_signal(signal.SIGTERM)  # only the one that doesn't write
   codes, outputs = _finish(processes)
-  assert codes == [train.EXIT_INTERRUPTED] * 2, outputs
+  assert codes == [trainer.EXIT_INTERRUPTED] * 2, outputs
   stopped = committed_steps(output_dir)[-1]
   assert f'Stopped at step {stopped};' in outputs[0][1]
   assert stopped < STEPS, 'the run went past the steps this test compares'
@@ -243,7 +245,7 @@ def _smoothed(losses, width=5):
 def test_bfloat16_run_trains_close_to_float32(one_device_run, tiny_data_dir,
                                               tmp_path):
   output_dir = str(tmp_path / 'bf16')
-  train.main(_train_argv(output_dir, tiny_data_dir, STEPS,
+  train_py.main(_train_argv(output_dir, tiny_data_dir, STEPS,
                          "RNNLanguageModel.compute_dtype = 'bfloat16'"))
   mixed, full = _saved(output_dir), _saved(one_device_run)
   assert all(w.dtype == np.float32 for w in mixed.weights)

@@ -9,21 +9,23 @@ import shutil
 import numpy as np
 import pytest
 
-import configurables
+from rnn_toolkit import configurables
 import data
-import evaluate
-import report
-import run_dir
+from rnn_toolkit.storage import run_dir
 import tiny_text_dataset
-import train
 from trax import shapes
-from data.vocab import FIRST_CHAR_ID
-from errors import UsageError
+from rnn_toolkit.token_ids import FIRST_CHAR_ID
+from rnn_toolkit.errors import UsageError
 from conftest import committed_steps as _steps
 from conftest import fails_with as _fails_with
 from conftest import run_script
 from conftest import snapshot as _snapshot
 from conftest import tiny_data_params as _data_params
+from rnn_toolkit.evaluation import run as run_module
+from rnn_toolkit.evaluation.run import Run
+import evaluate as evaluate_py
+import report as report_py
+import train as train_py
 
 TINY = 'configs/char_rnn_tiny.gin'
 
@@ -81,7 +83,7 @@ def test_resume_with_another_config_keeps_the_old_one(trained_run,
   shutil.copytree(trained_run, run)
   with open(os.path.join(run, 'config.gin')) as f:
     old_config = f.read()
-  train.main(['--gin_file', TINY, '--output_dir', run, '--steps', '21',
+  train_py.main(['--gin_file', TINY, '--output_dir', run, '--steps', '21',
               '--gin_param', 'multifactor.constant = 0.0005',
               '--allow_config_change', *_data_params(tiny_data_dir)])
   with open(os.path.join(run, 'config_until_step_20.gin')) as f:
@@ -91,7 +93,7 @@ def test_resume_with_another_config_keeps_the_old_one(trained_run,
 
 
 def test_rerun_after_the_last_step_trains_nothing(trained_run, tiny_data_dir):
-  train.main(['--gin_file', TINY, '--output_dir', trained_run, '--steps', '20',
+  train_py.main(['--gin_file', TINY, '--output_dir', trained_run, '--steps', '20',
               *_data_params(tiny_data_dir)])
   assert [r['step'] for r in _metrics(trained_run)] == [10, 20]
 
@@ -111,9 +113,10 @@ def test_evaluate_cli_writes_metrics_of_the_whole_split(trained_run):
 
 
 def test_evaluate_matches_a_direct_computation(trained_run):
-  metrics = evaluate.evaluate(trained_run, 'validation')
-  (inputs, model_fn), vocab = evaluate.load_run(trained_run)
-  model = _eval_model(trained_run, model_fn, vocab, metrics['step'])
+  run = Run.load(trained_run)
+  metrics = run.evaluate('validation')
+  inputs, vocab = run.inputs, run.vocab
+  model = _eval_model(trained_run, metrics['step'])
   nll = correct = count = 0.0
   for x, y, w in inputs.eval_batches(vocab, 'validation'):
     log_probs = np.asarray(model(x), np.float64)
@@ -126,25 +129,19 @@ def test_evaluate_matches_a_direct_computation(trained_run):
   assert metrics['accuracy'] == pytest.approx(correct / count)
 
 
-def _eval_model(output_dir, model_fn, vocab, which):
-  """The eval-mode model with a checkpoint's weights, set through trax."""
-  from trax import layers as tl  # pylint: disable=g-import-not-at-top
-  state = evaluate.load_checkpoint(output_dir, which)
-  model = model_fn(vocab_size=vocab.size, mode='eval')
-  signature = shapes.ShapeDtype((1, 3), np.int32)
-  model.init(signature)
-  model.weights, _ = tl.unflatten_weights_and_state(
-      state.weights, (), model.weights_and_state_signature(signature),
-      weights_only=True)
-  return model
+def _eval_model(output_dir, which):
+  """The run's eval-mode model, with the weights of checkpoint `which`."""
+  return Run.load(output_dir, which).model(
+      'eval', shapes.ShapeDtype((1, 3), np.int32))
 
 
 def test_greedy_generation_follows_the_model(trained_run):
-  (_, model_fn), vocab = evaluate.load_run(trained_run)
-  samples = evaluate.generate(trained_run, n_samples=2, prompt='RO',
+  run = Run.load(trained_run)
+  vocab = run.vocab
+  samples = run.generate(n_samples=2, prompt='RO',
                               length=8, temperature=0)
   assert samples[0] == samples[1] and samples[0].startswith('RO')
-  model = _eval_model(trained_run, model_fn, vocab, 'best')
+  model = _eval_model(trained_run, 'best')
   ids = vocab.encode('RO')
   for _ in range(8):
     # The eval model predicts position t from positions < t; one more
@@ -178,12 +175,10 @@ def test_generation_needs_no_dataset(trained_run, tiny_data_dir, tmp_path):
   with open(config, 'w') as f:
     f.write(text.replace(tiny_data_dir, str(tmp_path / 'no_data_here')))
   with pytest.raises(UsageError, match='tiny_text'):  # the data is gone
-    evaluate.evaluate(run)
-  (inputs, _), _ = evaluate.load_run(run, with_data=False)
-  assert inputs is None
+    Run.load(run).evaluate()
   args = dict(n_samples=2, prompt='RO', length=12, temperature=0.8, seed=3)
-  assert (evaluate.generate(run, **args)
-          == evaluate.generate(trained_run, **args))
+  assert (Run.load(run).generate(**args)
+          == Run.load(trained_run).generate(**args))
 
 
 @pytest.mark.parametrize('binding, words', [
@@ -195,7 +190,7 @@ def test_generation_needs_no_dataset(trained_run, tiny_data_dir, tmp_path):
     ('StackedElmanRNN.n_layer = 3', ("Did you mean 'n_layers'",)),
 ])
 def test_misspelt_names_get_the_closest_ones(capsys, tmp_path, binding, words):
-  _fails_with(capsys, train.main, ['--gin_file', TINY, '--output_dir',
+  _fails_with(capsys, train_py.main, ['--gin_file', TINY, '--output_dir',
                                    str(tmp_path / 'run'), '--gin_param',
                                    binding], *words, '--gin_param')
   assert not os.path.exists(tmp_path / 'run')
@@ -216,7 +211,7 @@ def test_misspelt_names_get_the_closest_ones(capsys, tmp_path, binding, words):
 def test_bad_value_is_reported_before_anything_is_written(
     capsys, tiny_data_dir, tmp_path, binding, words):
   run = str(tmp_path / 'run')
-  _fails_with(capsys, train.main, ['--gin_file', TINY, '--output_dir', run,
+  _fails_with(capsys, train_py.main, ['--gin_file', TINY, '--output_dir', run,
                                    '--gin_param', binding,
                                    *_data_params(tiny_data_dir)], *words)
   assert not os.path.exists(run)
@@ -230,19 +225,19 @@ def test_unwritable_output_dir(capsys, tiny_data_dir, tmp_path, where, words):
   (tmp_path / 'a_file').write_text('not a directory')
   output_dir = (str(tmp_path / 'a_file' / 'run') if where == 'under_a_file'
                 else where)
-  _fails_with(capsys, train.main, ['--gin_file', TINY, '--output_dir',
+  _fails_with(capsys, train_py.main, ['--gin_file', TINY, '--output_dir',
                                    output_dir, *_data_params(tiny_data_dir)],
               *words)
 
 
 def test_missing_config_file(capsys, tmp_path):
-  _fails_with(capsys, train.main, ['--gin_file', 'configs/nope.gin',
+  _fails_with(capsys, train_py.main, ['--gin_file', 'configs/nope.gin',
                                    '--output_dir', str(tmp_path)],
               'configs/nope.gin', 'does not exist')
 
 
 def test_unknown_dataset(capsys, tmp_path):
-  _fails_with(capsys, train.main, [
+  _fails_with(capsys, train_py.main, [
       '--gin_file', TINY, '--output_dir', str(tmp_path / 'run'),
       '--gin_param', "CharLMInputs.dataset = 'tiny_shakespear'",
       '--gin_param', f"CharLMInputs.data_dir = '{tmp_path}'"],
@@ -250,7 +245,7 @@ def test_unknown_dataset(capsys, tmp_path):
 
 
 def test_missing_data_offline(capsys, tmp_path):
-  _fails_with(capsys, train.main, [
+  _fails_with(capsys, train_py.main, [
       '--gin_file', TINY, '--output_dir', str(tmp_path / 'run'),
       '--gin_param', f"CharLMInputs.data_dir = '{tmp_path}'",
       '--gin_param', 'CharLMInputs.download = False'],
@@ -264,7 +259,7 @@ def test_missing_data_offline(capsys, tmp_path):
 def test_bad_model_binding_changes_nothing(capsys, tiny_data_dir, tmp_path,
                                            binding, words):
   run = str(tmp_path / 'run')
-  _fails_with(capsys, train.main, [
+  _fails_with(capsys, train_py.main, [
       '--gin_file', TINY, '--output_dir', run, '--gin_param', binding,
       *_data_params(tiny_data_dir)], 'model could not be built', *words)
   assert not os.path.exists(run)
@@ -274,7 +269,7 @@ def test_missing_required_binding(capsys, tiny_data_dir, tmp_path):
   config = tmp_path / 'partial.gin'
   config.write_text('experiment.inputs = @CharLMInputs()\n'
                     'train_and_evaluate.n_steps = 2\n')
-  _fails_with(capsys, train.main, ['--gin_file', str(config), '--output_dir',
+  _fails_with(capsys, train_py.main, ['--gin_file', str(config), '--output_dir',
                                    str(tmp_path / 'run'),
                                    *_data_params(tiny_data_dir)],
               'Required bindings', "['model']", 'Add the missing bindings')
@@ -285,7 +280,7 @@ def test_required_marker_left_unset(capsys, tmp_path):
   config = tmp_path / 'partial.gin'
   config.write_text("include 'configs/char_rnn_tiny.gin'\n"
                     'experiment.model = %gin.REQUIRED\n')
-  err = _fails_with(capsys, train.main, ['--gin_file', str(config),
+  err = _fails_with(capsys, train_py.main, ['--gin_file', str(config),
                                          '--output_dir', str(tmp_path / 'run')],
                     'experiment.model', 'REQUIRED')
   assert '..' not in err
@@ -310,7 +305,7 @@ def test_resume_with_incompatible_config_changes_nothing(
     data.CharVocab(vocab.chars, 'other_text').save(
         os.path.join(run, run_dir.VOCAB_FILE))
   before = _snapshot(run)
-  _fails_with(capsys, train.main, [
+  _fails_with(capsys, train_py.main, [
       '--gin_file', TINY, '--output_dir', run, '--steps', '30',
       *_data_params(tiny_data_dir), *params], run, *words)
   assert _snapshot(run) == before
@@ -343,10 +338,10 @@ DAMAGED_VOCABULARIES = {
 
 def _every_program(run, tiny_data_dir, out):
   """(main, argv) of train.py resuming `run`, evaluate.py and report.py."""
-  return [(train.main, ['--gin_file', TINY, '--output_dir', run, '--steps',
+  return [(train_py.main, ['--gin_file', TINY, '--output_dir', run, '--steps',
                         '30', *_data_params(tiny_data_dir)]),
-          (evaluate.main, ['--output_dir', run]),
-          (report.main, ['--output_dir', run, '--out', out])]
+          (evaluate_py.main, ['--output_dir', run]),
+          (report_py.main, ['--output_dir', run, '--out', out])]
 
 
 @pytest.mark.parametrize('damage', DAMAGED_VOCABULARIES)
@@ -388,14 +383,14 @@ def test_evaluate_without_checkpoint(capsys, trained_run, tmp_path):
   run = str(tmp_path / 'run')
   shutil.copytree(trained_run, run)
   shutil.rmtree(os.path.join(run, 'checkpoints'))
-  _fails_with(capsys, evaluate.main, ['--output_dir', run],
+  _fails_with(capsys, evaluate_py.main, ['--output_dir', run],
               'no committed checkpoint', run)
-  _fails_with(capsys, evaluate.main, ['--output_dir', str(tmp_path / 'none')],
+  _fails_with(capsys, evaluate_py.main, ['--output_dir', str(tmp_path / 'none')],
               'not a run directory')
 
 
 def test_evaluate_unknown_split(capsys, trained_run):
-  _fails_with(capsys, evaluate.main, ['--output_dir', trained_run,
+  _fails_with(capsys, evaluate_py.main, ['--output_dir', trained_run,
                                       '--split', 'dev'], "'dev'", 'validation')
 
 
@@ -403,7 +398,7 @@ def test_evaluate_unknown_split(capsys, trained_run):
 def test_sampling_never_draws_padding_or_unknown(temperature):
   import jax  # pylint: disable=g-import-not-at-top
   log_probs = np.log(np.array([[0.90, 0.09, 0.006, 0.004]] * 500, np.float32))
-  drawn = np.asarray(evaluate._sample(jax.numpy.asarray(log_probs),
+  drawn = np.asarray(run_module._sample(jax.numpy.asarray(log_probs),
                                       temperature, jax.random.PRNGKey(0)))
   assert set(drawn) <= {2, 3}
   if temperature:  # 0.006 : 0.004 between the two characters

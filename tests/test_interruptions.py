@@ -8,12 +8,13 @@ import time
 
 import pytest
 
-import allocator
+from rnn_toolkit.runtime import allocator
 import fault_injection
-import run_dir
-import train
+from rnn_toolkit.storage import run_dir
 from conftest import REPO_ROOT, committed_steps as _steps, run_script
 from conftest import tiny_data_params
+from rnn_toolkit.training import stopping
+from rnn_toolkit.training import trainer
 
 
 def _start_training(tiny_data_dir, output_dir, steps):
@@ -43,7 +44,7 @@ def test_signal_stops_after_a_step_with_a_checkpoint(tiny_data_dir, tmp_path,
   for signum in signals:  # a second signal arrives while stopping
     process.send_signal(signum)
   _, err = process.communicate(timeout=120)
-  assert process.returncode == train.EXIT_INTERRUPTED, err
+  assert process.returncode == trainer.EXIT_INTERRUPTED, err
   assert signal.Signals(signals[0]).name in err and 'Traceback' not in err
   step = _steps(output_dir)[-1]
   assert f'Stopped at step {step};' in err
@@ -73,18 +74,18 @@ def test_a_signal_while_starting_stops_before_anything_is_written(
   assert process.poll() is None
   process.send_signal(signal.SIGTERM)
   _, err = process.communicate(timeout=120)
-  assert process.returncode == train.EXIT_INTERRUPTED, err
+  assert process.returncode == trainer.EXIT_INTERRUPTED, err
   assert 'Stopped before the first checkpoint' in err, err
   assert not os.path.exists(output_dir)
 
 
 def test_a_second_signal_before_anything_is_written_stops_at_once():
-  with train._stop_requests():  # pylint: disable=protected-access
-    train._request_stop(signal.SIGTERM, None)  # pylint: disable=protected-access
-    with pytest.raises(train.Interrupted):
-      train._request_stop(signal.SIGTERM, None)  # pylint: disable=protected-access
-  with train._stop_requests():  # pylint: disable=protected-access
-    train.RUN_DIR_WRITTEN.append(True)  # training: a checkpoint is due first
+  with stopping.stop_requests():  # pylint: disable=protected-access
+    stopping._request_stop(signal.SIGTERM, None)  # pylint: disable=protected-access
+    with pytest.raises(stopping.Interrupted):
+      stopping._request_stop(signal.SIGTERM, None)  # pylint: disable=protected-access
+  with stopping.stop_requests():  # pylint: disable=protected-access
+    stopping.RUN_DIR_WRITTEN.append(True)  # training: a checkpoint is due first
     for _ in range(3):
-      train._request_stop(signal.SIGINT, None)  # pylint: disable=protected-access
-    assert len(train.STOP_SIGNALS) == 3
+      stopping._request_stop(signal.SIGINT, None)  # pylint: disable=protected-access
+    assert len(stopping.STOP_SIGNALS) == 3

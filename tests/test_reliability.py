@@ -17,15 +17,17 @@ import gin
 import numpy as np
 import pytest
 
-import atomic_files
-import checkpoints
-import configurables
-import devices
-import evaluate
+from rnn_toolkit.storage import atomic_files
+from rnn_toolkit.storage import checkpoints
+from rnn_toolkit import configurables
+from rnn_toolkit.runtime import devices
 import fault_injection
-import run_dir
-import train
+from rnn_toolkit.storage import run_dir
 from conftest import REPO_ROOT, fails_with, snapshot, tiny_data_params
+from rnn_toolkit.evaluation.run import Run
+from rnn_toolkit.training import trainer
+import evaluate as evaluate_py
+import train as train_py
 
 TINY = 'configs/char_rnn_tiny.gin'
 
@@ -44,7 +46,7 @@ def _saved(output_dir):
 def run_20(tiny_data_dir, tmp_path_factory):
   """A run trained to step 20, with checkpoints at steps 10 and 20."""
   output_dir = str(tmp_path_factory.mktemp('run20'))
-  train.main(_argv(output_dir, tiny_data_dir, 20))
+  train_py.main(_argv(output_dir, tiny_data_dir, 20))
   assert _saved(output_dir).steps() == [10, 20]
   return output_dir
 
@@ -78,7 +80,7 @@ def test_damaged_newest_checkpoint_is_reported_and_the_previous_used(
   _damage(os.path.join(run_copy, checkpoints.SUBDIR, '20'), how)
   with pytest.raises(checkpoints.DamagedCheckpoint):
     _saved(run_copy).restore(20)
-  train.main(_argv(run_copy, tiny_data_dir, 20))
+  train_py.main(_argv(run_copy, tiny_data_dir, 20))
   out, err = capsys.readouterr()
   assert 'Checkpoint 20' in err and 'is damaged' in err, err
   assert 'from its checkpoint at step 10' in out
@@ -93,11 +95,11 @@ def test_no_intact_checkpoint_refuses_to_start_over_unless_told(
   for step in ('10', '20'):
     _damage(os.path.join(run_copy, checkpoints.SUBDIR, step), 'truncate')
   before = snapshot(run_copy)
-  fails_with(capsys, train.main, _argv(run_copy, tiny_data_dir, 20),
+  fails_with(capsys, train_py.main, _argv(run_copy, tiny_data_dir, 20),
              'No checkpoint in', 'step 10:', 'step 20:', '--from_scratch',
              'Nothing was changed')
   assert snapshot(run_copy) == before
-  train.main(_argv(run_copy, tiny_data_dir, 20) + ['--from_scratch'])
+  train_py.main(_argv(run_copy, tiny_data_dir, 20) + ['--from_scratch'])
   assert _saved(run_copy).steps() == [10, 20]
   assert len(os.listdir(os.path.join(run_copy, checkpoints.DAMAGED_SUBDIR))) == 2
 
@@ -105,7 +107,7 @@ def test_no_intact_checkpoint_refuses_to_start_over_unless_told(
 def test_from_scratch_never_discards_an_intact_checkpoint(capsys, run_copy,
                                                           tiny_data_dir):
   before = snapshot(run_copy)
-  fails_with(capsys, train.main,
+  fails_with(capsys, train_py.main,
              _argv(run_copy, tiny_data_dir, 30) + ['--from_scratch'],
              'intact one at step 20')
   assert snapshot(run_copy) == before
@@ -113,14 +115,14 @@ def test_from_scratch_never_discards_an_intact_checkpoint(capsys, run_copy,
 
 def test_extending_the_run_is_not_a_config_change(capsys, run_copy,
                                                   tiny_data_dir):
-  train.main(_argv(run_copy, tiny_data_dir, 23))
+  train_py.main(_argv(run_copy, tiny_data_dir, 23))
   assert _saved(run_copy).steps()[-1] == 23
 
 
 def test_stale_temporaries_are_removed_at_start(run_copy, tiny_data_dir):
   stale = os.path.join(run_copy, checkpoints.SUBDIR, '30.orbax-checkpoint-tmp')
   os.makedirs(os.path.join(stale, 'arrays'))
-  train.main(_argv(run_copy, tiny_data_dir, 22))
+  train_py.main(_argv(run_copy, tiny_data_dir, 22))
   assert not os.path.exists(stale)
   assert _saved(run_copy).steps()[-1] == 22
 
@@ -143,8 +145,8 @@ def test_nonfinite_step_stops_and_keeps_the_last_good_checkpoint(
     capsys, tiny_data_dir, tmp_path):
   run = str(tmp_path / 'run')
   with pytest.raises(SystemExit) as exit_info:
-    train.main(_spiky_argv(run, tiny_data_dir, 'stop'))
-  assert exit_info.value.code == train.EXIT_DIVERGED
+    train_py.main(_spiky_argv(run, tiny_data_dir, 'stop'))
+  assert exit_info.value.code == trainer.EXIT_DIVERGED
   err = ' '.join(capsys.readouterr().err.split())
   assert 'diverged' in err and 'step 5' in err and 'step 4' in err, err
   assert _saved(run).steps() == [1, 2, 3, 4]
@@ -154,7 +156,7 @@ def test_nonfinite_step_stops_and_keeps_the_last_good_checkpoint(
 def test_nonfinite_step_is_skipped_with_weights_and_slots_unchanged(
     capsys, tiny_data_dir, tmp_path):
   run = str(tmp_path / 'run')
-  train.main(_spiky_argv(run, tiny_data_dir, 'skip_step'))
+  train_py.main(_spiky_argv(run, tiny_data_dir, 'skip_step'))
   assert 'update skipped' in capsys.readouterr().err
   saved = _saved(run)
   assert saved.steps() == list(range(1, 9))
@@ -170,7 +172,7 @@ def test_nonfinite_step_is_skipped_with_weights_and_slots_unchanged(
 def test_nonfinite_step_can_raise(tiny_data_dir, tmp_path):
   run = str(tmp_path / 'run')
   with pytest.raises(FloatingPointError, match='step 5'):
-    train.main(_spiky_argv(run, tiny_data_dir, 'raise'))
+    train_py.main(_spiky_argv(run, tiny_data_dir, 'raise'))
   assert _saved(run).steps() == [1, 2, 3, 4]
 
 
@@ -214,7 +216,7 @@ def test_evaluation_reads_only_committed_checkpoints(tiny_data_dir, tmp_path):
   while training.poll() is None:
     if _saved(run).steps():
       committing = fault_injection._commit_in_progress(run)  # pylint: disable=protected-access
-      state = evaluate.load_checkpoint(run, 'latest')  # never partial
+      state = Run.load(run, 'latest').state  # never partial
       assert np.isfinite(state.train_loss).all()
       loads, during_commit = loads + 1, during_commit + committing
     time.sleep(0.05)
@@ -250,25 +252,25 @@ def test_a_second_trainer_is_refused_naming_the_one_training(
     capsys, run_copy, tiny_data_dir):
   with run_dir.training_lock(run_copy):  # this process trains there
     before = snapshot(run_copy)
-    fails_with(capsys, train.main, _argv(run_copy, tiny_data_dir, 30),
+    fails_with(capsys, train_py.main, _argv(run_copy, tiny_data_dir, 30),
                'is being trained in by', f'process {os.getpid()} on host '
                f'{socket.gethostname()}', 'Nothing was changed')
     assert snapshot(run_copy) == before
-    evaluate.load_checkpoint(run_copy, 'latest')  # readers are welcome
+    Run.load(run_copy, 'latest')  # readers are welcome
   assert not os.path.exists(os.path.join(run_copy, run_dir.LOCK_FILE))
 
 
 def test_a_lock_left_by_a_killed_trainer_is_taken_over(capsys, run_copy,
                                                        tiny_data_dir):
   killed = subprocess.run(
-      [sys.executable, '-c', 'import os, signal, run_dir\n'
+      [sys.executable, '-c', 'import os, signal\nfrom rnn_toolkit.storage import run_dir\n'
        f'with run_dir.training_lock({run_copy!r}):\n'
        '  os.kill(os.getpid(), signal.SIGKILL)'],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
   assert killed.returncode == -signal.SIGKILL, killed.stderr
   with open(os.path.join(run_copy, run_dir.LOCK_FILE)) as f:
     pid = f.read().split()[0]
-  train.main(_argv(run_copy, tiny_data_dir, 22))
+  train_py.main(_argv(run_copy, tiny_data_dir, 22))
   assert f'locked by process {pid}' in capsys.readouterr().err
   assert _saved(run_copy).steps()[-1] == 22
   assert not os.path.exists(os.path.join(run_copy, run_dir.LOCK_FILE))
@@ -277,11 +279,11 @@ def test_a_lock_left_by_a_killed_trainer_is_taken_over(capsys, run_copy,
 def test_a_refused_start_in_a_new_directory_leaves_nothing(capsys, tmp_path,
                                                            tiny_data_dir):
   run = str(tmp_path / 'new')
-  fails_with(capsys, train.main,
+  fails_with(capsys, train_py.main,
              _argv(run, tiny_data_dir, 5, "Checkpoints.best_metric = 'acuracy'"),
              "best_metric = 'acuracy'", "Did you mean 'accuracy'")
   assert not os.path.exists(run)
-  fails_with(capsys, train.main,
+  fails_with(capsys, train_py.main,
              _argv(run, tiny_data_dir, 5, "Checkpoints.best_metric = 'accuracy'",
                    "Checkpoints.best_mode = 'min'"),
              "best_mode = 'min'", "Checkpoints.best_mode = 'max'")
@@ -298,7 +300,7 @@ def test_a_failure_that_is_not_damage_moves_nothing(capsys, run_copy,
     raise error
   monkeypatch.setattr(checkpoints.Checkpoints, '_read_items', fails)
   before = snapshot(run_copy)
-  fails_with(capsys, train.main, _argv(run_copy, tiny_data_dir, 30),
+  fails_with(capsys, train_py.main, _argv(run_copy, tiny_data_dir, 30),
              'Reading checkpoint 20', 'not damage', 'nothing was moved')
   assert snapshot(run_copy) == before
 
@@ -306,7 +308,7 @@ def test_a_failure_that_is_not_damage_moves_nothing(capsys, run_copy,
 def test_running_out_of_file_descriptors_is_not_damage(run_20):
   # A real failure of the system, not of the checkpoint: the process may
   # open no more files when it reads one.
-  code = ('import os, resource, checkpoints\n'
+  code = ('import os, resource\nfrom rnn_toolkit.storage import checkpoints\n'
           f'saved = checkpoints.Checkpoints({run_20!r}, read_only=True)\n'
           'steps = saved.steps()\n'
           'limit = len(os.listdir("/proc/self/fd"))\n'
@@ -443,7 +445,7 @@ def test_a_run_config_that_would_run_code_is_refused(capsys, run_copy,
     with open(config, 'w') as f:
       f.write(f'{line}\n{original}')
     before = snapshot(run_copy)
-    err = fails_with(capsys, evaluate.main, ['--output_dir', run_copy],
+    err = fails_with(capsys, evaluate_py.main, ['--output_dir', run_copy],
                      'line 1:', line.split()[0], 'nothing of it was run')
     assert 'IMPORTED' not in err and 'prints_on_import' not in sys.modules
     assert snapshot(run_copy) == before
@@ -463,18 +465,18 @@ class _OtherProcessFound:
 def test_processes_that_see_different_checkpoints_refuse_and_move_nothing(
     capsys, run_copy, tiny_data_dir, monkeypatch):
   restored, _ = _saved(run_copy).restore_newest_good()
-  train._check_processes_agree(  # pylint: disable=protected-access
+  trainer._check_processes_agree(  # pylint: disable=protected-access
       run_copy, restored, _OtherProcessFound(20))
   for other in (10, -1):
     with pytest.raises(checkpoints.ReadFailed, match='process 1: step 10'
                        if other == 10 else 'process 1: none'):
-      train._check_processes_agree(  # pylint: disable=protected-access
+      trainer._check_processes_agree(  # pylint: disable=protected-access
           run_copy, restored, _OtherProcessFound(other))
   # Through train.py: nothing is set aside, nothing changes.
   monkeypatch.setattr(devices.DataParallel, 'each_process',
                       lambda self, value: [value, 10])
   before = snapshot(run_copy)
-  fails_with(capsys, train.main, _argv(run_copy, tiny_data_dir, 30),
+  fails_with(capsys, train_py.main, _argv(run_copy, tiny_data_dir, 30),
              'different newest intact checkpoints', 'process 0: step 20',
              'Nothing was moved')
   assert snapshot(run_copy) == before

@@ -9,16 +9,17 @@ import re
 import numpy as np
 import pytest
 
-import evaluate
-import report
-import train
 from conftest import fails_with, snapshot, tiny_data_params
+from rnn_toolkit.evaluation.run import Run
+from rnn_toolkit.reporting import run_report
+import report as report_py
+import train as train_py
 
 TINY = 'configs/char_rnn_tiny.gin'
 
 
 def _train(output_dir, config, steps, params):
-  train.main(['--gin_file', config, '--output_dir', output_dir,
+  train_py.main(['--gin_file', config, '--output_dir', output_dir,
               '--steps', str(steps),
               *[a for p in params for a in ('--gin_param', p)]])
 
@@ -29,7 +30,7 @@ def language_model_runs(tiny_data_dir, tmp_path_factory):
   runs = []
   for cell in ('elman', 'gru'):
     output_dir = str(tmp_path_factory.mktemp(cell))
-    train.main(['--gin_file', TINY, '--output_dir', output_dir, '--steps', '10',
+    train_py.main(['--gin_file', TINY, '--output_dir', output_dir, '--steps', '10',
                 *tiny_data_params(tiny_data_dir),
                 '--gin_param', f"RNNLanguageModel.cell = '{cell}'"])
     runs.append(output_dir)
@@ -43,11 +44,11 @@ def _images(page):
 
 def test_language_model_report_overlays_the_runs(language_model_runs, tmp_path):
   out = str(tmp_path / 'report')
-  report.main([*[a for d in language_model_runs for a in ('--output_dir', d)],
+  report_py.main([*[a for d in language_model_runs for a in ('--output_dir', d)],
                '--out', out, '--retention_windows', '3'])
-  with open(os.path.join(out, report.PAGE), encoding='utf-8') as f:
+  with open(os.path.join(out, run_report.PAGE), encoding='utf-8') as f:
     page = f.read()
-  labels = report.labels_of(language_model_runs)
+  labels = run_report.labels_of(language_model_runs)
   assert all(f'<h2>{label}</h2>' in page for label in labels)
   # Curves and retention (both runs), the embedded copies of the PNGs.
   assert len(_images(page)) == 2
@@ -63,17 +64,17 @@ def test_language_model_report_overlays_the_runs(language_model_runs, tmp_path):
 
 def test_retention_curve_covers_every_distance(language_model_runs):
   run = language_model_runs[0]
-  curve = report.language_model_retention(run, windows=2)
-  (inputs, _), _ = evaluate.load_run(run)
-  assert curve.shape == (inputs.seq_len,)
+  loaded = Run.load(run)
+  curve = run_report.language_model_retention(loaded, windows=2)
+  assert curve.shape == (loaded.inputs.seq_len,)
   assert np.all(np.isfinite(curve)) and np.all(curve > 0)
 
 
 def test_each_run_gets_its_own_report_by_default(language_model_runs):
   run = language_model_runs[0]
-  report.main(['--output_dir', run, '--retention_windows', '2'])
+  report_py.main(['--output_dir', run, '--retention_windows', '2'])
   assert sorted(os.listdir(os.path.join(run, 'report'))) == [
-      report.MARKER, 'curves.png', report.PAGE, 'retention.png']
+      run_report.MARKER, 'curves.png', run_report.PAGE, 'retention.png']
 
 
 def test_classifier_report_draws_its_confusion_matrix(generated_dir, tmp_path):
@@ -82,12 +83,12 @@ def test_classifier_report_draws_its_confusion_matrix(generated_dir, tmp_path):
          ["FeatureVectorInputs.dataset = 'match_results/small'",
           f"FeatureVectorInputs.data_dir = '{generated_dir}'",
           'VectorClassifier.n_units = 16', 'train_and_evaluate.eval_every = 25'])
-  report.main(['--output_dir', run])
+  report_py.main(['--output_dir', run])
   names = sorted(os.listdir(os.path.join(run, 'report')))
-  assert names == [report.MARKER, 'confusion.png', 'curves.png', report.PAGE]
+  assert names == [run_report.MARKER, 'confusion.png', 'curves.png', run_report.PAGE]
   with open(os.path.join(run, 'eval_validation.json')) as f:
     evaluation = json.load(f)
-  with open(os.path.join(run, 'report', report.PAGE), encoding='utf-8') as f:
+  with open(os.path.join(run, 'report', run_report.PAGE), encoding='utf-8') as f:
     page = f.read()
   assert f'<th>accuracy</th><td>{evaluation["accuracy"]:.4g}</td>' in page
   assert 'retention.png' not in page
@@ -95,7 +96,7 @@ def test_classifier_report_draws_its_confusion_matrix(generated_dir, tmp_path):
 
 def _earlier_report(run, out):
   """Writes a report of `run` into `out`; returns its files' contents."""
-  report.main(['--output_dir', run, '--out', out, '--retention_windows', '2'])
+  report_py.main(['--output_dir', run, '--out', out, '--retention_windows', '2'])
   return snapshot(out)
 
 
@@ -103,10 +104,10 @@ def test_bad_input_fails_clearly_and_keeps_the_earlier_report(
     language_model_runs, tmp_path, capsys):
   out = str(tmp_path / 'report')
   before = _earlier_report(language_model_runs[0], out)
-  fails_with(capsys, report.main, ['--output_dir', language_model_runs[0],
+  fails_with(capsys, report_py.main, ['--output_dir', language_model_runs[0],
                                    '--output_dir', str(tmp_path), '--out', out],
              'is not a run directory')
-  fails_with(capsys, report.main, ['--output_dir', language_model_runs[0],
+  fails_with(capsys, report_py.main, ['--output_dir', language_model_runs[0],
                                    '--retention_windows', '0', '--out', out],
              '--retention_windows')
   assert snapshot(out) == before
@@ -114,15 +115,15 @@ def test_bad_input_fails_clearly_and_keeps_the_earlier_report(
   other = tmp_path / 'notes'
   other.mkdir()
   (other / 'mine.txt').write_text('keep me')
-  fails_with(capsys, report.main, ['--output_dir', language_model_runs[0],
+  fails_with(capsys, report_py.main, ['--output_dir', language_model_runs[0],
                                    '--out', str(other)], 'not a report')
   assert os.listdir(other) == ['mine.txt']
   # Nor is one that only looks like a report: report.py did not make it.
   (other / 'mine.txt').unlink()
-  (other / report.PAGE).write_text('<html>my own page</html>')
-  fails_with(capsys, report.main, ['--output_dir', language_model_runs[0],
+  (other / run_report.PAGE).write_text('<html>my own page</html>')
+  fails_with(capsys, report_py.main, ['--output_dir', language_model_runs[0],
                                    '--out', str(other)], 'not a report')
-  assert os.listdir(other) == [report.PAGE]
+  assert os.listdir(other) == [run_report.PAGE]
 
 
 def test_an_empty_directory_of_the_users_receives_the_report(
@@ -130,10 +131,10 @@ def test_an_empty_directory_of_the_users_receives_the_report(
   out = tmp_path / 'mine'
   out.mkdir()
   identity = os.stat(out).st_ino
-  report.main(['--output_dir', language_model_runs[0], '--out', str(out),
+  report_py.main(['--output_dir', language_model_runs[0], '--out', str(out),
                '--retention_windows', '2'])
   assert os.stat(out).st_ino == identity  # the same directory, filled
-  assert report.PAGE in os.listdir(out) and report.MARKER in os.listdir(out)
+  assert run_report.PAGE in os.listdir(out) and run_report.MARKER in os.listdir(out)
 
 
 def test_a_failure_while_drawing_keeps_the_earlier_report(
@@ -145,9 +146,9 @@ def test_a_failure_while_drawing_keeps_the_earlier_report(
     with open(path, 'w') as f:
       f.write('half a figure')
     raise OSError('No space left on device')
-  monkeypatch.setattr(report.figures, 'retention_curves', fails_half_way)
+  monkeypatch.setattr(run_report.figures, 'retention_curves', fails_half_way)
   with pytest.raises(OSError):
-    report.main(['--output_dir', language_model_runs[0], '--out', out,
+    report_py.main(['--output_dir', language_model_runs[0], '--out', out,
                  '--retention_windows', '2'])
   assert snapshot(out) == before
   assert os.listdir(tmp_path) == ['report']  # no partial report left
@@ -156,9 +157,9 @@ def test_a_failure_while_drawing_keeps_the_earlier_report(
 def test_a_new_report_leaves_no_file_of_the_earlier_one(language_model_runs,
                                                          tmp_path):
   out = str(tmp_path / 'report')
-  report.main([*[a for d in language_model_runs for a in ('--output_dir', d)],
+  report_py.main([*[a for d in language_model_runs for a in ('--output_dir', d)],
                '--out', out, '--retention_windows', '2'])
-  report.main(['--output_dir', language_model_runs[1], '--out', out,
+  report_py.main(['--output_dir', language_model_runs[1], '--out', out,
                '--retention_windows', '2'])
-  assert sorted(os.listdir(out)) == [report.MARKER, 'curves.png',
-                                     report.PAGE, 'retention.png']
+  assert sorted(os.listdir(out)) == [run_report.MARKER, 'curves.png',
+                                     run_report.PAGE, 'retention.png']

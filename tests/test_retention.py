@@ -7,7 +7,7 @@ from trax import layers as tl
 from trax import shapes
 
 import models
-import retention
+from rnn_toolkit.reporting import retention
 from models.rnn import ElmanRNN
 
 VOCAB = 7

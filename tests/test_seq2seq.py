@@ -7,7 +7,7 @@ from trax import layers as tl
 from trax import shapes
 
 import models
-from data.vocab import PAD_ID
+from rnn_toolkit.token_ids import PAD_ID
 from models import seq2seq
 
 VOCAB = 9

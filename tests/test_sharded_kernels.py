@@ -24,7 +24,7 @@ FEATURES, TIME, UNITS = 24, 16, 256
 _MEASURE = '''
 import json, os, re, sys
 import numpy as np
-import trax_compat  # noqa: F401  (before trax)
+from rnn_toolkit.runtime import trax_compat  # noqa: F401  (before trax)
 import jax
 from jax import numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec

@@ -1,7 +1,7 @@
 """Every shipped config (configs/*.gin) trains a step on data of its dataset.
 
 Each config trains in this process, one after the other (gin's config is
-replaced at each train.main), with its model and batches shrunk by gin
+replaced at each train_py.main), with its model and batches shrunk by gin
 bindings, for one step: the step, the evaluation and the checkpoint run the
 config's real pipeline, model and optimizer. Datasets that need a download
 are replaced by random examples of their real feature spec
@@ -17,11 +17,11 @@ import os
 import gin
 import pytest
 
-import configurables
+from rnn_toolkit import configurables
 import mock_data_run
-import train
 from conftest import REPO_ROOT, committed_steps
 from data import generated
+import train as train_py
 
 CONFIGS = sorted(os.path.relpath(path, REPO_ROOT) for path in
                  glob.glob(os.path.join(REPO_ROOT, 'configs', '*.gin')))
@@ -83,7 +83,7 @@ def test_shipped_config_trains_a_step(config, dataset_bindings, tmp_path):
   params = [*dataset_bindings(inputs.name, dataset),
             *_shrunk(model, SMALL_MODEL), *_shrunk(inputs, SMALL_INPUTS),
             'train_and_evaluate.n_eval_batches = 1']
-  train.main(['--gin_file', config, '--output_dir', output_dir,
+  train_py.main(['--gin_file', config, '--output_dir', output_dir,
               '--steps', '1', *[a for p in params for a in ('--gin_param', p)]])
   assert committed_steps(output_dir) == [1]
   with open(os.path.join(output_dir, 'metrics.jsonl')) as f:

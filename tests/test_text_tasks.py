@@ -11,16 +11,18 @@ import pytest
 import tensorflow_datasets as tfds
 
 import data
-import evaluate
-import metrics
+from rnn_toolkit.evaluation import metrics
 import mock_data_run
-import report
-import train
 import tiny_labelled_datasets as tiny
 from conftest import fails_with, metrics_of_a_mock_data_run
 from data import text_classification
 from data.vocab import LabelVocab
-from errors import UsageError
+from rnn_toolkit.errors import UsageError
+from rnn_toolkit.evaluation.run import Run
+from rnn_toolkit.reporting import run_report
+import evaluate as evaluate_py
+import report as report_py
+import train as train_py
 
 
 @pytest.fixture(scope='module')
@@ -181,7 +183,7 @@ def test_words_and_tags_of_different_lengths_are_named(faulty_data_dir,
     with pytest.raises(UsageError, match=re.escape(names[0])):
       start_reading()
   run = str(tmp_path / 'run')
-  fails_with(capsys, train.main, [
+  fails_with(capsys, train_py.main, [
       '--gin_file', 'configs/conll2003_ner_rnn.gin', '--output_dir', run,
       '--gin_param', "TaggingInputs.dataset = 'tiny_ner_misaligned'",
       '--gin_param', f"TaggingInputs.data_dir = '{faulty_data_dir}'",
@@ -237,7 +239,7 @@ def test_tags_without_entities_are_scored_tag_by_tag():
   predicted = np.array([[0, 1, 1, 2], [0, 2, 1, 2]])
   weights = np.array([[1, 1, 1, 0], [1, 1, 1, 1]])
   correct = float(((targets == predicted) * weights).sum())
-  got = evaluate._tagging_metrics(  # pylint: disable=protected-access
+  got = metrics.tagger_metrics(
       (0.0, correct, weights.sum()), [(targets, weights, predicted)], tags)
   assert got['token_accuracy'] == pytest.approx(5 / 7)
   # NN: predicted 3 times, right twice; 3 true NN, 2 found.
@@ -258,7 +260,7 @@ CLASSIFIER_PARAMS = ['RNNClassifier.d_model = 16', 'RNNClassifier.n_units = 32',
 
 
 def _train(config, output_dir, steps, params):
-  train.main(['--gin_file', config, '--output_dir', output_dir,
+  train_py.main(['--gin_file', config, '--output_dir', output_dir,
               '--steps', str(steps),
               *[a for p in params for a in ('--gin_param', p)]])
 
@@ -272,7 +274,7 @@ def sentiment_run(labelled_data_dir, tmp_path_factory):
 
 
 def test_classifier_learns_and_evaluate_reports_its_metrics(sentiment_run):
-  result = evaluate.evaluate(sentiment_run)
+  result = Run.load(sentiment_run).evaluate()
   # Chance, and the best a model without memory does: 0.5 (every text has
   # an opinion word of each polarity; the first one says the label).
   assert result['accuracy'] > 0.9
@@ -285,7 +287,7 @@ def test_classifier_learns_and_evaluate_reports_its_metrics(sentiment_run):
 
 
 def test_predict_prints_the_class_and_its_probability(sentiment_run, capsys):
-  evaluate.main(['--output_dir', sentiment_run,
+  evaluate_py.main(['--output_dir', sentiment_run,
                  '--predict', 'the movie was wonderful but the ending was dull',
                  '--predict', 'a boring film with superb music'])
   lines = capsys.readouterr().out.strip().splitlines()
@@ -296,19 +298,19 @@ def test_predict_prints_the_class_and_its_probability(sentiment_run, capsys):
 def test_classifier_report_shows_memory_retention(sentiment_run,
                                                   labelled_data_dir, tmp_path):
   out = str(tmp_path / 'report')
-  report.main(['--output_dir', sentiment_run, '--out', out,
-               '--retention_windows', '3'])
-  assert sorted(os.listdir(out)) == [report.MARKER, 'confusion.png',
+  report_py.main(['--output_dir', sentiment_run, '--out', out,
+                  '--retention_windows', '3'])
+  assert sorted(os.listdir(out)) == [run_report.MARKER, 'confusion.png',
                                      'curves.png', 'index.html',
                                      'retention.png']
   words = sorted(len(ex['sentence'].split()) for ex in _split(
       labelled_data_dir, 'tiny_sentiment', 'validation'))
-  assert len(report.text_retention(sentiment_run, windows=3)) == min(
-      words[-3], report.MAX_TEXT_WINDOW)
+  assert len(run_report.text_retention(Run.load(sentiment_run), windows=3)) == min(
+      words[-3], run_report.MAX_TEXT_WINDOW)
 
 
 def test_evaluating_an_unlabelled_split_fails_clearly(sentiment_run, capsys):
-  fails_with(capsys, evaluate.main, ['--output_dir', sentiment_run,
+  fails_with(capsys, evaluate_py.main, ['--output_dir', sentiment_run,
                                      '--split', 'test'], 'labelled -1')
 
 
@@ -322,7 +324,7 @@ def test_tagger_beats_the_majority_tag_clearly(labelled_data_dir, tmp_path):
   output_dir = str(tmp_path / 'ner')
   _train('configs/conll2003_ner_rnn.gin', output_dir, 200,
          [*tiny.ner_bindings(labelled_data_dir), *TAGGER_PARAMS])
-  result = evaluate.evaluate(output_dir)
+  result = Run.load(output_dir).evaluate()
   tags = [t for ex in _split(labelled_data_dir, 'tiny_ner', 'dev')
           for t in ex['ner']]
   majority = max(collections.Counter(tags).values()) / len(tags)
@@ -332,7 +334,7 @@ def test_tagger_beats_the_majority_tag_clearly(labelled_data_dir, tmp_path):
   assert result['entity_f1'] > 0.8
   # Paris 4 words after a place's cue, then a person's; then words that
   # a no-break space joins.
-  [place, person, spaced] = evaluate.predict(output_dir, [
+  [place, person, spaced] = Run.load(output_dir).tag([
       'the Zorblax film visited the story of Paris',
       'the Zorblax film met the story of Paris',
       'Zorblax\u00a0film visited the story of Paris'])
@@ -346,14 +348,14 @@ def test_tagger_beats_the_majority_tag_clearly(labelled_data_dir, tmp_path):
   assert spaced[-1] == ('Paris', 'B-LOC')
   # The report draws the F1 of each entity type evaluate.py found, and the
   # memory retention over the first words of the longest dev sentences.
-  report.main(['--output_dir', output_dir, '--retention_windows', '4'])
+  report_py.main(['--output_dir', output_dir, '--retention_windows', '4'])
   assert sorted(os.listdir(os.path.join(output_dir, 'report'))) == [
-      report.MARKER, 'curves.png', 'index.html', 'per_type_f1.png',
+      run_report.MARKER, 'curves.png', 'index.html', 'per_type_f1.png',
       'retention.png']
   lengths = sorted(len(ex['tokens'])
                    for ex in _split(labelled_data_dir, 'tiny_ner', 'dev'))
-  curve = report.text_retention(output_dir, windows=4)
-  assert len(curve) == min(lengths[-4], report.MAX_TEXT_WINDOW)
+  curve = run_report.text_retention(Run.load(output_dir), windows=4)
+  assert len(curve) == min(lengths[-4], run_report.MAX_TEXT_WINDOW)
   assert np.all(np.isfinite(curve)) and np.all(curve > 0)
 
 

@@ -14,7 +14,7 @@ from trax import optimizers
 from trax import shapes
 from trax.supervised import training
 
-import trax_compat
+from rnn_toolkit.runtime import trax_compat
 from conftest import REPO_ROOT, run_on_devices
 
 
@@ -85,7 +85,7 @@ def _stderr_of(code):
 def test_gym_notice_is_silenced():
   assert 'Gym has been unmaintained' in _stderr_of('import gym')
   assert 'Gym has been unmaintained' not in _stderr_of(
-      'import trax_compat, trax')
+      'from rnn_toolkit.runtime import trax_compat\nimport trax')
 
 
 def test_tensorflow_datasets_imports_with_its_undeclared_dependency():
@@ -129,7 +129,7 @@ try:
   print('unpatched: accepted')
 except ValueError as e:
   print('unpatched: refused:', e)
-import trax_compat
+from rnn_toolkit.runtime import trax_compat
 from trax import layers as tl
 from trax import fastmath
 _, _, n_devices, _ = training.init_host_and_devices(n_devices=1)
@@ -168,7 +168,7 @@ def test_importing_trax_looks_up_no_frame_sources():
   # times (each scanning sys.modules); count them in a fresh process.
   program = ('import inspect\ncalls = [0]\noriginal = inspect.getmodule\n'
              'def counted(*a, **k):\n  calls[0] += 1\n  return original(*a, **k)\n'
-             'inspect.getmodule = counted\nimport trax_compat\n'
+             'inspect.getmodule = counted\nfrom rnn_toolkit.runtime import trax_compat\n'
              'from trax import layers\nprint(calls[0])\n')
   done = subprocess.run([sys.executable, '-c', program], cwd=REPO_ROOT,
                         capture_output=True, text=True, timeout=600)

@@ -13,7 +13,7 @@ joined with the backward state, which at step T has read x_T only (in the
 first layer), so away from d = 0 the curve is the forward direction's.
 """
 
-import trax_compat  # noqa: F401  (must precede the first trax import)
+from rnn_toolkit.runtime import trax_compat  # noqa: F401  (must precede the first trax import)
 
 import jax
 from jax import numpy as jnp

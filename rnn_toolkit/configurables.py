@@ -15,14 +15,16 @@ import re
 import gin
 import gin.config_parser
 
-import trax_compat  # noqa: F401  (must precede the first trax import)
-import checkpoints
+from rnn_toolkit.runtime import trax_compat  # noqa: F401  (must precede the first trax import)
+from rnn_toolkit.storage import checkpoints
 import data
 import models
 from models import decoding
-from errors import UsageError
+from rnn_toolkit.errors import UsageError
 
-REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
+# The checkout (configs/ is beside rnn_toolkit/): `include` lines and
+# --gin_file paths are also looked up there.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 gin.external_configurable(models.RNNLanguageModel, module='models')
 gin.external_configurable(models.StackedElmanRNN, module='models')
@@ -87,6 +89,9 @@ def parse_run_config(path, gin_params=()):
   refused before gin sees the text; train.py writes neither (its config.gin
   is the operative config, every value spelled out).
 
+  Returns:
+    The file's text, as parsed.
+
   Raises:
     UsageError: the file holds import or include lines, or doesn't parse.
   """
@@ -106,6 +111,7 @@ def parse_run_config(path, gin_params=()):
   with _parse_errors_as_usage_errors():
     gin.parse_config(text)
     gin.parse_config(list(gin_params))
+  return text
 
 
 class _AnyReference(gin.config_parser.ParserDelegate):

@@ -1,8 +1,9 @@
 """Keeps trax 1.4.1 (the newest release, from 2021) working on current JAX.
 
-Import this module before anything imports trax; `models`, `data`, `train.py`
-and `evaluate.py` all do. Every fix here is small, names the breakage it
-repairs, and has a test in `tests/test_trax_compat.py` that fails without it.
+Import this module before anything imports trax; `models`, `data` and
+every module of rnn_toolkit that uses trax do. Every fix here is small,
+names the breakage it repairs, and has a test in `tests/test_trax_compat.py`
+that fails without it.
 
 Known breakage that is *not* patched but avoided: trax's multi-device `pmap`
 training (it calls the removed `jax.device_put_replicated`, and assumes the
@@ -16,7 +17,7 @@ import io
 import sys
 import warnings
 
-import console  # noqa: F401  (before trax imports TensorFlow)
+from rnn_toolkit.runtime import console  # noqa: F401  (before trax imports TensorFlow)
 import jax
 import numpy as np
 

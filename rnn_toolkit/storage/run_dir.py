@@ -19,10 +19,10 @@ import tempfile
 import gin
 import numpy as np
 
-import checkpoints
-from atomic_files import write_text_atomically
+from rnn_toolkit.storage import checkpoints
+from rnn_toolkit.storage.atomic_files import write_text_atomically
 from data.vocab import load_vocab as read_vocab, size_mismatch
-from errors import UsageError
+from rnn_toolkit.errors import UsageError
 
 CONFIG_FILE = 'config.gin'
 VOCAB_FILE = 'vocab.json'

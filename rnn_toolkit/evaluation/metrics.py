@@ -6,6 +6,9 @@ definition (an entity counts as found only if its type and both its ends
 are right); sacrebleu for the corpus BLEU of generated text.
 """
 
+import math
+import re
+
 import numpy as np
 import sacrebleu
 import seqeval.metrics
@@ -93,3 +96,55 @@ def generation_metrics(outputs, references, level):
   bleu = sacrebleu.BLEU(tokenize='none' if level == 'word' else 'char')
   return {'exact_match': float(exact),
           'bleu': float(bleu.corpus_score(list(outputs), streams).score)}
+
+
+# The task table's metrics (rnn_toolkit/tasks.py). Each takes the sums over
+# the evaluated batches (of w·nll, w·correct and w, the loss weight w being
+# 0 on padding), the gathered (targets, weights, predictions) batches of a
+# task that keeps them, and the run's vocabulary.
+
+def language_model_metrics(totals, unused_labelled, unused_vocab):
+  """Accuracy, perplexity and bits per character of next-character guesses."""
+  nll, correct, n_chars = totals
+  loss = nll / n_chars
+  return {'accuracy': correct / n_chars, 'perplexity': math.exp(loss),
+          'bits_per_char': loss / math.log(2), 'n_chars': int(n_chars)}
+
+
+def classifier_metrics(unused_totals, labelled, vocab):
+  """classification_metrics of the texts (rows of weight 0 are padding)."""
+  targets, weights, predictions = (np.concatenate(a) for a in zip(*labelled))
+  real = weights > 0
+  return {**classification_metrics(targets[real], predictions[real],
+                                    vocab.labels),
+          'n_texts': int(real.sum())}
+
+
+def tagger_metrics(totals, labelled, vocab):
+  """Token accuracy; entity scores too when the tags are IOB-style (B-PER)."""
+  true, predicted = [], []
+  for targets, weights, predictions in labelled:
+    for t, w, p in zip(targets, weights, predictions):
+      if w.any():
+        true.append([vocab.labels[i] for i in t[w > 0]])
+        predicted.append([vocab.labels[i] for i in p[w > 0]])
+  if all(re.fullmatch(r'O|[BIES]-.+', tag) for tag in vocab.labels):
+    scores = tagging_metrics(true, predicted)
+  else:  # part-of-speech or chunk tags: no entities, so each tag is scored
+    scores = _per_tag_metrics(true, predicted, vocab.labels)
+  return {**scores, 'n_tokens': int(totals[2])}
+
+
+def _per_tag_metrics(true, predicted, tags):
+  """Token accuracy and each tag's precision, recall and F1 over the tokens."""
+  ids = {tag: i for i, tag in enumerate(tags)}
+  scores = classification_metrics(
+      [ids[t] for sentence in true for t in sentence],
+      [ids[p] for sentence in predicted for p in sentence], tags)
+  return {'token_accuracy': scores['accuracy'], 'per_tag': scores['per_class']}
+
+
+def target_token_metrics(totals, unused_labelled, unused_vocab):
+  """Token accuracy of the reference targets, read teacher-forced."""
+  _, correct, n_tokens = totals
+  return {'token_accuracy': correct / n_tokens, 'n_tokens': int(n_tokens)}

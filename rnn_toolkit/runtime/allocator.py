@@ -3,7 +3,7 @@
 XLA on CPU allocates fresh temporaries for every step. glibc's malloc gives
 large blocks back to the kernel on free, so each step faults its pages in
 again; tcmalloc (or jemalloc told never to return memory) keeps them. On
-the 2-core machine of README's "Performance" section this makes a training
+the 2-core machine of docs/performance.md this makes a training
 step of the RNN layer about 1.3 times faster; TensorFlow gains little.
 
 `relaunch_with_fast_allocator()` re-executes the current program with the

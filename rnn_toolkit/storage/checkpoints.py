@@ -45,7 +45,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from errors import UsageError
+from rnn_toolkit.errors import UsageError
 
 SUBDIR = 'checkpoints'
 DAMAGED_SUBDIR = 'damaged_checkpoints'  # where unreadable checkpoints are moved

@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
-from errors import UsageError
+from rnn_toolkit.errors import UsageError
 
 PLATFORMS = ('cpu', 'gpu', 'tpu')
 BATCH_AXIS = 'data'
