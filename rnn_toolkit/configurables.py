@@ -6,21 +6,24 @@ optimizers and learning-rate schedules (`@trax.optimizers.Adam`,
 `@multifactor`), which configs use directly.
 """
 
+# Before any trax import: it keeps trax 1.4.1 working on current JAX.
+from rnn_toolkit.runtime import trax_compat  # noqa: F401  pylint: disable=g-bad-import-order
+
 import contextlib
 import difflib
 import inspect
 import os
 import re
+from typing import Iterator, Sequence
 
 import gin
 import gin.config_parser
 
-from rnn_toolkit.runtime import trax_compat  # noqa: F401  (must precede the first trax import)
-from rnn_toolkit.storage import checkpoints
 import data
 import models
 from models import decoding
 from rnn_toolkit.errors import UsageError
+from rnn_toolkit.storage import checkpoints
 
 # The checkout (configs/ is beside rnn_toolkit/): `include` lines and
 # --gin_file paths are also looked up there.
@@ -60,7 +63,7 @@ models.rnn.CELLS['elman'] = (
         n_units, use_mask=use_mask, mode=mode, **options))
 
 
-def parse(gin_files, gin_params=()):
+def parse(gin_files: Sequence[str], gin_params: Sequence[str] = ()) -> None:
   """Parses config files and bindings, reporting mistakes as UsageError.
 
   `include` lines and `--gin_file` paths are looked up in the current
@@ -81,7 +84,7 @@ def parse(gin_files, gin_params=()):
          for p in gin_files], list(gin_params))
 
 
-def parse_run_config(path, gin_params=()):
+def parse_run_config(path: str, gin_params: Sequence[str] = ()) -> str:
   """Parses a run directory's config.gin as data: bindings only.
 
   A run directory may come from someone else. gin would run a config's
@@ -169,7 +172,7 @@ def _closest_names(message):
   return f' Did you mean {" or ".join(map(repr, close))}?' if close else ''
 
 
-def config_text():
+def config_text() -> str:
   """The parsed config, as checkpoints record it to detect a changed config.
 
   It is every binding given, known before anything runs (the operative
@@ -182,7 +185,7 @@ def config_text():
 
 
 @contextlib.contextmanager
-def required_bindings_as_usage_errors():
+def required_bindings_as_usage_errors() -> Iterator[None]:
   """Turns gin's error for a missing `gin.REQUIRED` value into a UsageError."""
   try:
     yield

@@ -2,6 +2,7 @@
 
 import sys
 import textwrap
+from typing import Any, NoReturn
 
 
 class UsageError(Exception):
@@ -12,7 +13,7 @@ class UsageError(Exception):
   """
 
 
-def without_gin_trace(message):
+def without_gin_trace(message: str) -> str:
   """`message` without the "In call to configurable ..." gin appends.
 
   gin adds that trace to every error raised inside a configurable; for a
@@ -21,7 +22,7 @@ def without_gin_trace(message):
   return message.split('  In call to configurable')[0]
 
 
-def exit_with(error, program):
+def exit_with(error: BaseException, program: str) -> NoReturn:
   """Prints `error` as one wrapped paragraph on stderr and exits with status 2."""
   text = ' '.join(without_gin_trace(str(error)).split())
   print(textwrap.fill(f'{program}: error: {text}', width=100,
@@ -30,7 +31,7 @@ def exit_with(error, program):
   sys.exit(2)
 
 
-def check_positive(owner, **values):
+def check_positive(owner: str, **values: Any) -> None:
   """Raises UsageError unless every value is a positive whole number."""
   bad = [f'{name} = {value!r}' for name, value in values.items()
          if isinstance(value, bool) or not isinstance(value, int) or value < 1]

@@ -2,6 +2,7 @@
 
 import os
 import textwrap
+from typing import Any, Sequence, Union
 
 import numpy as np
 
@@ -10,7 +11,9 @@ matplotlib.use('Agg')  # files only; no display is needed or wanted
 from matplotlib import pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
-def contact_sheet(images, generated, references, path, columns=4):
+def contact_sheet(images: np.ndarray, generated: Sequence[str],
+                  references: Sequence[Sequence[str]], path: str,
+                  columns: int = 4) -> None:
   """Writes a PNG grid of images, each with its generated and reference captions.
 
   Args:
@@ -33,7 +36,7 @@ def contact_sheet(images, generated, references, path, columns=4):
   _save(fig, path)
 
 
-def training_curves(runs, path):
+def training_curves(runs: dict[str, list[dict[str, Any]]], path: str) -> None:
   """Writes a PNG of each metric against step, the runs overlaid.
 
   Args:
@@ -79,7 +82,7 @@ _LEADING_CURVES = ('loss', 'accuracy', 'learning_rate')
 _UNPLOTTED = ('steps per second',)
 
 
-def curve_names(runs):
+def curve_names(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
   """The metric names of the records of `runs` that training_curves draws."""
   names = {key.split('/', 1)[1] for records in runs.values()
            for record in records for key in record if '/' in key}
@@ -88,7 +91,9 @@ def curve_names(runs):
           + sorted(names - set(_LEADING_CURVES)))
 
 
-def confusion_matrix(matrix, labels, path, title='confusion matrix'):
+def confusion_matrix(matrix: Union[np.ndarray, Sequence[Sequence[int]]],
+                     labels: Sequence[str], path: str,
+                     title: str = 'confusion matrix') -> None:
   """Writes a PNG heatmap of `matrix[i][j]`: examples of class i predicted j."""
   matrix = np.asarray(matrix)
   legible = len(labels) <= MAX_LABELLED_CLASSES
@@ -113,7 +118,7 @@ def confusion_matrix(matrix, labels, path, title='confusion matrix'):
 MAX_LABELLED_CLASSES = 30
 
 
-def bars(values, path, title, xlabel):
+def bars(values: dict[str, float], path: str, title: str, xlabel: str) -> None:
   """Writes a PNG of horizontal bars, one per name of `values`."""
   fig, ax = plt.subplots(figsize=(6, 1 + 0.4 * len(values)))
   ax.barh(list(values), list(values.values()), color='tab:blue')
@@ -126,7 +131,7 @@ def bars(values, path, title, xlabel):
   _save(fig, path)
 
 
-def retention_curves(curves, path):
+def retention_curves(curves: dict[str, np.ndarray], path: str) -> None:
   """Writes a PNG of each run's mean ‖∂h_T/∂x_t‖ against T - t (log scale).
 
   Args:
@@ -144,7 +149,8 @@ def retention_curves(curves, path):
   _save(fig, path)
 
 
-def attention_maps(maps, path):
+def attention_maps(maps: Sequence[tuple[np.ndarray, list[str], list[str]]],
+                   path: str) -> None:
   """Writes a PNG heatmap of each sentence's attention weights.
 
   Args:

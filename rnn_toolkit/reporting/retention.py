@@ -13,7 +13,8 @@ joined with the backward state, which at step T has read x_T only (in the
 first layer), so away from d = 0 the curve is the forward direction's.
 """
 
-from rnn_toolkit.runtime import trax_compat  # noqa: F401  (must precede the first trax import)
+# Before any trax import: it keeps trax 1.4.1 working on current JAX.
+from rnn_toolkit.runtime import trax_compat  # noqa: F401  pylint: disable=g-bad-import-order
 
 import jax
 from jax import numpy as jnp
@@ -25,7 +26,8 @@ from trax import layers as tl
 UNITS_PER_PASS = 32
 
 
-def split_at_embedding(model):
+def split_at_embedding(
+    model: tl.Layer) -> tuple[list[tl.Layer], list[tl.Layer]]:
   """Splits a model into (up to its inputs x, x to its states h).
 
   Args:
@@ -69,7 +71,7 @@ def _top(stack):
   return stack[0] if isinstance(stack, (tuple, list)) else stack
 
 
-def jacobian_norms(model, tokens):
+def jacobian_norms(model: tl.Layer, tokens: np.ndarray) -> np.ndarray:
   """‖∂h_T/∂x_t‖ for every window and step: f32[batch, time].
 
   Args:
@@ -116,7 +118,7 @@ def _squared_norms(layers, weights, x, rest=()):
   return total
 
 
-def retention_curve(model, tokens):
+def retention_curve(model: tl.Layer, tokens: np.ndarray) -> np.ndarray:
   """The mean ‖∂h_T/∂x_t‖ over windows, by distance d = T - t.
 
   Returns:

@@ -29,7 +29,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from trax import shapes
@@ -46,6 +46,8 @@ from rnn_toolkit.token_ids import EOS_ID, PAD_ID
 PAGE = 'index.html'
 # Written into every report, so that report.py replaces only its own.
 MARKER = '.report_by_report_py'
+# (weights f32[output_len, source_len], source tokens, output tokens)
+AttentionMap = tuple[np.ndarray, list[str], list[str]]
 
 
 @dataclasses.dataclass
@@ -55,11 +57,13 @@ class RunSummary:
   output_dir: str
   task: str
   config: str  # the operative config, as train.py saved it
-  records: list  # the metrics.jsonl records
-  evaluation: dict  # the eval_SPLIT.json record
-  samples: list = dataclasses.field(default_factory=list)
-  retention: np.ndarray = None  # mean ‖∂h_T/∂x_t‖ by distance, or None
-  attention: list = None  # (weights, source tokens, output tokens), or None
+  records: list[dict[str, Any]]  # the metrics.jsonl records
+  evaluation: dict[str, Any]  # the eval_SPLIT.json record
+  samples: list[str] = dataclasses.field(default_factory=list)
+  # f32[distance]: mean ‖∂h_T/∂x_t‖ by distance, or None
+  retention: Optional[np.ndarray] = None
+  # (weights, source tokens, output tokens) of each sentence, or None
+  attention: Optional[list[AttentionMap]] = None
 
 
 def summarise(output_dir: str, label: str, split: Optional[str] = None,
@@ -168,7 +172,7 @@ def _retention_curve(run, tokens):
 
 
 def translation_attention(run: Run, split: Optional[str] = None,
-                          count: int = 3) -> Optional[list]:
+                          count: int = 3) -> Optional[list[AttentionMap]]:
   """Attention maps of the run's greedy translations of `count` sentences.
 
   Returns:
@@ -222,7 +226,7 @@ def _full_windows(inputs, vocab, split, count):
   return np.stack(found)
 
 
-def write_report(summaries, out_dir):
+def write_report(summaries: Sequence[RunSummary], out_dir: str) -> str:
   """Draws the plots and writes the page: the directory `out_dir`, whole.
 
   The report is built in a directory beside `out_dir` and swapped in at the
@@ -252,7 +256,7 @@ def write_report(summaries, out_dir):
   return os.path.join(out_dir, PAGE)
 
 
-def check_replaceable(out_dir):
+def check_replaceable(out_dir: str) -> None:
   """Raises UsageError unless `out_dir` is new, empty or an earlier report.
 
   An earlier report is known by the MARKER file report.py writes into every
@@ -426,7 +430,7 @@ def _number(value):
   return html.escape(str(value))
 
 
-def labels_of(output_dirs):
+def labels_of(output_dirs: Sequence[str]) -> list[str]:
   """Short names of the runs: their directory names, or paths where those clash."""
   names = [os.path.basename(os.path.normpath(d)) for d in output_dirs]
   if len(set(names)) < len(names):

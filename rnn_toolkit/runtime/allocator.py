@@ -16,6 +16,7 @@ unless TOOLKIT_MALLOC=system is set. Install it with
 import json
 import os
 import sys
+from typing import Optional
 
 OPT_OUT = 'TOOLKIT_MALLOC'
 # Set in the relaunched process only: what to give back to its children.
@@ -33,7 +34,7 @@ _LIBRARY_DIRS = ('/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu',
                  '/usr/lib64', '/usr/lib', '/usr/local/lib')
 
 
-def find():
+def find() -> Optional[tuple[str, str, dict[str, str]]]:
   """(name, path, environment) of the first installed allocator, or None."""
   for name, library, environment in _ALLOCATORS:
     for directory in _LIBRARY_DIRS:
@@ -43,7 +44,7 @@ def find():
   return None
 
 
-def environment():
+def environment() -> dict[str, str]:
   """The variables a toolkit program runs with: {} under glibc malloc."""
   found = find()
   if found is None or os.environ.get(OPT_OUT) == 'system':
@@ -53,7 +54,7 @@ def environment():
       filter(None, [path, os.environ.get('LD_PRELOAD')])))
 
 
-def in_use():
+def in_use() -> Optional[str]:
   """Name of the preloaded allocator this process runs under, or None."""
   try:
     with open('/proc/self/maps', encoding='utf-8') as maps:
@@ -67,7 +68,7 @@ def in_use():
   return None
 
 
-def relaunch_with_fast_allocator():
+def relaunch_with_fast_allocator() -> None:
   """Re-executes this program under tcmalloc or jemalloc if installed.
 
   Does nothing when one is loaded already, when none is installed, when
@@ -99,7 +100,7 @@ def _restore_environment():
       os.environ[key] = value
 
 
-def describe():
+def describe() -> str:
   """One log line naming the allocator, and how to get a faster one."""
   name = in_use()
   if name:

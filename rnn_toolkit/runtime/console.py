@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import tempfile
+from typing import Iterator
 
 SHOW_ENV = 'TOOLKIT_NATIVE_LOGS'
 # absl's line format ("E0000 00:00:1796200584.735539    2516 file.cc:52] ..."),
@@ -31,12 +32,12 @@ _NATIVE_LOG_LINE = re.compile(
     r'To enable the following instructions: .* in other operations, rebuild)')
 
 
-def showing_native_logs():
+def showing_native_logs() -> bool:
   return os.environ.get(SHOW_ENV, '') not in ('', '0')
 
 
 @contextlib.contextmanager
-def native_logs_dropped():
+def native_logs_dropped() -> Iterator[None]:
   """Drops native log lines written to descriptor 2 within the block.
 
   If the block fails, everything it wrote is shown, unfiltered: then the

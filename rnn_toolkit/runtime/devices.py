@@ -13,9 +13,11 @@ processes on one machine) join through `jax.distributed`; on CPU they talk
 through JAX's gloo collectives.
 """
 
+import argparse
 import contextlib
 import dataclasses
 import os
+from typing import Any, Iterator, Optional, Sequence
 
 import jax
 from jax.experimental import multihost_utils
@@ -28,7 +30,7 @@ PLATFORMS = ('cpu', 'gpu', 'tpu')
 BATCH_AXIS = 'data'
 
 
-def select_platform(platform):
+def select_platform(platform: Optional[str]) -> None:
   """Makes JAX use `platform` ('cpu', 'gpu' or 'tpu'; None: what JAX finds).
 
   Only names it: JAX looks for the devices when first asked, which must come
@@ -46,7 +48,7 @@ def select_platform(platform):
   jax.config.update('jax_platforms', platform)
 
 
-def check_platform_found(platform):
+def check_platform_found(platform: Optional[str]) -> None:
   """Raises UsageError unless JAX finds devices of `platform` (None: any)."""
   if platform is None:
     return
@@ -61,8 +63,9 @@ def check_platform_found(platform):
         f'--platform out to use what JAX finds.') from None
 
 
-def join_processes(coordinator_address=None, num_processes=None,
-                   process_id=None):
+def join_processes(coordinator_address: Optional[str] = None,
+                   num_processes: Optional[int] = None,
+                   process_id: Optional[int] = None) -> None:
   """Joins this process to a multi-process run through `jax.distributed`.
 
   Values left as None come from the environment: JAX_COORDINATOR_ADDRESS,
@@ -84,7 +87,7 @@ def join_processes(coordinator_address=None, num_processes=None,
         f'Slurm, Open MPI).') from None
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
   """Adds the device flags train.py and evaluate.py share to `parser`."""
   group = parser.add_argument_group('devices')
   group.add_argument('--platform', choices=PLATFORMS,
@@ -103,7 +106,7 @@ def add_arguments(parser):
                      help='this process, 0 to N-1 (implies --multihost).')
 
 
-def set_up(args):
+def set_up(args: argparse.Namespace) -> None:
   """Selects the platform and joins other processes, as `args` ask.
 
   A process joins others when given --multihost, any of the three
@@ -122,7 +125,7 @@ def set_up(args):
 
 
 @contextlib.contextmanager
-def log_in_process_0_only():
+def log_in_process_0_only() -> Iterator[None]:
   """Silences the standard output of every process but process 0.
 
   trax and the loop print progress and metrics, which are the same in
@@ -145,27 +148,27 @@ class DataParallel:
   mesh: Mesh
 
   @classmethod
-  def over_all_devices(cls):
+  def over_all_devices(cls) -> 'DataParallel':
     return cls(Mesh(np.asarray(jax.devices()), (BATCH_AXIS,)))
 
   @property
-  def n_devices(self):
+  def n_devices(self) -> int:
     return self.mesh.devices.size
 
   @property
-  def process_index(self):
+  def process_index(self) -> int:
     return jax.process_index()
 
   @property
-  def process_count(self):
+  def process_count(self) -> int:
     return jax.process_count()
 
   @property
-  def is_writer(self):
+  def is_writer(self) -> bool:
     """Whether this process writes the run directory (only process 0 does)."""
     return jax.process_index() == 0
 
-  def check_batch_size(self, batch_size, binding):
+  def check_batch_size(self, batch_size: int, binding: str) -> None:
     """Raises UsageError unless `batch_size` splits evenly over the devices."""
     if batch_size % self.n_devices:
       raise UsageError(
@@ -174,13 +177,14 @@ class DataParallel:
           f'Bind {binding} to a multiple of {self.n_devices}, e.g. '
           f'{round_up(batch_size, self.n_devices)}.')
 
-  def process_rows(self, batch_size):
+  def process_rows(self, batch_size: int) -> slice:
     """The slice of a global batch's rows this process feeds."""
     per_process = batch_size // self.process_count
     start = self.process_index * per_process
     return slice(start, start + per_process)
 
-  def place_batch(self, local_batch):
+  def place_batch(
+      self, local_batch: Sequence[np.ndarray]) -> tuple[jax.Array, ...]:
     """Assembles the processes' rows into global arrays split along the mesh.
 
     Args:
@@ -193,20 +197,20 @@ class DataParallel:
     return tuple(jax.make_array_from_process_local_data(sharding, x)
                  for x in local_batch)
 
-  def replicate(self, tree):
+  def replicate(self, tree: Any) -> Any:
     """Copies every array of `tree` to every device of the mesh."""
     sharding = NamedSharding(self.mesh, PartitionSpec())
     return jax.tree_util.tree_map(
         lambda x: jax.device_put(x, sharding), tree,
         is_leaf=lambda x: x is None)
 
-  def gather(self, array):
+  def gather(self, array: jax.Array) -> np.ndarray:
     """The whole of global `array` as a NumPy array, in every process."""
     if self.process_count == 1:
       return np.asarray(array)
     return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
-  def any_process(self, flag):
+  def any_process(self, flag: Any) -> bool:
     """Whether `flag` is true in any process (every process must call it)."""
     if self.process_count == 1:
       return bool(flag)
@@ -214,20 +218,20 @@ class DataParallel:
     flags = multihost_utils.process_allgather(np.int32(bool(flag)))
     return bool(np.any(flags))
 
-  def each_process(self, value):
+  def each_process(self, value: int) -> list[int]:
     """[int `value` of process 0, of process 1, ...] (every process must call it)."""
     if self.process_count == 1:
       return [int(value)]
     values = multihost_utils.process_allgather(np.int32(value))
     return [int(v) for v in np.ravel(values)]
 
-  def describe_devices(self):
+  def describe_devices(self) -> str:
     kinds = sorted({d.device_kind for d in self.mesh.devices.flat})
     return (f'{self.n_devices} {"/".join(kinds)} device'
             f'{"s" if self.n_devices > 1 else ""} in {self.process_count} '
             f'process{"es" if self.process_count > 1 else ""}')
 
-  def describe(self):
+  def describe(self) -> str:
     """A line for the log: the platform, devices, processes and mesh."""
     local = ', '.join(str(d) for d in jax.local_devices())
     return (f'Data parallel over {self.describe_devices()} '
@@ -235,11 +239,11 @@ class DataParallel:
             f'{self.process_index} of {self.process_count}, with {local}.')
 
 
-def local_mesh():
+def local_mesh() -> Mesh:
   """A one-axis mesh of this process's devices (generation runs on these)."""
   return Mesh(np.asarray(jax.local_devices()), (BATCH_AXIS,))
 
 
-def round_up(value, factor):
+def round_up(value: int, factor: int) -> int:
   """The smallest multiple of `factor` that is >= `value`."""
   return -(-value // factor) * factor

@@ -150,7 +150,7 @@ def _see_one_logical_device():
   acceleration.on_cpu = tl.on_cpu = lambda x: x
 
 
-def apply():
+def apply() -> None:
   """Applies every fix once; later calls do nothing."""
   global _applied
   if _applied:

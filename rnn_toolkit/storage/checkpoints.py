@@ -39,6 +39,7 @@ import re
 import shutil
 import sys
 import time
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -90,26 +91,27 @@ class TrainingState:
       step (empty in format 1 checkpoints).
   """
   step: int
-  weights: list
-  slots: list
-  state: list
-  eval_state: list
+  weights: list[np.ndarray]
+  slots: list[np.ndarray]
+  state: list[np.ndarray]
+  eval_state: list[np.ndarray]
   rng: np.ndarray
   train_loss: np.ndarray
   input_position: int
-  history: dict
+  history: dict[str, Any]
   config: str
-  optimizer_metrics: dict = dataclasses.field(default_factory=dict)
+  optimizer_metrics: dict[str, np.ndarray] = dataclasses.field(
+      default_factory=dict)
 
-  def config_hash(self):
+  def config_hash(self) -> str:
     return text_hash(self.config)
 
 
-def text_hash(text):
+def text_hash(text: str) -> str:
   return hashlib.sha256(text.encode('utf-8')).hexdigest()
 
 
-def array_hash(array):
+def array_hash(array: np.ndarray) -> str:
   """SHA-256 of an array's dtype, shape and bytes."""
   array = np.ascontiguousarray(array)
   digest = hashlib.sha256(f'{array.dtype.str}{array.shape}'.encode())
@@ -190,8 +192,9 @@ class Checkpoints:
     read_only: open without creating or cleaning anything (for readers).
   """
 
-  def __init__(self, output_dir, keep_last=3, keep_best=1, best_metric='loss',
-               best_mode='min', read_only=False):
+  def __init__(self, output_dir: str, keep_last: int = 3, keep_best: int = 1,
+               best_metric: str = 'loss', best_mode: str = 'min',
+               read_only: bool = False):
     if not (isinstance(keep_last, int) and isinstance(keep_best, int)
             and keep_last >= 1 and keep_best >= 0
             and best_mode in ('min', 'max')):
@@ -226,7 +229,8 @@ class Checkpoints:
                 primary_host=jax.process_index(),
                 active_processes={jax.process_index()}))))
 
-  def check_ranking(self, metric_modes=None):
+  def check_ranking(self,
+                    metric_modes: Optional[dict[str, str]] = None) -> None:
     """Raises UsageError unless `best_metric` and `best_mode` fit the metrics.
 
     Args:
@@ -249,17 +253,17 @@ class Checkpoints:
           f'{modes[self.best_metric]!r} is better. Bind Checkpoints.best_mode '
           f'= {modes[self.best_metric]!r}.')
 
-  def steps(self):
+  def steps(self) -> list[int]:
     """Committed steps, oldest first."""
     self._reload()
     return sorted(self._manager.all_steps())
 
-  def best_step(self):
+  def best_step(self) -> Optional[int]:
     """The committed step with the best `best_metric`; None if none has it."""
     self._reload()
     return self._manager.best_step()
 
-  def close(self):
+  def close(self) -> None:
     """Waits for orbax's background metadata writes and stops its threads."""
     self._manager.close()
 
@@ -267,7 +271,8 @@ class Checkpoints:
     """Re-lists the directory, where another process may commit or prune."""
     _while_pruned(self._manager.reload)
 
-  def save(self, state, metrics=None):
+  def save(self, state: TrainingState,
+           metrics: Optional[dict[str, float]] = None) -> None:
     """Writes and commits `state` as checkpoint `state.step`.
 
     Args:
@@ -355,7 +360,7 @@ class Checkpoints:
         f'{newest}. Free space or fix the directory, then rerun the same '
         f'command to resume.')
 
-  def restore(self, step):
+  def restore(self, step: int) -> TrainingState:
     """Reads checkpoint `step` and checks it against its recorded hashes.
 
     Raises:
@@ -382,7 +387,8 @@ class Checkpoints:
       return self._manager.restore(step, args=ocp.args.Composite(
           arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
 
-  def restore_newest_good(self):
+  def restore_newest_good(
+      self) -> tuple[Optional[TrainingState], list[tuple[int, str]]]:
     """The newest checkpoint that reads back intact.
 
     Returns:
@@ -397,7 +403,7 @@ class Checkpoints:
         damaged.append((step, str(e)))
     return None, damaged
 
-  def set_aside(self, step):
+  def set_aside(self, step: int) -> str:
     """Moves checkpoint `step` to DAMAGED_SUBDIR, out of orbax's sight."""
     target = os.path.join(os.path.dirname(self.directory), DAMAGED_SUBDIR,
                           f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
@@ -407,7 +413,7 @@ class Checkpoints:
     return target
 
 
-def is_damage(error):
+def is_damage(error: BaseException) -> bool:
   """Whether an error from reading a checkpoint shows damage to its files.
 
   Missing files, bytes cut short and contents that can't be decoded are
@@ -422,7 +428,7 @@ def is_damage(error):
   return type(error) is ValueError and bool(_DAMAGE_STATUS.match(str(error)))
 
 
-def flat_slots(slots):
+def flat_slots(slots: Any) -> list[Any]:
   """Optimizer slots as a flat list; weightless layers' empty slots left out."""
   from trax import fastmath  # pylint: disable=g-import-not-at-top
   return [s for s in fastmath.tree_flatten(slots)

@@ -6,6 +6,8 @@ TensorBoard summaries (`train/`, `eval/`), and `train.lock` while a
 train.py trains in it.
 """
 
+from __future__ import annotations
+
 import contextlib
 import difflib
 import errno
@@ -15,24 +17,32 @@ import os
 import socket
 import sys
 import tempfile
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Union
 
 import gin
 import numpy as np
 
-from rnn_toolkit.storage import checkpoints
-from rnn_toolkit.storage.atomic_files import write_text_atomically
 from data.vocab import load_vocab as read_vocab, size_mismatch
 from rnn_toolkit.errors import UsageError
+from rnn_toolkit.storage import checkpoints
+from rnn_toolkit.storage.atomic_files import write_text_atomically
+
+if TYPE_CHECKING:  # trax is imported where it is used, after trax_compat
+  from trax import layers as tl
+  from trax import optimizers
+  from trax import shapes
 
 CONFIG_FILE = 'config.gin'
 VOCAB_FILE = 'vocab.json'
 METRICS_FILE = 'metrics.jsonl'
 LEGACY_CHECKPOINT = 'model.pkl.gz'  # trax's own format, used by earlier versions
 LOCK_FILE = 'train.lock'
+# A model's input signature: one ShapeDtype, or one per input.
+Signature = Union['shapes.ShapeDtype', tuple['shapes.ShapeDtype', ...]]
 
 
 @contextlib.contextmanager
-def training_lock(output_dir):
+def training_lock(output_dir: str) -> Iterator[None]:
   """Holds `output_dir` for this process: one trainer per run directory.
 
   The lock is an flock on LOCK_FILE, which names its holder (pid and host).
@@ -128,7 +138,7 @@ def _holder(text):
   return f'process {pid} on host {host or "unknown"}'
 
 
-def load_vocab(output_dir, dataset):
+def load_vocab(output_dir: str, dataset: str) -> Any:
   """Returns the run's saved vocabulary, or None on a first start.
 
   Raises:
@@ -146,7 +156,7 @@ def load_vocab(output_dir, dataset):
   return vocab
 
 
-def check_not_legacy(output_dir):
+def check_not_legacy(output_dir: str) -> None:
   """Refuses a run directory whose checkpoint is in trax's own format."""
   if os.path.exists(os.path.join(output_dir, LEGACY_CHECKPOINT)):
     raise UsageError(
@@ -157,7 +167,7 @@ def check_not_legacy(output_dir):
         f'--output_dir.')
 
 
-def check_writable(output_dir):
+def check_writable(output_dir: str) -> None:
   """Raises UsageError unless output_dir (or its nearest parent) takes files."""
   target = os.path.abspath(output_dir)
   while not os.path.exists(target):
@@ -174,7 +184,8 @@ def check_writable(output_dir):
                      f'a writable --output_dir.') from None
 
 
-def check_config(output_dir, restored, config, allow_change):
+def check_config(output_dir: str, restored: checkpoints.TrainingState,
+                 config: str, allow_change: bool) -> None:
   """Refuses to resume with a config other than the checkpoint's, unless allowed."""
   if restored.config == config or allow_change:
     return
@@ -192,7 +203,9 @@ def check_config(output_dir, restored, config, allow_change):
       f'or use a new --output_dir.')
 
 
-def check_shapes(output_dir, restored, model, optimizer, input_signature):
+def check_shapes(output_dir: str, restored: checkpoints.TrainingState,
+                 model: tl.Layer, optimizer: optimizers.base.Optimizer,
+                 input_signature: Signature) -> None:
   """Raises UsageError if the checkpoint's arrays don't fit model/optimizer."""
   weights, slots = planned_shapes(model, optimizer, input_signature)
   for what, saved, wanted in (
@@ -207,7 +220,9 @@ def check_shapes(output_dir, restored, model, optimizer, input_signature):
           f'that run ({os.path.join(output_dir, CONFIG_FILE)}).')
 
 
-def check_vocab_size(output_dir, restored, model, dimensions, input_signature):
+def check_vocab_size(output_dir: str, restored: checkpoints.TrainingState,
+                     model: Callable[..., tl.Layer], dimensions: dict[str, int],
+                     input_signature: Signature) -> None:
   """Raises UsageError if the checkpoint was trained with another vocab.json."""
   from trax import fastmath  # pylint: disable=g-import-not-at-top
 
@@ -222,7 +237,10 @@ def check_vocab_size(output_dir, restored, model, dimensions, input_signature):
     raise UsageError(f'{output_dir}: {error}')
 
 
-def planned_shapes(model, optimizer, input_signature):
+def planned_shapes(
+    model: tl.Layer, optimizer: optimizers.base.Optimizer,
+    input_signature: Signature,
+) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
   """Shapes of the flat weights and optimizer slots a run would checkpoint."""
   from trax import fastmath  # pylint: disable=g-import-not-at-top
   weights, _ = model.weights_and_state_signature(input_signature)
@@ -232,7 +250,7 @@ def planned_shapes(model, optimizer, input_signature):
           [tuple(np.shape(s)) for s in checkpoints.flat_slots(slots)])
 
 
-def save_operative_config(output_dir, step):
+def save_operative_config(output_dir: str, step: int) -> None:
   """Writes gin's operative config (every value the run used) to config.gin.
 
   When a resumed run's config differs from the saved one, the saved one is
@@ -251,13 +269,13 @@ def save_operative_config(output_dir, step):
   write_text_atomically(path, config)
 
 
-def append_metrics(output_dir, record):
+def append_metrics(output_dir: str, record: dict[str, Any]) -> None:
   """Appends one JSON record to metrics.jsonl."""
   with open(os.path.join(output_dir, METRICS_FILE), 'a') as f:
     f.write(json.dumps(record, default=_to_builtin) + '\n')
 
 
-def truncate_metrics(output_dir, step):
+def truncate_metrics(output_dir: str, step: int) -> None:
   """Drops metrics.jsonl records after `step`, those of work not checkpointed.
 
   A run killed after an evaluation but before the next checkpoint repeats

@@ -8,6 +8,7 @@ import collections
 import math
 import sys
 import time
+from typing import Any, Iterator, Optional, Sequence
 
 import jax
 from jax import numpy as jnp
@@ -18,6 +19,7 @@ from trax import layers as tl
 from trax.supervised import history as trax_history
 from trax.supervised import training
 
+from rnn_toolkit.runtime import devices
 from rnn_toolkit.storage import checkpoints
 from rnn_toolkit.storage import run_dir
 from rnn_toolkit.training.stopping import STARTED, Interrupted
@@ -32,7 +34,7 @@ class Diverged(Exception):
   """A step gave a non-finite loss, weight or slot, under on_nonfinite='stop'."""
 
 
-def cycle(batches):
+def cycle(batches: Sequence[Any]) -> Iterator[Any]:
   while True:
     yield from batches
 
@@ -40,13 +42,13 @@ def cycle(batches):
 class Counted:
   """Iterates `iterator`, counting the items drawn (from `position` on)."""
 
-  def __init__(self, iterator, position):
+  def __init__(self, iterator: Iterator[Any], position: int):
     self._iterator, self.position = iterator, position
 
-  def __iter__(self):
+  def __iter__(self) -> 'Counted':
     return self
 
-  def __next__(self):
+  def __next__(self) -> Any:
     item = next(self._iterator)
     self.position += 1
     return item
@@ -83,8 +85,10 @@ class TrainingLoop(training.Loop):
   - It feeds a tqdm bar, writes metrics.jsonl and stops on a signal.
   """
 
-  def __init__(self, *args, saver, restored, config, base_rng, train_batches,
-               on_nonfinite, parallel, **kwargs):
+  def __init__(self, *args: Any, saver: Optional[checkpoints.Checkpoints],
+               restored: Optional[checkpoints.TrainingState], config: str,
+               base_rng: jax.Array, train_batches: Counted, on_nonfinite: str,
+               parallel: devices.DataParallel, **kwargs: Any):
     self._saver, self._restored, self._config = saver, restored, config
     self._parallel = parallel
     self._base_rng, self._rng_step, self._rng_draws = base_rng, None, 0
@@ -98,7 +102,8 @@ class TrainingLoop(training.Loop):
     self._steps_this_run = 0
     self._saved_step = restored.step if restored else None
     self._save_after_eval, self._skipped_in_a_row = False, 0
-    self.progress_bar, self.stop_signals = None, ()
+    self.progress_bar: Optional[tqdm] = None
+    self.stop_signals: Sequence[int] = ()
     super().__init__(*args, checkpoint_low_metric=None, **kwargs)
     self._replicate_over_devices()
 
@@ -111,14 +116,15 @@ class TrainingLoop(training.Loop):
     for trainer in self._trainer_per_task:
       trainer.slots = replicate(trainer.slots)
 
-  def new_rng(self):
+  def new_rng(self) -> jax.Array:
     if self._rng_step != self.step:
       self._rng_step, self._rng_draws = self.step, 0
     self._rng_draws += 1
     return jax.random.fold_in(jax.random.fold_in(self._base_rng, self.step),
                               self._rng_draws)
 
-  def load_checkpoint(self, directory=None, filename=None):
+  def load_checkpoint(self, directory: Optional[str] = None,
+                      filename: Optional[str] = None) -> None:
     """Puts the state restored before the loop was built into the loop."""
     del directory, filename  # The checkpoint was chosen and checked already.
     state = self._restored
@@ -209,7 +215,7 @@ class TrainingLoop(training.Loop):
     super()._log_training_progress(task, total, count, elapsed_time, totals,
                                    summary_writer)
 
-  def eval_metrics_at_this_step(self):
+  def eval_metrics_at_this_step(self) -> Optional[dict[str, float]]:
     """{metric: value} of an evaluation run at this step, or None."""
     metrics = {}
     for metric in self.history.metrics_for_mode('eval'):
@@ -218,7 +224,7 @@ class TrainingLoop(training.Loop):
         metrics[metric.split('/', 1)[-1]] = float(value)
     return metrics or None
 
-  def run_evals(self, summary_writers=None):
+  def run_evals(self, summary_writers: Optional[Sequence[Any]] = None) -> None:
     super().run_evals(summary_writers)
     record = {'step': self.step, 'time': time.time()}
     for mode in self.history.modes:
@@ -233,7 +239,7 @@ class TrainingLoop(training.Loop):
       self.save_now({k[len('eval/'):]: v for k, v in record.items()
                      if k.startswith('eval/')})
 
-  def save_checkpoint(self, basename):
+  def save_checkpoint(self, basename: str) -> None:
     """trax's save hook: saves now, or after this step's evaluation."""
     del basename  # One series of checkpoints; the Checkpoints policy prunes it.
     if self._eval_at(self.step):
@@ -241,7 +247,7 @@ class TrainingLoop(training.Loop):
     else:
       self.save_now()
 
-  def save_now(self, metrics=None):
+  def save_now(self, metrics: Optional[dict[str, float]] = None) -> None:
     """Commits a checkpoint of the current step, unless there is one already.
 
     Raises:

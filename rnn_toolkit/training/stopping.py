@@ -11,20 +11,21 @@ import contextlib
 import signal
 import sys
 import time
+from typing import Iterator
 
 STARTED = time.time()  # the time to the first step counts imports too
 
 # SIGTERM and SIGINT received so far. From `record_early_signals` on,
 # through the slow imports and all start-up work, a signal is a request to
 # stop at the next safe point (`stop_requests`), not a kill.
-STOP_SIGNALS = []
+STOP_SIGNALS: list[int] = []
 
 _STOP_SIGNAL_KINDS = (signal.SIGTERM, signal.SIGINT)
 _DEFAULT_HANDLERS = {signal.SIGTERM: signal.SIG_DFL,
                      signal.SIGINT: signal.default_int_handler}
 # Non-empty once this train.py has begun to write the run directory; until
 # then a second signal stops it at once (`_request_stop`).
-RUN_DIR_WRITTEN = []
+RUN_DIR_WRITTEN: list[bool] = []
 
 
 class Interrupted(Exception):
@@ -50,7 +51,7 @@ def _record_stop_request(signum, unused_frame):
 
 
 @contextlib.contextmanager
-def stop_requests():
+def stop_requests() -> Iterator[list[int]]:
   """Turns SIGTERM and SIGINT into a stop request, honoured at a safe point.
 
   Yields the list of signals received (STOP_SIGNALS, which also holds any

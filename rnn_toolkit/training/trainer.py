@@ -15,11 +15,11 @@ signal (resume by rerunning).
 from rnn_toolkit.runtime import trax_compat  # noqa: F401  pylint: disable=g-bad-import-order
 
 import argparse
-import collections
 import contextlib
 import errno
 import os
 import sys
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import gin
 import jax
@@ -50,18 +50,33 @@ EXIT_INTERRUPTED = 75
 _FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS,
                       errno.EACCES, errno.EPERM)
 
-Experiment = collections.namedtuple('Experiment', ['inputs', 'model'])
 
-# What a run needs, built and checked against output_dir before it is touched.
-Plan = collections.namedtuple('Plan', [
-    'inputs', 'vocab', 'vocab_is_new', 'train_model', 'eval_model',
-    'optimizer', 'restored', 'damaged', 'eval_batches', 'config', 'parallel'])
+class Experiment(NamedTuple):
+  """What `experiment` returns: a data pipeline and a model factory."""
+  inputs: Any
+  model: Callable[..., tl.Layer]
+
+
+class Plan(NamedTuple):
+  """What a run needs, built and checked before output_dir is touched."""
+  inputs: Any
+  vocab: Any
+  vocab_is_new: bool
+  train_model: tl.Layer
+  eval_model: tl.Layer
+  optimizer: optimizers.base.Optimizer
+  restored: Optional[checkpoints.TrainingState]
+  damaged: list[tuple[int, str]]  # (step, reason) of damaged checkpoints
+  eval_batches: list[tuple[jax.Array, ...]]
+  config: str
+  parallel: devices.DataParallel
 
 
 # Registered under module 'train', the name they had when train.py defined
 # them, so that saved configs naming `train.experiment` keep working.
 @gin.configurable(module='train')
-def experiment(inputs=gin.REQUIRED, model=gin.REQUIRED):
+def experiment(inputs: Any = gin.REQUIRED,
+               model: Callable[..., tl.Layer] = gin.REQUIRED) -> Experiment:
   """What a run trains, shared by train.py and evaluate.py.
 
   Args:
@@ -76,14 +91,16 @@ def experiment(inputs=gin.REQUIRED, model=gin.REQUIRED):
 
 
 @gin.configurable(module='train', denylist=['output_dir', 'allow_config_change',
-                            'from_scratch', 'stop_signals'])
-def train_and_evaluate(output_dir, *, n_steps=gin.REQUIRED,
-                       optimizer=optimizers.Adam,
-                       lr_schedule=lr_schedules.constant(1e-3),
-                       eval_every=500, checkpoint_every=None,
-                       n_eval_batches=None, seed=0, on_nonfinite='stop',
-                       allow_config_change=False, from_scratch=False,
-                       stop_signals=()):
+                                            'from_scratch', 'stop_signals'])
+def train_and_evaluate(
+    output_dir: str, *, n_steps: int = gin.REQUIRED,
+    optimizer: Callable[[], optimizers.base.Optimizer] = optimizers.Adam,
+    lr_schedule: Callable[[int], float] = lr_schedules.constant(1e-3),
+    eval_every: int = 500, checkpoint_every: Optional[int] = None,
+    n_eval_batches: Optional[int] = None, seed: int = 0,
+    on_nonfinite: str = 'stop', allow_config_change: bool = False,
+    from_scratch: bool = False,
+    stop_signals: Sequence[int] = ()) -> Optional[TrainingLoop]:
   """Trains the `experiment` for `n_steps` steps in total, evaluating as it goes.
 
   Args:
@@ -308,6 +325,7 @@ def _prepare_run_dir(output_dir, plan, start):
   run_dir.truncate_metrics(output_dir, start)
   return saver
 
+
 def _build_models(model, dimensions, input_signature):
   """The (train, eval) models; bad model bindings become a UsageError."""
   try:
@@ -392,6 +410,7 @@ def _describe_reading(inputs, process_count):
             f'rows of every batch.')
   return (f'The train split is read in {shards} part{"s" * (shards > 1)}, '
           f'{shards // process_count} per process.')
+
 
 def train_from_command_line(args: argparse.Namespace) -> None:
   """Trains as train.py's flags say; exits with the status of how it stopped.
