@@ -70,6 +70,7 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str] = ()) -> None:
   directory first and then in the repository root, so
   `include 'configs/x.gin'` works from anywhere.
   """
+  _register_the_trainer()
   gin.clear_config()  # The config is these files and bindings, nothing before.
   gin.add_config_file_search_path(REPO_ROOT)
   for path in gin_files:
@@ -110,11 +111,21 @@ def parse_run_config(path: str, gin_params: Sequence[str] = ()) -> str:
         f'run. train.py never writes such lines: the file was changed by '
         f'hand or comes from elsewhere. Remove them if you trust the rest, '
         f'or use the run\'s original config.gin.')
+  _register_the_trainer()
   gin.clear_config()
   with _parse_errors_as_usage_errors():
     gin.parse_config(text)
     gin.parse_config(list(gin_params))
   return text
+
+
+def _register_the_trainer() -> None:
+  """Registers `experiment` and `train_and_evaluate`, which every config binds.
+
+  They are defined with the training code, which imports this module; so
+  they are registered on the first parse rather than at import.
+  """
+  from rnn_toolkit.training import trainer  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
 
 
 class _AnyReference(gin.config_parser.ParserDelegate):

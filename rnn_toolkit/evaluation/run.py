@@ -34,7 +34,6 @@ from rnn_toolkit.runtime import devices
 from rnn_toolkit.storage import checkpoints
 from rnn_toolkit.storage import run_dir
 from rnn_toolkit.token_ids import FIRST_CHAR_ID, PAD_ID
-from rnn_toolkit.training import trainer  # noqa: F401  pylint: disable=unused-import  (registers experiment)
 
 Checkpoint = Union[str, int]  # 'best', 'latest' or a committed step
 
