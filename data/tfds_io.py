@@ -1,6 +1,7 @@
 """Opens TFDS splits, turning every way that can fail into a UsageError."""
 
 import os
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
@@ -142,20 +143,22 @@ def read_split(builder, split, shuffle_seed=None):
                      f'your gin config.') from None
 
 
-def first_example_where(builder, split, condition, shown):
-  """The first example of `split` that meets `condition`, or None.
+def first_example_where(examples: tf.data.Dataset,
+                        condition: Callable[[dict], tf.Tensor],
+                        shown: Callable[[dict], Any]
+                        ) -> tuple[int, Any] | None:
+  """The first example of `examples` that meets `condition`, or None.
 
   Args:
-    builder: the dataset's TFDS builder.
-    split: the split to scan, read in order (as `builder.as_dataset`).
+    examples: raw examples (a split, read in order, or examples given).
     condition: example dict -> bool tensor.
     shown: example dict -> what the caller's message shows of it.
 
   Returns:
-    (its index in the split, `shown` of it as NumPy), or None. The scan
+    (its index in `examples`, `shown` of it as NumPy), or None. The scan
     runs inside tf.data, so a clean split costs one quick pass.
   """
-  found = (read_split(builder, split).enumerate()
+  found = (examples.enumerate()
            .filter(lambda _, ex: condition(ex))
            .map(lambda i, ex: (i, shown(ex)))
            .take(1))
