@@ -137,9 +137,9 @@ class Inputs(abc.ABC):
                eval_split: str, batch_size: int, shuffle_buffer: int,
                data_shards: int | None, download: bool,
                features: Mapping[str, str],
-               positive: Mapping[str, int] = {}):  # pylint: disable=dangerous-default-value
+               positive: Mapping[str, int] | None = None):
     check_positive(type(self).__name__,
-                   **{**positive, 'batch_size': batch_size,
+                   **{**(positive or {}), 'batch_size': batch_size,
                       'shuffle_buffer': shuffle_buffer},
                    **({} if data_shards is None
                       else {'data_shards': data_shards}))
@@ -400,6 +400,8 @@ class Inputs(abc.ABC):
 
 
 def _spec_text(spec: Any) -> str:
-  if isinstance(spec, tf.TensorSpec):
-    return f'{spec.dtype.name}{spec.shape.as_list() if spec.shape.rank is not None else "[...]"}'
-  return type(spec).__name__
+  """'int64[]', 'string[None]': how a message shows a feature's spec."""
+  if not isinstance(spec, tf.TensorSpec):
+    return type(spec).__name__
+  shape = spec.shape.as_list() if spec.shape.rank is not None else '[...]'
+  return f'{spec.dtype.name}{shape}'

@@ -88,7 +88,7 @@ class TextClassificationInputs(Inputs):
           f'{FIRST_WORD_ID + 1} or more.')
 
   @property
-  def boundaries(self):
+  def boundaries(self) -> list[int]:
     """The lengths batches are padded to, the last one `max_len`."""
     return [b for b in BUCKET_BOUNDARIES if b < self.max_len] + [self.max_len]
 
