@@ -31,6 +31,7 @@ import tensorflow_datasets as tfds
 
 from data import tfds_io
 from data.batching import pad_batch
+from data.vocab import Vocab
 from rnn_toolkit.errors import UsageError, check_positive
 
 # A batch as NumPy arrays: (model inputs..., targets, weights).
@@ -161,7 +162,7 @@ class Inputs(abc.ABC):
   # The contract: what every pipeline does.
 
   @abc.abstractmethod
-  def build_vocab(self) -> Any:
+  def build_vocab(self) -> Vocab:
     """The vocabulary of the training split (a data.vocab kind).
 
     Raises:
@@ -174,7 +175,7 @@ class Inputs(abc.ABC):
     """Raises UsageError unless `vocab` (a run's) is of the kind this reads."""
 
   @abc.abstractmethod
-  def model_dimensions(self, vocab: Any) -> dict[str, int]:
+  def model_dimensions(self, vocab: Vocab) -> dict[str, int]:
     """The sizes the model is built with ('vocab_size', 'n_classes'...)."""
 
   @abc.abstractmethod
@@ -213,7 +214,7 @@ class Inputs(abc.ABC):
     """
     return tfds_io.train_parts(self, process_count)
 
-  def train_batches(self, vocab: Any, seed: int = 0, start: int = 0,
+  def train_batches(self, vocab: Vocab, seed: int = 0, start: int = 0,
                     process_index: int = 0,
                     process_count: int = 1) -> Iterator[Batch]:
     """Endless, shuffled training batches, from batch `start` of the seeded order.
@@ -250,7 +251,7 @@ class Inputs(abc.ABC):
     return (self._checked(b, source)
             for b in tfds.as_numpy(ds.skip(start).prefetch(tf.data.AUTOTUNE)))
 
-  def eval_batches(self, vocab: Any, split: str | None = None,
+  def eval_batches(self, vocab: Vocab, split: str | None = None,
                    rows: slice = slice(None),
                    examples: tf.data.Dataset | None = None
                    ) -> Iterator[Batch]:
@@ -281,7 +282,7 @@ class Inputs(abc.ABC):
 
   # Optional: only pipelines whose task needs them have these.
 
-  def encode(self, vocab: Any, texts: list[str]) -> np.ndarray:
+  def encode(self, vocab: Vocab, texts: list[str]) -> np.ndarray:
     """The model's input for `texts` typed by a user, one row each."""
     raise NotImplementedError(f'{type(self).__name__} reads no typed text.')
 
@@ -294,7 +295,7 @@ class Inputs(abc.ABC):
     raise NotImplementedError(f'{type(self).__name__} has no context: its '
                               f'models do not generate.')
 
-  def decoding_batches(self, vocab: Any, split: str | None = None,
+  def decoding_batches(self, vocab: Vocab, split: str | None = None,
                        examples: tf.data.Dataset | None = None
                        ) -> Iterator[tuple[np.ndarray, list[list[str]]]]:
     """(context, references) batches to decode; see Seq2SeqInputs."""
@@ -312,7 +313,7 @@ class Inputs(abc.ABC):
     """
 
   @abc.abstractmethod
-  def _train_stream(self, vocab: Any, examples: tf.data.Dataset, seed: int,
+  def _train_stream(self, vocab: Vocab, examples: tf.data.Dataset, seed: int,
                     rows: int, fixed_shape: bool) -> tf.data.Dataset:
     """Shuffled batches of `rows` rows from `examples`, repeated without end.
 
@@ -322,7 +323,7 @@ class Inputs(abc.ABC):
     """
 
   @abc.abstractmethod
-  def _eval_stream(self, vocab: Any,
+  def _eval_stream(self, vocab: Vocab,
                    examples: tf.data.Dataset) -> tf.data.Dataset:
     """`examples` in order, in batches of `batch_size` (the last may be short)."""
 
@@ -353,7 +354,9 @@ class Inputs(abc.ABC):
     """`_check_examples` of `split`, once per split."""
     if split in self._checked_splits:
       return
-    self._check_examples(self._read(split), self._split_source(split))
+    # A pipeline that checks nothing needs no pass over the split.
+    if type(self)._check_examples is not Inputs._check_examples:
+      self._check_examples(self._read(split), self._split_source(split))
     self._checked_splits.add(split)
 
   def _eval_examples(self, split: str | None,

@@ -7,11 +7,11 @@ repeat -> batch for training, in order for evaluation.
 """
 
 import abc
-from typing import Any
 
 import tensorflow as tf
 
 from data.inputs import Inputs
+from data.vocab import Vocab
 
 
 class FixedShapeInputs(Inputs):
@@ -20,7 +20,7 @@ class FixedShapeInputs(Inputs):
   Its constructor is `Inputs`'s.
   """
 
-  def _train_stream(self, vocab: Any, examples: tf.data.Dataset, seed: int,
+  def _train_stream(self, vocab: Vocab, examples: tf.data.Dataset, seed: int,
                     rows: int, fixed_shape: bool) -> tf.data.Dataset:
     del fixed_shape  # every batch has the one shape
     return (self._examples(vocab, examples, training=True)
@@ -28,12 +28,12 @@ class FixedShapeInputs(Inputs):
             .repeat()
             .batch(rows, drop_remainder=True))
 
-  def _eval_stream(self, vocab: Any,
+  def _eval_stream(self, vocab: Vocab,
                    examples: tf.data.Dataset) -> tf.data.Dataset:
     return self._examples(vocab, examples, training=False).batch(
         self.batch_size)
 
   @abc.abstractmethod
-  def _examples(self, vocab: Any, examples: tf.data.Dataset,
+  def _examples(self, vocab: Vocab, examples: tf.data.Dataset,
                 training: bool) -> tf.data.Dataset:
     """tf.data.Dataset of fixed-shape (model inputs..., targets, weights)."""
