@@ -6,11 +6,16 @@
     python evaluate.py --output_dir runs/sst2_rnn --predict 'a witty film'
     python evaluate.py --output_dir runs/dates --translate 'Wed 25 Nov 2026'
     python evaluate.py --output_dir runs/shapes --caption picture.png
+    python evaluate.py --output_dir runs/sst2_rnn --data_file reviews.tsv
+    python evaluate.py --output_dir runs/sst2_rnn --predict_file reviews.txt \
+        --out predictions.jsonl
 
 The model is rebuilt from the run's config.gin and vocab.json, and its
 weights come from a committed checkpoint (checksums checked). Evaluation
-makes one full pass over the split and writes OUTPUT_DIR/eval_SPLIT.json;
-rnn_toolkit/evaluation/scoring.py says what each task's holds.
+makes one full pass over the split and writes OUTPUT_DIR/eval_SPLIT.json
+(of a --data_file, eval_file_STEM.json); rnn_toolkit/evaluation/scoring.py
+says what each task's holds, rnn_toolkit/evaluation/files.py the formats
+of --data_file and --predict_file.
 """
 
 # Before anything else loads: a program under tcmalloc must start under it.
@@ -31,24 +36,38 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                   'text from it.')
   parser.add_argument('--output_dir', required=True,
                       help='run directory written by train.py.')
-  parser.add_argument('--split', help='split to evaluate (default: the '
-                      'eval split of the run\'s config, e.g. validation).')
   parser.add_argument('--checkpoint', default='best',
                       help='best (the best evaluated; the default), latest, '
                            'or a step number.')
-  parser.add_argument('--generate', type=int, metavar='N',
-                      help='language models: sample N texts instead of '
-                           'evaluating.')
-  parser.add_argument('--predict', action='append', metavar='TEXT',
-                      help='classifiers and taggers: print the class (and '
-                           'its probability) or the tags of TEXT instead of '
-                           'evaluating; may be given several times.')
-  parser.add_argument('--translate', action='append', metavar='TEXT',
-                      help='translation models: print the translation of '
-                           'TEXT instead of evaluating; may be repeated.')
-  parser.add_argument('--caption', action='append', metavar='IMAGE',
-                      help='captioning models: print a caption of the image '
-                           'file IMAGE instead of evaluating; may be repeated.')
+  what = parser.add_mutually_exclusive_group()
+  what.add_argument('--split', help='split to evaluate (default: the eval '
+                    'split of the run\'s config, e.g. validation).')
+  what.add_argument('--data_file', metavar='FILE',
+                    help='evaluate on FILE, examples of your own in the '
+                         'task\'s format (TSV or JSONL, CoNLL, text; see '
+                         'rnn_toolkit/evaluation/files.py), instead of a '
+                         'split; writes OUTPUT_DIR/eval_file_STEM.json.')
+  what.add_argument('--predict_file', metavar='FILE',
+                    help='classifiers, taggers, translators and captioners: '
+                         'predict for every input of FILE (one a line, or '
+                         'TSV/JSONL/CoNLL) and write one JSON object a line '
+                         'to --out.')
+  what.add_argument('--generate', type=int, metavar='N',
+                    help='language models: sample N texts instead of '
+                         'evaluating.')
+  what.add_argument('--predict', action='append', metavar='TEXT',
+                    help='classifiers and taggers: print the class (and '
+                         'its probability) or the tags of TEXT instead of '
+                         'evaluating; may be given several times.')
+  what.add_argument('--translate', action='append', metavar='TEXT',
+                    help='translation models: print the translation of '
+                         'TEXT instead of evaluating; may be repeated.')
+  what.add_argument('--caption', action='append', metavar='IMAGE',
+                    help='captioning models: print a caption of the image '
+                         'file IMAGE instead of evaluating; may be repeated.')
+  parser.add_argument('--out', metavar='FILE',
+                      help='with --predict_file: the JSONL file the '
+                           'predictions go to (replaced whole).')
   parser.add_argument('--beam_width', type=int,
                       help='translation and captioning: beam width (1 is '
                            'greedy); default, the run\'s '
@@ -60,7 +79,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help='sampling temperature; 0 picks the likeliest.')
   parser.add_argument('--seed', type=int, default=0, help='sampling seed.')
   devices.add_arguments(parser)
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.predict_file is not None and args.out is None:
+    parser.error('--predict_file needs --out FILE, the file the predictions '
+                 'go to (one JSON object a line).')
+  if args.out is not None and args.predict_file is None:
+    parser.error('--out is where --predict_file writes; give --predict_file '
+                 'FILE too.')
+  return args
 
 
 def main(argv: list[str]) -> None:

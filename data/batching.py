@@ -3,7 +3,8 @@
 import numpy as np
 
 
-def pad_batch(batch, batch_size):
+def pad_batch(batch: tuple[np.ndarray, ...],
+              batch_size: int) -> tuple[np.ndarray, ...]:
   """Pads a tuple of arrays with zero rows up to `batch_size` rows.
 
   Pipelines pad their last eval batch this way; the padding rows have

@@ -8,18 +8,19 @@ weights f32[batch, seq_len]) with inputs == targets, since the model shifts
 its input right by itself.
 """
 
+from typing import Any, Callable
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from trax import shapes
 
-from data import tfds_io
-from data.batching import pad_batch
-from rnn_toolkit.errors import UsageError, check_positive
+from data.inputs import Inputs
 from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID, UNK_ID, check_kind
+from rnn_toolkit.errors import UsageError
 
 
-class CharLMInputs:
+class CharLMInputs(Inputs):
   """Builds the vocabulary and the train/eval batch streams of one dataset.
 
   Args:
@@ -41,30 +42,28 @@ class CharLMInputs:
 
   task = 'language_model'  # rnn_toolkit/tasks.py
 
-  def __init__(self, dataset='tiny_shakespeare', text_key='text',
-               data_dir=None, train_split='train', eval_split='validation',
-               seq_len=256, batch_size=64, shuffle_buffer=10_000,
-               vocab_max_examples=100_000, data_shards=None, download=True):
-    check_positive('CharLMInputs', seq_len=seq_len, batch_size=batch_size,
-                   shuffle_buffer=shuffle_buffer,
-                   vocab_max_examples=vocab_max_examples,
-                    **({} if data_shards is None else {'data_shards': data_shards}))
-    self.dataset = dataset
+  def __init__(self, dataset: str = 'tiny_shakespeare', text_key: str = 'text',
+               data_dir: str | None = None, train_split: str = 'train',
+               eval_split: str = 'validation', seq_len: int = 256,
+               batch_size: int = 64, shuffle_buffer: int = 10_000,
+               vocab_max_examples: int = 100_000,
+               data_shards: int | None = None, download: bool = True):
     self.text_key = text_key
-    self.train_split = train_split
-    self.eval_split = eval_split
     self.seq_len = seq_len
-    self.batch_size = batch_size
-    self.shuffle_buffer = shuffle_buffer
     self.vocab_max_examples = vocab_max_examples
-    self.data_shards = data_shards
-    self.builder = tfds_io.get_builder(dataset, data_dir, download)
-    for split in (train_split, eval_split):
-      tfds_io.check_split_and_feature(self.builder, split, text_key)
+    super().__init__(
+        dataset=dataset, data_dir=data_dir, train_split=train_split,
+        eval_split=eval_split, batch_size=batch_size,
+        shuffle_buffer=shuffle_buffer, data_shards=data_shards,
+        download=download, features={'text': text_key},
+        positive={'seq_len': seq_len, 'batch_size': batch_size,
+                  'shuffle_buffer': shuffle_buffer,
+                  'vocab_max_examples': vocab_max_examples})
 
-  def build_vocab(self):
+  def build_vocab(self) -> CharVocab:
     """Returns the CharVocab of the training split's characters."""
-    ds = self._texts(self.train_split).take(self.vocab_max_examples)
+    ds = self._texts(self._read(self.train_split)).take(
+        self.vocab_max_examples)
     vocab = CharVocab.from_texts(
         (t.decode('utf-8') for t in tfds.as_numpy(ds)), dataset=self.dataset)
     if not vocab.chars:
@@ -73,52 +72,27 @@ class CharLMInputs:
                        f'CharLMInputs.train_split to a split with examples.')
     return vocab
 
-  def model_dimensions(self, vocab):
+  def model_dimensions(self, vocab: CharVocab) -> dict[str, int]:
     """The sizes the model is built with."""
     self.check_vocab(vocab)
     return {'vocab_size': vocab.size}
 
-  def check_vocab(self, vocab):
+  def check_vocab(self, vocab: Any) -> None:
     """Raises UsageError unless `vocab` (a run's) is of the kind this reads."""
     check_kind(vocab, CharVocab, type(self).__name__)
 
-  def input_signature(self):
-    """The model input of a batch."""
+  def input_signature(self) -> shapes.ShapeDtype:
+    """The model input of a batch: int32[batch_size, seq_len]."""
     return shapes.ShapeDtype((self.batch_size, self.seq_len), np.int32)
 
-  def train_shards(self, process_count=1):
-    """How many parts the training split is read in; see tfds_io.train_parts."""
-    return tfds_io.train_parts(self, process_count)
+  def _train_stream(self, vocab: CharVocab, examples: tf.data.Dataset,
+                    seed: int, rows: int,
+                    fixed_shape: bool) -> tf.data.Dataset:
+    """Shuffled batches of windows, repeated without end.
 
-  def train_batches(self, vocab, seed=0, start=0, process_index=0,
-                    process_count=1):
-    """Endless, shuffled training batches; window boundaries move each epoch.
-
-    The stream is a function of `seed` and `train_shards()` alone; `start`
-    skips its first batches, so a resumed run continues exactly where it
-    stopped.
-
-    Args:
-      vocab: the CharVocab to encode with.
-      seed: seed of the data order.
-      start: how many batches to skip.
-      process_index: which process this is; each yields only its own rows
-        of every global batch, read from its own parts of the split.
-      process_count: how many processes feed the global batches.
+    Window boundaries move each epoch: each text is cut at a random offset.
     """
-    shards = self.train_shards(process_count)
-    # tf.data's seeded shuffles also depend on TF's global seed, which trax's
-    # Loop sets (to the same seed) when it starts. Setting it first makes
-    # the stream the same whether or not a Loop ran before in this process.
-    tf.random.set_seed(seed)
-    ds = tfds_io.read_in_parts(
-        self.train_split, shards, seed, self.batch_size, process_index,
-        process_count, lambda split, part_seed, rows: self._train_windows(
-            vocab, part_seed, split, rows))
-    return iter(tfds.as_numpy(ds.skip(start).prefetch(tf.data.AUTOTUNE)))
-
-  def _train_windows(self, vocab, seed, split, batch_size):
-    """Shuffled batches of windows from `split`, repeated without end."""
+    del fixed_shape  # every window has seq_len characters
     encode = _encoder(vocab)
     seq_len = self.seq_len
 
@@ -129,39 +103,30 @@ class CharLMInputs:
       return tf.data.Dataset.from_tensor_slices(
           _cut_at(ids, offset, seq_len))
 
-    return (self._texts(split, shuffle_seed=seed)
+    return (self._texts(examples)
             .shuffle(1_000, seed=seed)              # examples
             .repeat()
             .enumerate()                            # (index, text)
             .flat_map(windows)                      # windows
             .shuffle(self.shuffle_buffer, seed=seed)
-            .batch(batch_size, drop_remainder=True)
+            .batch(rows, drop_remainder=True)
             .map(_with_weights, num_parallel_calls=tf.data.AUTOTUNE))
 
-  def eval_batches(self, vocab, split=None, rows=slice(None)):
-    """One ordered pass over `split` (default eval_split), every character once.
-
-    The last batch is padded to `batch_size` with all-padding windows, whose
-    weights are 0, so every batch has the same shape. `rows` is as in
-    `train_batches`.
-    """
-    split = split or self.eval_split
-    tfds_io.check_split_and_feature(self.builder, split, self.text_key)
+  def _eval_stream(self, vocab: CharVocab,
+                   examples: tf.data.Dataset) -> tf.data.Dataset:
+    """Every character once, in windows cut at 0, seq_len, ...; the last
+    window of a text is padded, with weight 0."""
     encode = _encoder(vocab)
     seq_len = self.seq_len
-    ds = (self._texts(split)
-          .flat_map(lambda t: tf.data.Dataset.from_tensor_slices(
-              _cut(encode(t), seq_len)))
-          .batch(self.batch_size)
-          .map(_with_weights)
-          .prefetch(tf.data.AUTOTUNE))
-    return (tuple(a[rows] for a in pad_batch(b, self.batch_size))
-            for b in tfds.as_numpy(ds))
+    return (self._texts(examples)
+            .flat_map(lambda t: tf.data.Dataset.from_tensor_slices(
+                _cut(encode(t), seq_len)))
+            .batch(self.batch_size)
+            .map(_with_weights))
 
-  def _texts(self, split, shuffle_seed=None):
-    """The text feature of `split`, as a tf.data.Dataset of strings."""
-    return tfds_io.read_split(self.builder, split, shuffle_seed).map(
-        lambda ex: ex[self.text_key])
+  def _texts(self, examples: tf.data.Dataset) -> tf.data.Dataset:
+    """The text feature of `examples`, as a tf.data.Dataset of strings."""
+    return examples.map(lambda ex: ex[self.text_key])
 
 
 def _encoder(vocab):

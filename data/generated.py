@@ -13,6 +13,7 @@ same data. They are prepared on first use (a few seconds) under
 `generated_data_dir()`, not under $TFDS_DATA_DIR, which may be read-only.
 """
 
+from collections.abc import Sequence
 import datetime
 import os
 import random
@@ -23,13 +24,13 @@ import tensorflow_datasets as tfds
 NAMES = ('match_results', 'date_normalisation', 'shape_captions')
 
 
-def generated_data_dir():
+def generated_data_dir() -> str:
   """Where generated datasets are prepared: $TOOLKIT_CACHE_DIR/tensorflow_datasets."""
   cache = os.environ.get('TOOLKIT_CACHE_DIR', '~/.cache/trax_rnn_toolkit')
   return os.path.join(os.path.expanduser(cache), 'tensorflow_datasets')
 
 
-def is_generated(name):
+def is_generated(name: str) -> bool:
   """Whether TFDS name `name` ('date_normalisation/small:1.0.0') is one of these."""
   return name.split('/')[0].split(':')[0] in NAMES
 
@@ -75,7 +76,7 @@ FIXTURES = tuple((home, away) for home in range(N_TEAMS)
 TEAMS = [f'team_{i + 1}' for i in range(N_TEAMS)]
 
 
-def champion(goals):
+def champion(goals: Sequence[int] | np.ndarray) -> int:
   """The winner of a round robin whose match scores are `goals`.
 
   Args:
@@ -159,11 +160,12 @@ DATE_FORMATS = (
 _DATE_SPLIT_OF_REMAINDER = {0: 'test', 1: 'validation'}
 
 
-def date_split(date):
+def date_split(date: datetime.date) -> str:
+  """The split ('train', 'validation' or 'test') `date` belongs to."""
   return _DATE_SPLIT_OF_REMAINDER.get(date.toordinal() % 10, 'train')
 
 
-def date_example(rng, split):
+def date_example(rng: random.Random, split: str) -> tuple[str, str]:
   """(source, target) strings for a random date of `split`."""
   span = (LAST_DAY - FIRST_DAY).days
   while True:
@@ -201,7 +203,8 @@ COLOURS = {'red': (220, 40, 40), 'green': (40, 180, 60),
 SHAPES = ('square', 'circle', 'triangle')
 
 
-def draw_shape(image, shape, colour, centre, size):
+def draw_shape(image: np.ndarray, shape: str, colour: str,
+               centre: tuple[int, int], size: int) -> None:
   """Paints `shape` of side/diameter `size` at (row, col) `centre` in place."""
   rows, cols = np.mgrid[:image.shape[0], :image.shape[1]]
   dy, dx = rows - centre[0] + 0.5, cols - centre[1] + 0.5
@@ -215,7 +218,7 @@ def draw_shape(image, shape, colour, centre, size):
   image[inside] = COLOURS[colour]
 
 
-def shape_scene(rng):
+def shape_scene(rng: random.Random) -> tuple[np.ndarray, str]:
   """(uint8[32, 32, 3] image, caption) of two shapes, one above or left of the other.
 
   The caption names the top (or left) shape first, so it is unique.

@@ -14,6 +14,7 @@ don't pay for long ones, and XLA compiles the step for a handful of shapes.
 """
 
 import collections
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -21,18 +22,18 @@ import tensorflow_datasets as tfds
 from trax import shapes
 
 from data import tfds_io
-from data.batching import pad_batch
+from data.inputs import Inputs, Source
 from data.tokenize import lower, split_at_spaces, split_words
 from data.vocab import (FIRST_CHAR_ID as FIRST_WORD_ID, PAD_ID, WordVocab,
                         check_kind)
-from rnn_toolkit.errors import UsageError, check_positive
+from rnn_toolkit.errors import UsageError
 
 # Batches are padded to one of these lengths below `max_len`, or `max_len`.
 BUCKET_BOUNDARIES = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
                      1024)
 
 
-class TextClassificationInputs:
+class TextClassificationInputs(Inputs):
   """Builds the vocabulary and the train/eval batch streams of one dataset.
 
   Args:
@@ -56,52 +57,50 @@ class TextClassificationInputs:
 
   task = 'classification'  # rnn_toolkit/tasks.py
 
-  def __init__(self, dataset='glue/sst2', text_key='sentence',
-               label_key='label', data_dir=None, train_split='train',
-               eval_split='validation', batch_size=64, max_len=256,
-               vocab_size=20_000, min_count=1, shuffle_buffer=20_000,
-               data_shards=None, download=True):
-    check_positive(type(self).__name__, batch_size=batch_size,
-                   max_len=max_len, vocab_size=vocab_size,
-                   min_count=min_count, shuffle_buffer=shuffle_buffer,
-                   **({} if data_shards is None
-                      else {'data_shards': data_shards}))
-    if vocab_size <= FIRST_WORD_ID:
-      raise UsageError(
-          f'{type(self).__name__}.vocab_size = {vocab_size} leaves no id for '
-          f'words: ids 0 and 1 are padding and unknown words. Bind it to '
-          f'{FIRST_WORD_ID + 1} or more.')
-    self.dataset = dataset
+  def __init__(self, dataset: str = 'glue/sst2', text_key: str = 'sentence',
+               label_key: str = 'label', data_dir: str | None = None,
+               train_split: str = 'train', eval_split: str = 'validation',
+               batch_size: int = 64, max_len: int = 256,
+               vocab_size: int = 20_000, min_count: int = 1,
+               shuffle_buffer: int = 20_000, data_shards: int | None = None,
+               download: bool = True):
     self.text_key = text_key
     self.label_key = label_key
-    self.train_split = train_split
-    self.eval_split = eval_split
-    self.batch_size = batch_size
     self.max_len = max_len
     self.vocab_size = vocab_size
     self.min_count = min_count
-    self.shuffle_buffer = shuffle_buffer
-    self.data_shards = data_shards
-    self.builder = tfds_io.get_builder(dataset, data_dir, download)
-    for split in (train_split, eval_split):
-      tfds_io.check_split_and_feature(self.builder, split, text_key)
+    super().__init__(
+        dataset=dataset, data_dir=data_dir, train_split=train_split,
+        eval_split=eval_split, batch_size=batch_size,
+        shuffle_buffer=shuffle_buffer, data_shards=data_shards,
+        download=download, features={'text': text_key, 'label': label_key},
+        positive={'batch_size': batch_size, 'max_len': max_len,
+                  'vocab_size': vocab_size, 'min_count': min_count})
     per_word = self.task == 'tagging'
     tfds_io.check_feature_kind(self.builder, text_key, per_word)
     self.labels = tfds_io.class_names(self.builder, label_key, per_word)
-    self._checked_splits = set()
+
+  def _check_settings(self) -> None:
+    if self.vocab_size <= FIRST_WORD_ID:
+      raise UsageError(
+          f'{type(self).__name__}.vocab_size = {self.vocab_size} leaves no id '
+          f'for words: ids 0 and 1 are padding and unknown words. Bind it to '
+          f'{FIRST_WORD_ID + 1} or more.')
 
   @property
-  def boundaries(self):
+  def boundaries(self) -> list[int]:
     """The lengths batches are padded to, the last one `max_len`."""
     return [b for b in BUCKET_BOUNDARIES if b < self.max_len] + [self.max_len]
 
-  def build_vocab(self):
+  def build_vocab(self) -> WordVocab:
     """Returns the WordVocab of the training split, checking its labels."""
     self._check_split(self.train_split)
+    source = self._split_source(self.train_split)
     counts = collections.Counter()
-    for words, labels in tfds.as_numpy(self._examples(self.train_split)):
+    for words, labels in tfds.as_numpy(
+        self._words_and_labels(self._read(self.train_split))):
       counts.update(words)
-      self._check_labels(labels, self.train_split)
+      self._check_labels(labels, source)
     vocab = WordVocab.from_counts(counts, self.vocab_size, self.min_count,
                                   labels=self.labels, dataset=self.dataset)
     if not vocab.words:
@@ -111,57 +110,20 @@ class TextClassificationInputs:
                        f'or bind train_split to a split with text.')
     return vocab
 
-  def model_dimensions(self, vocab):
+  def model_dimensions(self, vocab: WordVocab) -> dict[str, int]:
     """The sizes the model is built with: its vocabulary and its classes."""
     self.check_vocab(vocab)
     return {'vocab_size': vocab.size, 'n_classes': len(vocab.labels)}
 
-  def check_vocab(self, vocab):
+  def check_vocab(self, vocab: Any) -> None:
     """Raises UsageError unless `vocab` (a run's) is of the kind this reads."""
     check_kind(vocab, WordVocab, type(self).__name__)
 
-  def input_signature(self):
+  def input_signature(self) -> shapes.ShapeDtype:
     """The model input of a training batch (of the shortest bucket)."""
     return shapes.ShapeDtype((self.batch_size, self.boundaries[0]), np.int32)
 
-  def train_shards(self, process_count=1):
-    """How many parts the training split is read in; see tfds_io.train_parts."""
-    return tfds_io.train_parts(self, process_count)
-
-  def train_batches(self, vocab, seed=0, start=0, process_index=0,
-                    process_count=1):
-    """Endless, shuffled training batches; see CharLMInputs.train_batches."""
-    shards = self.train_shards(process_count)
-    self._check_split(self.train_split)
-    tf.random.set_seed(seed)  # as in CharLMInputs.train_batches
-    table = vocab.lookup_table()
-
-    def stream(split, part_seed, rows):
-      return self._train_stream(table, split, part_seed, rows, shards > 1)
-
-    ds = tfds_io.read_in_parts(self.train_split, shards, seed, self.batch_size,
-                               process_index, process_count, stream)
-    ds = ds.skip(start).prefetch(tf.data.AUTOTUNE)
-    return (self._checked(b, self.train_split) for b in tfds.as_numpy(ds))
-
-  def eval_batches(self, vocab, split=None, rows=slice(None)):
-    """One ordered pass over `split` (default eval_split), every text once.
-
-    The last batch is padded with rows of weight 0 to `batch_size`.
-    """
-    split = split or self.eval_split
-    tfds_io.check_split_and_feature(self.builder, split, self.text_key)
-    self._check_split(split)
-    ds = (self._encoded(vocab.lookup_table(), split)
-          .padded_batch(self.batch_size)
-          .map(self._pad_to_boundary)
-          .map(_with_weights)
-          .prefetch(tf.data.AUTOTUNE))
-    return (tuple(a[rows] for a in pad_batch(self._checked(b, split),
-                                             self.batch_size))
-            for b in tfds.as_numpy(ds))
-
-  def encode(self, vocab, texts):
+  def encode(self, vocab: WordVocab, texts: list[str]) -> np.ndarray:
     """int32[len(texts), length]: `texts` (strings) as one batch of ids.
 
     Raises:
@@ -178,32 +140,36 @@ class TextClassificationInputs:
       row[:len(text_ids)] = text_ids
     return self._pad_to_boundary(batch, None)[0].numpy()
 
-  def split_text(self, text):
+  def split_text(self, text: tf.Tensor) -> tf.Tensor:
     """string -> string[n]: the words of `text`, cut to `max_len`."""
     return split_words(text)[:self.max_len]
 
-  def _examples(self, split, shuffle_seed=None):
-    """(words string[n], label) pairs of `split`, as a tf.data.Dataset."""
-    return tfds_io.read_split(self.builder, split, shuffle_seed).map(
+  def _words_and_labels(self, examples: tf.data.Dataset) -> tf.data.Dataset:
+    """(words string[n], label) pairs of raw `examples`."""
+    return examples.map(
         lambda ex: (self.split_text(ex[self.text_key]),
                     tf.cast(ex[self.label_key], tf.int32)),
         num_parallel_calls=tf.data.AUTOTUNE)
 
-  def _encoded(self, table, split, shuffle_seed=None):
-    return self._examples(split, shuffle_seed).map(
+  def _encoded(self, table: tf.lookup.StaticHashTable,
+               examples: tf.data.Dataset) -> tf.data.Dataset:
+    return self._words_and_labels(examples).map(
         lambda words, labels: (table.lookup(words), labels),
         num_parallel_calls=tf.data.AUTOTUNE)
 
-  def _train_stream(self, table, split, seed, rows, fixed_length):
-    """Shuffled batches of `rows` texts from `split`, repeated without end.
+  def _train_stream(self, vocab: WordVocab, examples: tf.data.Dataset,
+                    seed: int, rows: int,
+                    fixed_shape: bool) -> tf.data.Dataset:
+    """Shuffled batches of `rows` texts, bucketed by length.
 
-    With `fixed_length`, every batch is padded to `max_len`: the parts of a
-    multi-part stream must give batches of one shape to be put side by side.
+    With `fixed_shape`, every batch is padded to `max_len` instead: the
+    parts of a multi-part stream must give batches of one shape to be put
+    side by side.
     """
-    ds = (self._encoded(table, split, shuffle_seed=seed)
+    ds = (self._encoded(vocab.lookup_table(), examples)
           .shuffle(self.shuffle_buffer, seed=seed)
           .repeat())
-    if fixed_length:
+    if fixed_shape:
       ds = ds.padded_batch(rows, padded_shapes=self._padded_shapes(),
                            drop_remainder=True)
     else:
@@ -213,6 +179,13 @@ class TextClassificationInputs:
           bucket_batch_sizes=[rows] * len(self.boundaries),
           drop_remainder=True).map(self._pad_to_boundary)
     return ds.map(_with_weights)
+
+  def _eval_stream(self, vocab: WordVocab,
+                   examples: tf.data.Dataset) -> tf.data.Dataset:
+    return (self._encoded(vocab.lookup_table(), examples)
+            .padded_batch(self.batch_size)
+            .map(self._pad_to_boundary)
+            .map(_with_weights))
 
   def _padded_shapes(self):
     return ([self.max_len], [])
@@ -225,27 +198,22 @@ class TextClassificationInputs:
     return tf.pad(ids, [[0, 0], [0, length - n]],
                   constant_values=PAD_ID), labels
 
-  def _check_split(self, split):
-    """Raises UsageError if an example of `split` is one this can't use.
-
-    Called before a split is read; a text's labels are checked batch by
-    batch instead (`_checked`), where the words are at hand.
-    """
-    del split
-
-  def _check_labels(self, labels, split):
+  def _check_labels(self, labels: np.ndarray, source: Source) -> None:
     """Raises UsageError if a label id is not one of the classes."""
     outside = labels[(labels < 0) | (labels >= len(self.labels))]
     if outside.size:
+      fix = (' (TFDS marks unlabelled test examples with -1). Evaluate a '
+             'split with labels.' if source.is_split else
+             '. Give every example one of these classes.')
       raise UsageError(
-          f'Split {split!r} of {self.dataset} has an example labelled '
+          f'{source.capitalized()} has an example labelled '
           f'{int(outside.flat[0])}, outside the {len(self.labels)} classes '
-          f'{self.labels} of its {self.label_key!r} feature (TFDS marks '
-          f'unlabelled test examples with -1). Evaluate a split with labels.')
+          f'{self.labels} of its {self.label_key!r} feature{fix}')
 
-  def _checked(self, batch, split):
+  def _checked(self, batch, source):
+    """`batch`, once its real rows' labels are found to be classes."""
     tokens, labels, weights = batch
-    self._check_labels(labels[weights > 0], split)
+    self._check_labels(labels[weights > 0], source)
     return batch
 
 
@@ -263,58 +231,60 @@ class TaggingInputs(TextClassificationInputs):
 
   task = 'tagging'
 
-  def __init__(self, dataset='conll2003', text_key='tokens', label_key='ner',
-               lowercase=False, data_dir=None, train_split='train',
-               eval_split='dev', batch_size=32, max_len=128,
-               vocab_size=30_000, min_count=1, shuffle_buffer=20_000,
-               data_shards=None, download=True):
+  def __init__(self, dataset: str = 'conll2003', text_key: str = 'tokens',
+               label_key: str = 'ner', lowercase: bool = False,
+               data_dir: str | None = None, train_split: str = 'train',
+               eval_split: str = 'dev', batch_size: int = 32,
+               max_len: int = 128, vocab_size: int = 30_000,
+               min_count: int = 1, shuffle_buffer: int = 20_000,
+               data_shards: int | None = None, download: bool = True):
     self.lowercase = lowercase
     super().__init__(dataset, text_key, label_key, data_dir, train_split,
                      eval_split, batch_size, max_len, vocab_size, min_count,
                      shuffle_buffer, data_shards, download)
 
-  def model_dimensions(self, vocab):
+  def model_dimensions(self, vocab: WordVocab) -> dict[str, int]:
+    """The sizes the model is built with: its vocabulary and its tags."""
     self.check_vocab(vocab)
     return {'vocab_size': vocab.size, 'n_tags': len(vocab.labels)}
 
-  def split_text(self, text):
+  def split_text(self, text: tf.Tensor) -> tf.Tensor:
     """string -> string[n]: whitespace-separated words, as the dataset's."""
     words = split_at_spaces(text)
     return (lower(words) if self.lowercase else words)[:self.max_len]
 
-  def _check_split(self, split):
-    """Raises UsageError if an example of `split` has not one tag per word.
+  def _check_examples(self, examples: tf.data.Dataset,
+                      source: Source) -> None:
+    """Raises UsageError if an example has not one tag per word.
 
     Cutting the longer to the shorter would pair words with other words'
     tags; the first such example is named, so it can be fixed.
     """
-    if split in self._checked_splits:
-      return
     words, tags = self.text_key, self.label_key
     found = tfds_io.first_example_where(
-        self.builder, split,
+        examples,
         lambda ex: tf.size(ex[words]) != tf.size(ex[tags]),
         lambda ex: (ex[words], tf.size(ex[tags])))
     if found:
       index, (text, n_tags) = found
+      fix = ('Fix or remove that example in the dataset, or bind '
+             'TaggingInputs.text_key and label_key to features of one tag '
+             'per word.' if source.is_split else
+             'Fix or remove that example.')
       raise UsageError(
-          f'Example {index} of split {split!r} of {self.dataset} has '
+          f'Example {index} of {source.described} has '
           f'{len(text)} words ({words!r}) but {n_tags} tags ({tags!r}); its '
           f'words begin {tfds_io.first_words(text)}. A tagging dataset '
           f'needs one tag per word, and which tag goes with which word '
-          f'cannot be guessed. Fix or remove that example in the dataset, '
-          f'or bind TaggingInputs.text_key and label_key to features of one '
-          f'tag per word.')
-    self._checked_splits.add(split)
+          f'cannot be guessed. {fix}')
 
-  def _examples(self, split, shuffle_seed=None):
+  def _words_and_labels(self, examples: tf.data.Dataset) -> tf.data.Dataset:
     def words_and_tags(ex):
-      # One tag per word (see _check_split); both cut to max_len.
+      # One tag per word (see _check_examples); both cut to max_len.
       words, tags = ex[self.text_key], tf.cast(ex[self.label_key], tf.int32)
       words, tags = words[:self.max_len], tags[:self.max_len]
       return (lower(words) if self.lowercase else words), tags
-    return tfds_io.read_split(self.builder, split, shuffle_seed).map(
-        words_and_tags, num_parallel_calls=tf.data.AUTOTUNE)
+    return examples.map(words_and_tags, num_parallel_calls=tf.data.AUTOTUNE)
 
   def _padded_shapes(self):
     return ([self.max_len], [self.max_len])

@@ -1,6 +1,8 @@
 """Opens TFDS splits, turning every way that can fail into a UsageError."""
 
 import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -9,12 +11,15 @@ import tensorflow_datasets as tfds
 from data import generated
 from rnn_toolkit.errors import UsageError
 
+if TYPE_CHECKING:
+  from data.inputs import Inputs
+
 # JAX owns the accelerators; TensorFlow only runs the input pipeline on the
 # host, and must not reserve GPU memory for itself.
 tf.config.set_visible_devices([], 'GPU')
 
 
-def resolve_data_dir(data_dir=None):
+def resolve_data_dir(data_dir: str | None = None) -> str:
   """The TFDS data directory: `data_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
   return os.path.expanduser(
       data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets')
@@ -27,7 +32,8 @@ def _fix_hint(data_dir):
           f'`data_dir` at a directory that holds it.')
 
 
-def get_builder(name, data_dir=None, download=True):
+def get_builder(name: str, data_dir: str | None = None,
+                download: bool = True) -> tfds.core.DatasetBuilder:
   """Returns the prepared TFDS builder of dataset `name`.
 
   Args:
@@ -67,13 +73,7 @@ def get_builder(name, data_dir=None, download=True):
   return builder
 
 
-def check_split_and_feature(builder, split, feature, role='text'):
-  """Raises UsageError unless `builder` has `split` and a feature `feature`."""
-  check_split(builder, split)
-  check_feature(builder, feature, role)
-
-
-def check_split(builder, split):
+def check_split(builder: tfds.core.DatasetBuilder, split: str) -> None:
   """Raises UsageError unless `builder` has `split` ('train[:5%]+validation')."""
   name = builder.info.full_name
   splits = sorted(builder.info.splits.keys())
@@ -85,7 +85,8 @@ def check_split(builder, split):
                        f'or on the command line.')
 
 
-def check_feature(builder, feature, role):
+def check_feature(builder: tfds.core.DatasetBuilder, feature: str,
+                  role: str) -> None:
   """Raises UsageError unless `builder` has a feature `feature`.
 
   `role` is what the pipeline reads it as ('text', 'label', 'image'...),
@@ -98,7 +99,8 @@ def check_feature(builder, feature, role):
                      f'{role} feature name in your gin config.')
 
 
-def class_names(builder, feature, per_word=False):
+def class_names(builder: tfds.core.DatasetBuilder, feature: str,
+                per_word: bool = False) -> list[str]:
   """The class names of ClassLabel `feature`, or of a Sequence of them if `per_word`."""
   check_feature(builder, feature, 'label')
   spec = builder.info.features[feature]
@@ -113,7 +115,8 @@ def class_names(builder, feature, per_word=False):
   return list(spec.names)
 
 
-def check_feature_kind(builder, feature, per_word):
+def check_feature_kind(builder: tfds.core.DatasetBuilder, feature: str,
+                       per_word: bool) -> None:
   """Raises UsageError unless `feature` is a sequence exactly if `per_word`."""
   is_sequence = isinstance(builder.info.features[feature],
                            tfds.features.Sequence)
@@ -128,7 +131,8 @@ def check_feature_kind(builder, feature, per_word):
         f'reads such datasets. Change experiment.inputs in your gin config.')
 
 
-def read_split(builder, split, shuffle_seed=None):
+def read_split(builder: tfds.core.DatasetBuilder, split: str,
+               shuffle_seed: int | None = None) -> tf.data.Dataset:
   """The examples of `split` as a tf.data.Dataset; files shuffled if seeded."""
   read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed)
   try:
@@ -142,20 +146,22 @@ def read_split(builder, split, shuffle_seed=None):
                      f'your gin config.') from None
 
 
-def first_example_where(builder, split, condition, shown):
-  """The first example of `split` that meets `condition`, or None.
+def first_example_where(examples: tf.data.Dataset,
+                        condition: Callable[[dict], tf.Tensor],
+                        shown: Callable[[dict], Any]
+                        ) -> tuple[int, Any] | None:
+  """The first example of `examples` that meets `condition`, or None.
 
   Args:
-    builder: the dataset's TFDS builder.
-    split: the split to scan, read in order (as `builder.as_dataset`).
+    examples: raw examples (a split, read in order, or examples given).
     condition: example dict -> bool tensor.
     shown: example dict -> what the caller's message shows of it.
 
   Returns:
-    (its index in the split, `shown` of it as NumPy), or None. The scan
+    (its index in `examples`, `shown` of it as NumPy), or None. The scan
     runs inside tf.data, so a clean split costs one quick pass.
   """
-  found = (read_split(builder, split).enumerate()
+  found = (examples.enumerate()
            .filter(lambda _, ex: condition(ex))
            .map(lambda i, ex: (i, shown(ex)))
            .take(1))
@@ -164,14 +170,14 @@ def first_example_where(builder, split, condition, shown):
   return None
 
 
-def first_words(words, count=8):
+def first_words(words: Sequence[bytes], count: int = 8) -> str:
   """The first `count` byte-string `words`, quoted: how a message names an
   example."""
   text = ' '.join(w.decode('utf-8', 'replace') for w in words[:count])
   return f'"{text}{" ..." if len(words) > count else ""}"'
 
 
-def train_parts(inputs, process_count):
+def train_parts(inputs: 'Inputs', process_count: int) -> int:
   """How many parts `inputs`' training split is read in, by `process_count` processes.
 
   `inputs.data_shards` parts (default, one per process), each feeding an
@@ -201,8 +207,10 @@ def train_parts(inputs, process_count):
   return shards
 
 
-def read_in_parts(split, shards, seed, batch_size, process_index,
-                  process_count, stream):
+def read_in_parts(split: str, shards: int, seed: int, batch_size: int,
+                  process_index: int, process_count: int,
+                  stream: Callable[[str, int, int], tf.data.Dataset]
+                  ) -> tf.data.Dataset:
   """This process's rows of every batch, from its parts of `split`.
 
   Args:
@@ -234,7 +242,7 @@ def _side_by_side(*batches):
   return tuple(tf.concat(arrays, axis=0) for arrays in zip(*batches))
 
 
-def part_seed(seed, part):
+def part_seed(seed: int, part: int) -> int:
   """The data seed of part `part`; part 0 keeps `seed`, as a 1-part stream."""
   if part == 0:
     return seed

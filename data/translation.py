@@ -8,7 +8,10 @@ loss compares its output with the target. Every target ends with EOS_ID,
 so the model learns where to stop; padding has weight 0.
 """
 
+import abc
 import collections
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -18,35 +21,36 @@ from trax import shapes
 from data.pipeline import FixedShapeInputs
 from data.tokenize import split_text
 from data.vocab import EOS_ID, PAD_ID, TokenVocab, check_kind
-from rnn_toolkit.errors import UsageError, check_positive
+from rnn_toolkit.errors import UsageError
 
 
 class Seq2SeqInputs(FixedShapeInputs):
   """What translation and captioning share: one target vocabulary, EOS-ended targets.
 
-  Subclasses set `context_signature()`, `_context(ex)`, `_target_texts(ex)`
-  (string[n], the references of an example) and `_vocab_texts(ex)`.
+  Subclasses set `context_signature()`, `_context(table, ex)`,
+  `_target_texts(ex)` (string[n], the references of an example) and may
+  set `_vocab_texts(ex)` and `_context_fits(ex)`; they set `level`,
+  `vocab_size`, `min_count` and `max_target_len` before calling
+  `Inputs.__init__`, with those in `positive`.
   """
 
-  def __init__(self, dataset, features, level, vocab_size, min_count,
-               max_target_len, **kwargs):
-    super().__init__(dataset, features, **kwargs)
-    check_positive(type(self).__name__, vocab_size=vocab_size,
-                   min_count=min_count, max_target_len=max_target_len)
-    if level not in TokenVocab.LEVELS:
-      raise UsageError(f'{type(self).__name__}.level = {level!r} is not one '
-                       f'of {TokenVocab.LEVELS}. Fix it in your gin config.')
-    if vocab_size <= TokenVocab.FIRST_ID:
-      raise UsageError(
-          f'{type(self).__name__}.vocab_size = {vocab_size} leaves no id for '
-          f'tokens: ids 0, 1 and 2 are padding, unknown and end of sequence. '
-          f'Bind it to {TokenVocab.FIRST_ID + 1} or more.')
-    self.level = level
-    self.vocab_size = vocab_size
-    self.min_count = min_count
-    self.max_target_len = max_target_len
+  level: str
+  vocab_size: int
+  min_count: int
+  max_target_len: int
 
-  def build_vocab(self):
+  def _check_settings(self) -> None:
+    if self.level not in TokenVocab.LEVELS:
+      raise UsageError(f'{type(self).__name__}.level = {self.level!r} is not '
+                       f'one of {TokenVocab.LEVELS}. Fix it in your gin '
+                       f'config.')
+    if self.vocab_size <= TokenVocab.FIRST_ID:
+      raise UsageError(
+          f'{type(self).__name__}.vocab_size = {self.vocab_size} leaves no id '
+          f'for tokens: ids 0, 1 and 2 are padding, unknown and end of '
+          f'sequence. Bind it to {TokenVocab.FIRST_ID + 1} or more.')
+
+  def build_vocab(self) -> TokenVocab:
     """The TokenVocab of the training split's text (see `_vocab_texts`)."""
     vocab = TokenVocab([], self.level)
     counts = collections.Counter()
@@ -65,34 +69,45 @@ class Seq2SeqInputs(FixedShapeInputs):
                        f'or bind train_split to a split with text.')
     return vocab
 
-  def model_dimensions(self, vocab):
+  def model_dimensions(self, vocab: TokenVocab) -> dict[str, int]:
+    """The sizes the model is built with: its target vocabulary."""
     self.check_vocab(vocab)
     return {'vocab_size': vocab.size}
 
-  def check_vocab(self, vocab):
+  def check_vocab(self, vocab: Any) -> None:
     """Raises UsageError unless `vocab` (a run's) is of the kind this reads."""
     check_kind(vocab, TokenVocab, type(self).__name__, level=self.level)
 
-  def input_signature(self):
+  def input_signature(self) -> tuple[shapes.ShapeDtype, shapes.ShapeDtype]:
     """The model inputs of a training batch: (context, target)."""
     return (self.context_signature(),
             shapes.ShapeDtype((self.batch_size, self.max_target_len), np.int32))
 
-  def decoding_batches(self, vocab, split=None):
-    """One ordered pass over `split` for decoding: (context, references) batches.
+  @abc.abstractmethod
+  def context_signature(self) -> shapes.ShapeDtype:
+    """The model's first input (its context) of a batch."""
 
-    `context` is the model's first input for up to `batch_size` examples
-    (the last batch may be short; the caller pads it as its devices need);
-    `references` is, for each row, its reference texts, tokenised and
-    joined as the vocabulary decodes text.
+  def decoding_batches(self, vocab: TokenVocab, split: str | None = None,
+                       examples: tf.data.Dataset | None = None
+                       ) -> Iterator[tuple[np.ndarray, list[list[str]]]]:
+    """One ordered pass over `split` (or `examples`) for decoding.
+
+    Yields (context, references) batches: `context` is the model's first
+    input for up to `batch_size` examples (the last batch may be short;
+    the caller pads it as its devices need); `references` is, for each
+    row, its reference texts, tokenised and joined as the vocabulary
+    decodes text. `split` and `examples` are as in `eval_batches`.
     """
-    split = split or self.eval_split
+    _, examples = self._eval_examples(split, examples)
+    return self._decoding_batches(vocab, examples)
+
+  def _decoding_batches(self, vocab, examples):
     table, sep = vocab.lookup_table(), '' if self.level == 'char' else ' '
 
     def as_decoded(text):
       return tf.strings.reduce_join(vocab.split(text), separator=sep)
 
-    ds = self._read(split).map(
+    ds = examples.map(
         lambda ex: (self._context(table, ex),
                     tf.map_fn(as_decoded, self._target_texts(ex),
                               fn_output_signature=tf.string)),
@@ -102,7 +117,8 @@ class Seq2SeqInputs(FixedShapeInputs):
       yield context, [[r.decode('utf-8') for r in row if r]
                       for row in references]
 
-  def _examples(self, vocab, split, training, shuffle_seed=None):
+  def _examples(self, vocab: TokenVocab, examples: tf.data.Dataset,
+                training: bool) -> tf.data.Dataset:
     table = vocab.lookup_table()
 
     def pairs(ex):
@@ -113,7 +129,7 @@ class Seq2SeqInputs(FixedShapeInputs):
       return tf.data.Dataset.from_tensor_slices(texts).map(
           lambda text: (context, vocab.split(text)))
 
-    ds = self._read(split, shuffle_seed)
+    ds = examples
     if training:
       ds = ds.filter(self._context_fits)
     ds = ds.flat_map(pairs)
@@ -129,10 +145,19 @@ class Seq2SeqInputs(FixedShapeInputs):
     target = _pad_to(tf.concat([ids, [EOS_ID]], 0), self.max_target_len)
     return context, target, target, tf.cast(target != PAD_ID, tf.float32)
 
-  def _vocab_texts(self, ex):
+  @abc.abstractmethod
+  def _context(self, table: tf.lookup.StaticHashTable, ex: dict) -> tf.Tensor:
+    """The model's context input of raw example `ex`."""
+
+  @abc.abstractmethod
+  def _target_texts(self, ex: dict) -> tf.Tensor:
+    """string[n]: the reference texts of raw example `ex`."""
+
+  def _vocab_texts(self, ex: dict) -> tf.Tensor:
+    """string[n]: the texts of `ex` the vocabulary is built from."""
     return self._target_texts(ex)
 
-  def _context_fits(self, ex):
+  def _context_fits(self, ex: dict) -> tf.Tensor:
     del ex
     return True
 
@@ -154,32 +179,41 @@ class TranslationInputs(Seq2SeqInputs):
       longer ones are skipped.
     max_target_len: target tokens, EOS included; training pairs with
       longer targets are skipped, evaluation targets cut.
-    The others are as in `data.pipeline.FixedShapeInputs`.
+    The others are as in `data.inputs.Inputs`.
   """
 
   task = 'translation'
 
-  def __init__(self, dataset='ted_hrlr_translate/pt_to_en', source_key='pt',
-               target_key='en', level='word', vocab_size=8_000, min_count=1,
-               max_source_len=64, max_target_len=64, data_dir=None,
-               train_split='train', eval_split='validation', batch_size=64,
-               shuffle_buffer=20_000, data_shards=None, download=True):
-    check_positive('TranslationInputs', max_source_len=max_source_len)
-    super().__init__(dataset, {'source text': source_key,
-                               'target text': target_key},
-                     level, vocab_size, min_count, max_target_len,
-                     data_dir=data_dir, train_split=train_split,
-                     eval_split=eval_split, batch_size=batch_size,
-                     shuffle_buffer=shuffle_buffer, data_shards=data_shards,
-                     download=download)
+  def __init__(self, dataset: str = 'ted_hrlr_translate/pt_to_en',
+               source_key: str = 'pt', target_key: str = 'en',
+               level: str = 'word', vocab_size: int = 8_000,
+               min_count: int = 1, max_source_len: int = 64,
+               max_target_len: int = 64, data_dir: str | None = None,
+               train_split: str = 'train', eval_split: str = 'validation',
+               batch_size: int = 64, shuffle_buffer: int = 20_000,
+               data_shards: int | None = None, download: bool = True):
     self.source_key = source_key
     self.target_key = target_key
+    self.level = level
+    self.vocab_size = vocab_size
+    self.min_count = min_count
     self.max_source_len = max_source_len
+    self.max_target_len = max_target_len
+    super().__init__(
+        dataset=dataset, data_dir=data_dir, train_split=train_split,
+        eval_split=eval_split, batch_size=batch_size,
+        shuffle_buffer=shuffle_buffer, data_shards=data_shards,
+        download=download,
+        features={'source text': source_key, 'target text': target_key},
+        positive={'max_source_len': max_source_len, 'batch_size': batch_size,
+                  'shuffle_buffer': shuffle_buffer, 'vocab_size': vocab_size,
+                  'min_count': min_count, 'max_target_len': max_target_len})
 
-  def context_signature(self):
+  def context_signature(self) -> shapes.ShapeDtype:
+    """int32[batch_size, max_source_len]: the source text's ids."""
     return shapes.ShapeDtype((self.batch_size, self.max_source_len), np.int32)
 
-  def encode(self, vocab, texts):
+  def encode(self, vocab: TokenVocab, texts: list[str]) -> np.ndarray:
     """int32[len(texts), max_source_len]: `texts` as the model's source input.
 
     Raises:

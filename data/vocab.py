@@ -1,7 +1,9 @@
 """Vocabularies of characters and of words: built from a training split, saved with the run."""
 
 import collections
+from collections.abc import Callable, Iterable, Mapping, Sequence
 import json
+from typing import Any, Self
 
 import tensorflow as tf
 
@@ -17,13 +19,14 @@ class CharVocab:
 
   KIND = 'char'
 
-  def __init__(self, chars, dataset=None):
+  def __init__(self, chars: Iterable[str], dataset: str | None = None):
     self.chars = list(chars)
     self.dataset = dataset  # TFDS name of the dataset it was built from
     self._ids = {c: i + FIRST_CHAR_ID for i, c in enumerate(self.chars)}
 
   @classmethod
-  def from_texts(cls, texts, min_count=1, dataset=None):
+  def from_texts(cls, texts: Iterable[str], min_count: int = 1,
+                 dataset: str | None = None) -> 'CharVocab':
     """Builds the vocabulary of every character seen at least `min_count` times."""
     counts = collections.Counter()
     for text in texts:
@@ -31,14 +34,14 @@ class CharVocab:
     return cls(sorted(c for c, n in counts.items() if n >= min_count), dataset)
 
   @property
-  def size(self):
+  def size(self) -> int:
     return len(self.chars) + FIRST_CHAR_ID
 
-  def encode(self, text):
+  def encode(self, text: str) -> list[int]:
     """Returns the ids of the characters of `text` (unknown ones map to UNK_ID)."""
     return [self._ids.get(c, UNK_ID) for c in text]
 
-  def decode(self, ids):
+  def decode(self, ids: Iterable[int]) -> str:
     """Returns the text of `ids`, dropping padding and showing unknowns as '?'."""
     pieces = []
     for i in ids:
@@ -49,22 +52,22 @@ class CharVocab:
         pieces.append('?')
     return ''.join(pieces)
 
-  def save(self, path):
+  def save(self, path: str) -> None:
     """Writes the vocabulary as JSON, through a temporary file and a rename."""
     _write_json(path, {'type': self.KIND, 'dataset': self.dataset,
                        'pad_id': PAD_ID, 'unk_id': UNK_ID,
                        'chars': self.chars})
 
   @classmethod
-  def load(cls, path):
+  def load(cls, path: str) -> Self:
     return cls.from_record(_read_checked(path, cls))
 
   @classmethod
-  def from_record(cls, saved):
+  def from_record(cls, saved: Mapping[str, Any]) -> Self:
     """The vocabulary of a record `save` wrote, checked by `_read_checked`."""
     return cls(saved['chars'], saved.get('dataset'))
 
-  def __eq__(self, other):
+  def __eq__(self, other: object) -> bool:
     return isinstance(other, CharVocab) and self.chars == other.chars
 
 
@@ -78,13 +81,16 @@ class WordVocab:
 
   KIND = 'word'
 
-  def __init__(self, words, labels, dataset=None):
+  def __init__(self, words: Iterable[str], labels: Iterable[str],
+               dataset: str | None = None):
     self.words = list(words)
     self.labels = list(labels)
     self.dataset = dataset  # TFDS name of the dataset it was built from
 
   @classmethod
-  def from_counts(cls, counts, max_size, min_count=1, labels=(), dataset=None):
+  def from_counts(cls, counts: Mapping[str | bytes, int], max_size: int,
+                  min_count: int = 1, labels: Iterable[str] = (),
+                  dataset: str | None = None) -> 'WordVocab':
     """The `max_size - 2` most frequent words seen at least `min_count` times.
 
     Ties are broken alphabetically, so the vocabulary doesn't depend on the
@@ -96,10 +102,10 @@ class WordVocab:
     return cls(words, labels, dataset)
 
   @property
-  def size(self):
+  def size(self) -> int:
     return len(self.words) + FIRST_CHAR_ID
 
-  def lookup_table(self):
+  def lookup_table(self) -> tf.lookup.StaticHashTable:
     """A TF table from word to id, unknown words to UNK_ID."""
     return tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
@@ -107,26 +113,26 @@ class WordVocab:
             tf.range(FIRST_CHAR_ID, self.size, dtype=tf.int32)),
         default_value=UNK_ID)
 
-  def decode(self, ids):
+  def decode(self, ids: Iterable[int]) -> list[str]:
     """The words of `ids`, padding dropped and unknown words shown as '<unk>'."""
     return [self.words[i - FIRST_CHAR_ID] if i >= FIRST_CHAR_ID else '<unk>'
             for i in map(int, ids) if i != PAD_ID]
 
-  def save(self, path):
+  def save(self, path: str) -> None:
     _write_json(path, {'type': self.KIND, 'dataset': self.dataset,
                        'pad_id': PAD_ID, 'unk_id': UNK_ID,
                        'labels': self.labels, 'words': self.words})
 
   @classmethod
-  def load(cls, path):
+  def load(cls, path: str) -> Self:
     return cls.from_record(_read_checked(path, cls))
 
   @classmethod
-  def from_record(cls, saved):
+  def from_record(cls, saved: Mapping[str, Any]) -> Self:
     """The vocabulary of a record `save` wrote, checked by `_read_checked`."""
     return cls(saved['words'], saved['labels'], saved.get('dataset'))
 
-  def __eq__(self, other):
+  def __eq__(self, other: object) -> bool:
     return (isinstance(other, WordVocab) and self.words == other.words
             and self.labels == other.labels)
 
@@ -144,7 +150,8 @@ class TokenVocab:
   LEVELS = ('char', 'word')
   FIRST_ID = EOS_ID + 1
 
-  def __init__(self, tokens, level, dataset=None):
+  def __init__(self, tokens: Iterable[str], level: str,
+               dataset: str | None = None):
     if level not in self.LEVELS:
       raise ValueError(f'Unknown token level {level!r}; choose one of '
                        f'{self.LEVELS}.')
@@ -154,7 +161,9 @@ class TokenVocab:
     self._ids = {t: i + self.FIRST_ID for i, t in enumerate(self.tokens)}
 
   @classmethod
-  def from_counts(cls, counts, level, max_size, min_count=1, dataset=None):
+  def from_counts(cls, counts: Mapping[str | bytes, int], level: str,
+                  max_size: int, min_count: int = 1,
+                  dataset: str | None = None) -> 'TokenVocab':
     """The `max_size - 3` most frequent tokens seen `min_count` times or more."""
     ranked = sorted(((-n, t) for t, n in counts.items() if n >= min_count))
     tokens = [t.decode('utf-8') if isinstance(t, bytes) else t
@@ -162,14 +171,14 @@ class TokenVocab:
     return cls(tokens, level, dataset)
 
   @property
-  def size(self):
+  def size(self) -> int:
     return len(self.tokens) + self.FIRST_ID
 
-  def split(self, text):
+  def split(self, text: tf.Tensor) -> tf.Tensor:
     """string -> string[n]: the tokens of a TF string, as in training."""
     return tokenize.split_text(text, self.level)
 
-  def lookup_table(self):
+  def lookup_table(self) -> tf.lookup.StaticHashTable:
     """A TF table from token to id, unknown tokens to UNK_ID."""
     return tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
@@ -178,12 +187,12 @@ class TokenVocab:
                      dtype=tf.int32)),
         default_value=UNK_ID)
 
-  def encode(self, text):
+  def encode(self, text: str) -> list[int]:
     """int32 ids of the tokens of `text` (str), without EOS."""
     return [self._ids.get(t, UNK_ID)
             for t in self.split(tf.constant(text)).numpy().astype(str)]
 
-  def decode(self, ids):
+  def decode(self, ids: Iterable[int]) -> str:
     """The text of `ids` up to the first EOS; padding dropped, unknowns '?'."""
     pieces = []
     for i in map(int, ids):
@@ -195,22 +204,22 @@ class TokenVocab:
         pieces.append('?' if self.level == 'char' else '<unk>')
     return ('' if self.level == 'char' else ' ').join(pieces)
 
-  def save(self, path):
+  def save(self, path: str) -> None:
     _write_json(path, {'type': self.KIND, 'level': self.level,
                        'dataset': self.dataset, 'pad_id': PAD_ID,
                        'unk_id': UNK_ID, 'eos_id': EOS_ID,
                        'tokens': self.tokens})
 
   @classmethod
-  def load(cls, path):
+  def load(cls, path: str) -> Self:
     return cls.from_record(_read_checked(path, cls))
 
   @classmethod
-  def from_record(cls, saved):
+  def from_record(cls, saved: Mapping[str, Any]) -> Self:
     """The vocabulary of a record `save` wrote, checked by `_read_checked`."""
     return cls(saved['tokens'], saved['level'], saved.get('dataset'))
 
-  def __eq__(self, other):
+  def __eq__(self, other: object) -> bool:
     return (isinstance(other, TokenVocab) and self.tokens == other.tokens
             and self.level == other.level)
 
@@ -220,28 +229,28 @@ class LabelVocab:
 
   KIND = 'labels'
 
-  def __init__(self, labels, dataset=None):
+  def __init__(self, labels: Iterable[str], dataset: str | None = None):
     self.labels = list(labels)
     self.dataset = dataset
 
-  def save(self, path):
+  def save(self, path: str) -> None:
     _write_json(path, {'type': self.KIND, 'dataset': self.dataset,
                        'labels': self.labels})
 
   @classmethod
-  def load(cls, path):
+  def load(cls, path: str) -> Self:
     return cls.from_record(_read_checked(path, cls))
 
   @classmethod
-  def from_record(cls, saved):
+  def from_record(cls, saved: Mapping[str, Any]) -> Self:
     """The vocabulary of a record `save` wrote, checked by `_read_checked`."""
     return cls(saved['labels'], saved.get('dataset'))
 
-  def __eq__(self, other):
+  def __eq__(self, other: object) -> bool:
     return isinstance(other, LabelVocab) and self.labels == other.labels
 
 
-def load_vocab(path):
+def load_vocab(path: str) -> 'Vocab':
   """Reads a vocabulary saved with `save`, of whichever kind it is.
 
   Raises:
@@ -253,7 +262,8 @@ def load_vocab(path):
   return cls.from_record(_checked(path, record, cls))
 
 
-def check_kind(vocab, expected, reader, level=None):
+def check_kind(vocab: Any, expected: type, reader: str,
+               level: str | None = None) -> None:
   """Raises UsageError unless `vocab` is an `expected` (a vocabulary class).
 
   A vocab.json of another kind than the run's inputs read, or of tokens of
@@ -272,7 +282,11 @@ def check_kind(vocab, expected, reader, level=None):
       f'belongs to another run. {_FIX}')
 
 
-def size_mismatch(dimensions, saved, shapes_of, step):
+def size_mismatch(dimensions: Mapping[str, int],
+                  saved: Sequence[Sequence[int]],
+                  shapes_of: Callable[[Mapping[str, int]],
+                                      list[tuple[int, ...]]],
+                  step: int) -> UsageError | None:
   """The UsageError of a checkpoint trained with another vocabulary size.
 
   Args:
@@ -445,3 +459,6 @@ def _json_type(value):
 
 KINDS = {cls.KIND: cls for cls in (CharVocab, WordVocab, TokenVocab,
                                    LabelVocab)}
+
+# Any kind of vocabulary: what a pipeline's build_vocab returns.
+Vocab = CharVocab | WordVocab | TokenVocab | LabelVocab

@@ -11,9 +11,10 @@ POOLINGS = ('last', 'mean', 'max')
 BODIES = ('rnn', 'dense')
 
 
-def RNNClassifier(vocab_size, n_classes, d_model=128, n_units=256,  # pylint: disable=invalid-name
-                  n_layers=1, cell='elman', bidirectional=True,
-                  pooling='max', dropout=0.5, mode='train'):
+def RNNClassifier(vocab_size: int, n_classes: int, d_model: int = 128,  # pylint: disable=invalid-name
+                  n_units: int = 256, n_layers: int = 1, cell: str = 'elman',
+                  bidirectional: bool = True, pooling: str = 'max',
+                  dropout: float = 0.5, mode: str = 'train') -> tl.Serial:
   """Returns a classifier: log-probabilities of the classes of each text.
 
   Input: int32[batch, length] token ids, PAD_ID after each text's end.
@@ -48,8 +49,10 @@ def RNNClassifier(vocab_size, n_classes, d_model=128, n_units=256,  # pylint: di
   )
 
 
-def RNNTagger(vocab_size, n_tags, d_model=128, n_units=256, n_layers=1,  # pylint: disable=invalid-name
-              cell='elman', bidirectional=True, dropout=0.5, mode='train'):
+def RNNTagger(vocab_size: int, n_tags: int, d_model: int = 128,  # pylint: disable=invalid-name
+              n_units: int = 256, n_layers: int = 1, cell: str = 'elman',
+              bidirectional: bool = True, dropout: float = 0.5,
+              mode: str = 'train') -> tl.Serial:
   """Returns a tagger: log-probabilities of the tags of every token.
 
   Input: int32[batch, length] token ids, PAD_ID after each text's end.
@@ -66,8 +69,9 @@ def RNNTagger(vocab_size, n_tags, d_model=128, n_units=256, n_layers=1,  # pylin
   )
 
 
-def Encoder(vocab_size, d_model, cell, n_units, n_layers, bidirectional,  # pylint: disable=invalid-name
-            dropout, mode):
+def Encoder(vocab_size: int, d_model: int, cell: str, n_units: int,  # pylint: disable=invalid-name
+            n_layers: int, bidirectional: bool, dropout: float,
+            mode: str) -> list[tl.Layer]:
   """tokens -> (states f32[batch, length, units], mask f32[batch, length])."""
   return [                                            # tokens
       tl.Branch([], _PaddingMask()),                  # tokens, mask
@@ -83,7 +87,7 @@ def _PaddingMask():  # pylint: disable=invalid-name
                lambda tokens: (tokens != PAD_ID).astype(jnp.float32))
 
 
-def Pool(pooling, bidirectional):  # pylint: disable=invalid-name
+def Pool(pooling: str, bidirectional: bool) -> tl.Layer:  # pylint: disable=invalid-name
   """(states f32[batch, length, d], mask) -> f32[batch, d]."""
   def pool(states, mask):
     real = mask[:, :, None] > 0
@@ -103,8 +107,9 @@ def Pool(pooling, bidirectional):  # pylint: disable=invalid-name
   return tl.Fn(f'{pooling.capitalize()}Pool', pool)
 
 
-def VectorClassifier(n_classes, body='rnn', n_units=256, n_layers=2,  # pylint: disable=invalid-name
-                     dropout=0.0, mode='train'):
+def VectorClassifier(n_classes: int, body: str = 'rnn', n_units: int = 256,  # pylint: disable=invalid-name
+                     n_layers: int = 2, dropout: float = 0.0,
+                     mode: str = 'train') -> tl.Serial:
   """Returns a one-to-one classifier: log-probabilities of a vector's classes.
 
   Input: f32[batch, n_features]. Output: f32[batch, n_classes].

@@ -10,11 +10,13 @@ EOS_ID.
 """
 
 import collections
+from typing import Any
 
 import jax
 from jax import numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
+from trax import layers as tl
 from trax import shapes
 
 from rnn_toolkit.token_ids import EOS_ID, PAD_ID
@@ -24,7 +26,8 @@ from models import seq2seq
 Decoding = collections.namedtuple('Decoding', ['beam_width', 'max_length'])
 
 
-def DecodingSettings(beam_width=1, max_length=None):  # pylint: disable=invalid-name
+def DecodingSettings(beam_width: int = 1,  # pylint: disable=invalid-name
+                     max_length: int | None = None) -> Decoding:
   """How evaluate.py generates; gin-configurable, --beam_width overrides.
 
   Args:
@@ -54,12 +57,14 @@ class SequenceGenerator:
       others are decoded whole on every device.
   """
 
-  def generate(self, context, settings, default_length):
+  def generate(self, context: np.ndarray, settings: Decoding,
+               default_length: int) -> np.ndarray:
     """int32[rows, length]: `settings`' decoding (a `Decoding`) of each row."""
     length = settings.max_length or default_length
     return self.beam_search(context, length, settings.beam_width)
 
-  def __init__(self, model, weights, mesh=None):
+  def __init__(self, model: tl.Serial, weights: Any,
+               mesh: jax.sharding.Mesh | None = None):
     self._model = model
     self._context_part, self._decoder = seq2seq.split_at_decoder(model)
     self._rows = None
@@ -94,7 +99,7 @@ class SequenceGenerator:
                                              jax.random.PRNGKey(0))
     return log_probs[:, -1], state
 
-  def remember(self, context, copies=1):
+  def remember(self, context: np.ndarray, copies: int = 1) -> tuple:
     """What the decoder reads of each context, computed once for all tokens.
 
     Args:
@@ -121,7 +126,7 @@ class SequenceGenerator:
       _, self._initial_states[key] = self._model.init(signature)
     return self._initial_states[key]
 
-  def greedy(self, context, max_length):
+  def greedy(self, context: np.ndarray, max_length: int) -> np.ndarray:
     """int32[rows, max_length]: the likeliest token at each step, PAD_ID after EOS."""
     rows = context.shape[0]
     memory = self.remember(context)
@@ -140,7 +145,8 @@ class SequenceGenerator:
       tokens = best[:, None].astype(np.int32)
     return output
 
-  def beam_search(self, context, max_length, width):
+  def beam_search(self, context: np.ndarray, max_length: int,
+                  width: int) -> np.ndarray:
     """int32[rows, max_length]: the likeliest sequence found for each context row.
 
     A sequence's score is the sum of its tokens' log-probabilities. A

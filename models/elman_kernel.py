@@ -45,7 +45,7 @@ _TRANSPOSED_PRODUCT = 'toolkit_transposed_product'
 _FLAGS = ['-O3', '-march=native', '-std=c++17', '-shared', '-fPIC']
 
 
-def wanted():
+def wanted() -> bool:
   """Whether the kernels should be used: the default backend is the CPU and
   TOOLKIT_RNN_KERNEL is not 'xla'."""
   choice = os.environ.get('TOOLKIT_RNN_KERNEL', 'auto')
@@ -61,7 +61,7 @@ def wanted():
 MIN_BATCH = 16
 
 
-def pays_off(batch, units):
+def pays_off(batch: int, units: int) -> bool:
   """Whether the kernels beat XLA's scan for `batch` rows on one device (a
   device's share, where the batch is split over devices) and this width.
 
@@ -87,12 +87,13 @@ def _l2_cache_bytes():
   return 2**20
 
 
-def available():
+def available() -> bool:
   """Whether the kernels are wanted, built and registered with XLA."""
   return wanted() and _load() is not None
 
 
-def forward(x_proj, mask, h0, w_hh, activation, batch_major):
+def forward(x_proj: jax.Array, mask: jax.Array, h0: jax.Array,
+            w_hh: jax.Array, activation: str, batch_major: bool) -> jax.Array:
   """The hidden state after every step.
 
   Args:
@@ -117,8 +118,9 @@ def forward(x_proj, mask, h0, w_hh, activation, batch_major):
               batch_major=batch_major)
 
 
-def backward(d_outputs, d_h_last, states, mask, w_hh, activation,
-             batch_major):
+def backward(d_outputs: jax.Array, d_h_last: jax.Array, states: jax.Array,
+             mask: jax.Array, w_hh: jax.Array, activation: str,
+             batch_major: bool) -> tuple[jax.Array, jax.Array]:
   """The reverse delta scan.
 
   Args:
@@ -144,7 +146,7 @@ def backward(d_outputs, d_h_last, states, mask, w_hh, activation,
               batch_major=batch_major)
 
 
-def transposed_product(a, b, shift):
+def transposed_product(a: jax.Array, b: jax.Array, shift: int) -> jax.Array:
   """Σ_i a[i]ᵀ b[i + shift] over the rows of f32[n, k] a and f32[n, j] b
   that have a partner: f32[k, j]. XLA:CPU runs a product of this shape (a
   long sum into a small result) at about the speed of one core; the kernel

@@ -7,8 +7,10 @@ from models import precision
 from models import rnn
 
 
-def RNNLanguageModel(vocab_size, d_model=512, n_layers=1, cell='elman',  # pylint: disable=invalid-name
-                     dropout=0.0, compute_dtype='float32', mode='train'):
+def RNNLanguageModel(vocab_size: int, d_model: int = 512, n_layers: int = 1,  # pylint: disable=invalid-name
+                     cell: str = 'elman', dropout: float = 0.0,
+                     compute_dtype: str = 'float32',
+                     mode: str = 'train') -> tl.Serial:
   """Returns a next-token model: log-probabilities for every position.
 
   Input: int32[batch, time] token ids. Output: f32[batch, time, vocab_size],

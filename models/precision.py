@@ -9,13 +9,16 @@ input, casting their float32 weights to it on the fly (the gradients reach
 the float32 weights through that cast).
 """
 
+from typing import Any
+
+import jax
 from jax import numpy as jnp
 from trax import layers as tl
 
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-def compute_dtype_of(name):
+def compute_dtype_of(name: str) -> Any:
   """The jnp dtype called `name`; ValueError names the choices."""
   if name not in COMPUTE_DTYPES:
     raise ValueError(f'Unknown compute_dtype {name!r}; choose one of '
@@ -23,7 +26,7 @@ def compute_dtype_of(name):
   return COMPUTE_DTYPES[name]
 
 
-def Cast(dtype):  # pylint: disable=invalid-name
+def Cast(dtype: Any) -> tl.Layer:  # pylint: disable=invalid-name
   """A layer casting its (floating-point) input to `dtype`."""
   name = jnp.dtype(dtype).name
   return tl.Fn(f'CastTo_{name}', lambda x: x.astype(dtype))
@@ -36,6 +39,6 @@ class Dense(tl.Dense):
   it with float32 weights.
   """
 
-  def forward(self, x):
+  def forward(self, x: jax.Array) -> jax.Array:
     w, b = self.weights
     return jnp.dot(x, w.astype(x.dtype)) + b.astype(x.dtype)

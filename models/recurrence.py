@@ -40,6 +40,7 @@ choice between kernels and XLA's scan is made there, by the rows each
 device has.
 """
 
+from collections.abc import Callable
 import functools
 import math
 
@@ -66,14 +67,16 @@ _DERIVATIVES_FROM_OUTPUT = {
 }
 
 
-def check_activation(activation):
+def check_activation(activation: str | Callable) -> None:
   """Raises ValueError unless `activation` is a callable or a known name."""
   if not (callable(activation) or activation in ACTIVATIONS):
     raise ValueError(f'Unknown activation {activation!r}; '
                      f'choose one of {sorted(ACTIVATIONS)} or pass a callable.')
 
 
-def elman_scan(x_proj, mask, h0, w_hh, activation='tanh'):
+def elman_scan(x_proj: jax.Array, mask: jax.Array | None, h0: jax.Array,
+               w_hh: jax.Array, activation: str | Callable = 'tanh'
+               ) -> tuple[jax.Array, jax.Array]:
   """Runs the Elman recurrence over time, given the projected inputs.
 
   Args:
@@ -98,7 +101,10 @@ def elman_scan(x_proj, mask, h0, w_hh, activation='tanh'):
   return jnp.swapaxes(outputs, 0, 1), h_last
 
 
-def elman_scan_time_major(x_proj, mask, h0, w_hh, activation='tanh'):
+def elman_scan_time_major(x_proj: jax.Array, mask: jax.Array | None,
+                          h0: jax.Array, w_hh: jax.Array,
+                          activation: str | Callable = 'tanh'
+                          ) -> tuple[jax.Array, jax.Array]:
   """`elman_scan` on f32[time, batch, units] inputs and outputs.
 
   The mask, if any, is [time, batch]; any nonzero value marks a real step.

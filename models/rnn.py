@@ -11,6 +11,9 @@ large matrix product; only h · W_hh runs inside the scan over time, whose
 hand-written gradient is in models/recurrence.py.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from jax import numpy as jnp
 from trax import fastmath
 from trax import layers as tl
@@ -40,12 +43,13 @@ class ElmanRNN(base.Layer):
   models/precision.py).
   """
 
-  def __init__(self, n_units, activation='tanh',
-               kernel_initializer=init.GlorotUniformInitializer(),
-               recurrent_initializer=init.OrthogonalInitializer(),
-               bias_initializer=init.RandomNormalInitializer(0.0),
-               use_mask=False, use_initial_state=False,
-               return_sequences=True, return_state=False, mode='train'):
+  def __init__(self, n_units: int, activation: str | Callable = 'tanh',
+               kernel_initializer: Callable = init.GlorotUniformInitializer(),
+               recurrent_initializer: Callable = init.OrthogonalInitializer(),
+               bias_initializer: Callable = init.RandomNormalInitializer(0.0),
+               use_mask: bool = False, use_initial_state: bool = False,
+               return_sequences: bool = True, return_state: bool = False,
+               mode: str = 'train'):
     if not (return_sequences or return_state):
       raise ValueError('ElmanRNN must return the sequence, the state or both.')
     super().__init__(n_in=1 + int(use_mask) + int(use_initial_state),
@@ -70,7 +74,7 @@ class ElmanRNN(base.Layer):
     h0 = inputs.pop(0) if self._use_initial_state else None
     return x, mask, h0
 
-  def forward(self, inputs):
+  def forward(self, inputs: Any) -> Any:
     """Runs the recurrence over every step of the input sequences."""
     x, mask, h0 = self._unpack(inputs)
     w_xh, w_hh, b_h = (w.astype(x.dtype) for w in self.weights)
@@ -87,7 +91,7 @@ class ElmanRNN(base.Layer):
         [h_last] if self._return_state else [])
     return results[0] if len(results) == 1 else tuple(results)
 
-  def init_weights_and_state(self, input_signature):
+  def init_weights_and_state(self, input_signature: Any) -> None:
     """Checks the input shapes and draws W_xh, W_hh and b_h."""
     x_sig, mask_sig, h0_sig = self._unpack(input_signature)
     if len(x_sig.shape) != 3:
@@ -134,7 +138,8 @@ CELLS = {
 }
 
 
-def ConfiguredElman(n_units, mode='train', **options):  # pylint: disable=invalid-name
+def ConfiguredElman(n_units: int, mode: str = 'train',  # pylint: disable=invalid-name
+                    **options: Any) -> ElmanRNN:
   """An ElmanRNN with the options bound in gin (e.g. its activation).
 
   `options` are further ElmanRNN arguments, such as use_initial_state.
@@ -142,7 +147,8 @@ def ConfiguredElman(n_units, mode='train', **options):  # pylint: disable=invali
   return CELLS['elman'](n_units, mode, **options)
 
 
-def RecurrentLayer(cell, n_units, mode='train', use_mask=False):  # pylint: disable=invalid-name
+def RecurrentLayer(cell: str, n_units: int, mode: str = 'train',  # pylint: disable=invalid-name
+                   use_mask: bool = False) -> tl.Layer:
   """Returns the sequence-to-sequence recurrent layer called `cell`.
 
   With `use_mask` it takes (x, mask) and skips padding steps: the state is
@@ -154,8 +160,9 @@ def RecurrentLayer(cell, n_units, mode='train', use_mask=False):  # pylint: disa
   return CELLS[cell](n_units, mode, use_mask=use_mask)
 
 
-def StackedElmanRNN(n_units, n_layers, use_mask=False, dropout=0.0,  # pylint: disable=invalid-name
-                    mode='train', layer_options=None):
+def StackedElmanRNN(n_units: int, n_layers: int, use_mask: bool = False,  # pylint: disable=invalid-name
+                    dropout: float = 0.0, mode: str = 'train',
+                    layer_options: dict[str, Any] | None = None) -> tl.Serial:
   """Returns `n_layers` ElmanRNN layers, each feeding the next.
 
   Inputs: x f32[batch, time, features] (and mask [batch, time] if
@@ -208,8 +215,9 @@ def _masked_trax_cell(cell, state_width, mode):
   )
 
 
-def MaskedRNN(cell, n_units, n_layers=1, bidirectional=False, dropout=0.0,  # pylint: disable=invalid-name
-              mode='train'):
+def MaskedRNN(cell: str, n_units: int, n_layers: int = 1,  # pylint: disable=invalid-name
+              bidirectional: bool = False, dropout: float = 0.0,
+              mode: str = 'train') -> tl.Serial:
   """Stacked recurrent layers over padded sequences, optionally bidirectional.
 
   Inputs: x f32[batch, length, features], mask f32[batch, length] (1 for

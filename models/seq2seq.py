@@ -16,17 +16,21 @@ models/decoding.py). The context part then runs in eval mode, so it keeps
 no state.
 """
 
+from collections.abc import Sequence
+
 import jax
 from jax import numpy as jnp
+import numpy as np
 from trax import layers as tl
 
 from models import classifier
 from models import rnn
 
 
-def RNNSeq2Seq(vocab_size, d_model=128, n_units=256, n_encoder_layers=1,  # pylint: disable=invalid-name
-               bidirectional_encoder=True, attention=True, dropout=0.1,
-               mode='train'):
+def RNNSeq2Seq(vocab_size: int, d_model: int = 128, n_units: int = 256,  # pylint: disable=invalid-name
+               n_encoder_layers: int = 1, bidirectional_encoder: bool = True,
+               attention: bool = True, dropout: float = 0.1,
+               mode: str = 'train') -> tl.Serial:
   """Returns an encoder-decoder translation model built from ElmanRNN layers.
 
   Inputs: source int32[batch, source_len], target int32[batch, target_len]
@@ -66,8 +70,9 @@ def RNNSeq2Seq(vocab_size, d_model=128, n_units=256, n_encoder_layers=1,  # pyli
   )
 
 
-def RNNCaptioner(vocab_size, d_model=128, n_units=256,  # pylint: disable=invalid-name
-                 conv_channels=(32, 64), dropout=0.1, mode='train'):
+def RNNCaptioner(vocab_size: int, d_model: int = 128, n_units: int = 256,  # pylint: disable=invalid-name
+                 conv_channels: Sequence[int] = (32, 64),
+                 dropout: float = 0.1, mode: str = 'train') -> tl.Serial:
   """Returns an image captioner: a conv stack starts an ElmanRNN decoder.
 
   Inputs: images f32[batch, size, size, 3], captions int32[batch, length].
@@ -151,7 +156,7 @@ ATTENTION = 'Attention'
 DECODER = 'Decoder'
 
 
-def split_at_decoder(model):
+def split_at_decoder(model: tl.Serial) -> tuple[tl.Serial, tl.Layer]:
   """Splits an RNNSeq2Seq or RNNCaptioner into (context part, decoder).
 
   The context part maps (context, target) to (target, *memory), where
@@ -175,7 +180,8 @@ def split_at_decoder(model):
   return tl.Serial(context), decoder
 
 
-def attention_weights(query, encoded, mask):
+def attention_weights(query: jax.Array, encoded: jax.Array,
+                      mask: jax.Array) -> jax.Array:
   """f32[batch, target_len, source_len]: each target step's weights, summing to 1.
 
   Args:
@@ -188,7 +194,8 @@ def attention_weights(query, encoded, mask):
   return jax.nn.softmax(scores, axis=-1)
 
 
-def attention_of(model, source, target):
+def attention_of(model: tl.Serial, source: np.ndarray,
+                 target: np.ndarray) -> jax.Array:
   """The attention weights of an RNNSeq2Seq (in eval mode) reading `target`.
 
   Args:
@@ -219,7 +226,7 @@ def _apply(layer, inputs):
   return outputs
 
 
-def has_attention(model):
+def has_attention(model: tl.Serial) -> bool:
   """Whether `model` (an RNNSeq2Seq) attends to the encoder states.
 
   Raises:

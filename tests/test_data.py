@@ -277,3 +277,185 @@ def test_data_dir_follows_tfds_conventions(monkeypatch, tmp_path):
 def test_wrong_feature_or_split_is_named(tiny_data_dir, kwargs, message):
   with pytest.raises(UsageError, match=message):
     _inputs(tiny_data_dir, **kwargs)
+
+
+# ---- the input contract (data/inputs.py) -----------------------------------
+
+import inspect  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+import tensorflow as tf  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+from rnn_toolkit import tasks  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import tiny_labelled_datasets  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+# Every constructor parameter and default, as saved config.gin files name
+# them (the gin names of runs trained before the contract was declared).
+CONSTRUCTORS = {
+    data.CharLMInputs: "dataset='tiny_shakespeare', text_key='text', data_dir=None, train_split='train', eval_split='validation', seq_len=256, batch_size=64, shuffle_buffer=10000, vocab_max_examples=100000, data_shards=None, download=True",
+    data.TextClassificationInputs: "dataset='glue/sst2', text_key='sentence', label_key='label', data_dir=None, train_split='train', eval_split='validation', batch_size=64, max_len=256, vocab_size=20000, min_count=1, shuffle_buffer=20000, data_shards=None, download=True",
+    data.TaggingInputs: "dataset='conll2003', text_key='tokens', label_key='ner', lowercase=False, data_dir=None, train_split='train', eval_split='dev', batch_size=32, max_len=128, vocab_size=30000, min_count=1, shuffle_buffer=20000, data_shards=None, download=True",
+    data.FeatureVectorInputs: "dataset='match_results', features_key='scores', label_key='winner', scale=1.0, data_dir=None, train_split='train', eval_split='validation', batch_size=64, shuffle_buffer=10000, data_shards=None, download=True",
+    data.TranslationInputs: "dataset='ted_hrlr_translate/pt_to_en', source_key='pt', target_key='en', level='word', vocab_size=8000, min_count=1, max_source_len=64, max_target_len=64, data_dir=None, train_split='train', eval_split='validation', batch_size=64, shuffle_buffer=20000, data_shards=None, download=True",
+    data.CaptioningInputs: "dataset='coco_captions', image_key='image', captions_key='captions', caption_text_key='text', image_size=64, level='word', vocab_size=10000, min_count=2, max_caption_len=24, data_dir=None, train_split='train', eval_split='val', batch_size=64, shuffle_buffer=5000, data_shards=None, download=True",
+}
+
+
+@pytest.mark.parametrize('cls', CONSTRUCTORS, ids=lambda c: c.__name__)
+def test_every_pipeline_keeps_the_declared_contract(cls):
+  assert issubclass(cls, data.Inputs) and not inspect.isabstract(cls)
+  assert cls.task in tasks.TASKS
+  parameters = inspect.signature(cls).parameters.values()
+  assert ', '.join(f'{p.name}={p.default!r}'
+                   for p in parameters) == CONSTRUCTORS[cls]
+  # What the toolkit may ask of any pipeline is declared on the base class.
+  for name in ('build_vocab', 'check_vocab', 'model_dimensions',
+               'input_signature', 'train_shards', 'train_batches',
+               'eval_batches', 'features', 'example_spec'):
+    assert callable(getattr(data.Inputs, name)), name
+  generates = tasks.TASKS[cls.task].generates
+  assert (cls.decoding_batches is not data.Inputs.decoding_batches) == generates
+  assert (cls.context_signature is not data.Inputs.context_signature) == generates
+
+
+def test_the_base_class_checks_settings_once_for_every_pipeline(tmp_path):
+  for cls in CONSTRUCTORS:
+    for name in ('batch_size', 'shuffle_buffer', 'data_shards'):
+      with pytest.raises(UsageError, match=f'{cls.__name__} needs positive '
+                         f'whole numbers, but got {name} = 0'):
+        cls(**{name: 0}, data_dir=str(tmp_path), download=False)
+
+
+@pytest.fixture(scope='module')
+def labelled_dir(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp('labelled_tfds'))
+  tiny_labelled_datasets.prepare(data_dir)
+  return data_dir
+
+
+# Each pipeline on a small dataset: (name, dirs -> the pipeline).
+PIPELINES = [
+    ('language_model', lambda d: data.CharLMInputs(
+        'tiny_text', data_dir=d['tiny'], seq_len=16, batch_size=4,
+        download=False)),
+    ('classification', lambda d: data.TextClassificationInputs(
+        'tiny_sentiment', data_dir=d['labelled'], batch_size=8,
+        download=False)),
+    ('tagging', lambda d: data.TaggingInputs(
+        'tiny_ner', data_dir=d['labelled'], batch_size=8, lowercase=True,
+        download=False)),
+    ('vector_classification', lambda d: data.FeatureVectorInputs(
+        'match_results/small', scale=0.5, batch_size=16,
+        data_dir=d['generated'])),
+    ('translation', lambda d: data.TranslationInputs(
+        'date_normalisation/small', source_key='source', target_key='target',
+        level='char', vocab_size=100, max_source_len=32, max_target_len=12,
+        batch_size=16, data_dir=d['generated'])),
+    ('captioning', lambda d: data.CaptioningInputs(
+        'shape_captions/small', image_size=16, eval_split='validation',
+        max_caption_len=12, batch_size=16, data_dir=d['generated'])),
+]
+
+
+@pytest.fixture
+def dirs(tiny_data_dir, labelled_dir, generated_dir):
+  return {'tiny': tiny_data_dir, 'labelled': labelled_dir,
+          'generated': generated_dir}
+
+
+def _given(raw, spec):
+  """A tf.data.Dataset of the NumPy examples `raw`, holding only `spec`'s
+  features (as a user's file would give them)."""
+  def only(example, spec):
+    return {k: only(example[k], s) if isinstance(s, dict) else example[k]
+            for k, s in spec.items()}
+  return tf.data.Dataset.from_generator(
+      lambda: (only(ex, spec) for ex in raw), output_signature=spec)
+
+
+def _assert_same_batches(got, want):
+  got, want = list(got), list(want)
+  assert len(got) == len(want) and want
+  for a, b in zip(got, want):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize('task, make', PIPELINES, ids=[t for t, _ in PIPELINES])
+def test_given_examples_make_the_batches_their_split_makes(task, make, dirs):
+  inputs = make(dirs)
+  assert inputs.task == task
+  vocab = inputs.build_vocab()
+  raw = list(tfds.as_numpy(inputs.builder.as_dataset(split=inputs.eval_split)))
+  spec = inputs.example_spec()
+  features = inputs.features()
+  assert [f.name for f in features.values()] == list(spec)
+  if hasattr(inputs, 'labels'):  # the ClassLabel's names
+    label = features['label'].spec
+    names = getattr(label, 'feature', label).names
+    assert names == inputs.labels
+  _assert_same_batches(
+      inputs.eval_batches(vocab, 'file x', examples=_given(raw, spec)),
+      inputs.eval_batches(vocab))
+  half = inputs.batch_size // 2
+  _assert_same_batches(
+      inputs.eval_batches(vocab, rows=slice(half, None),
+                          examples=_given(raw, spec)),
+      inputs.eval_batches(vocab, rows=slice(half, None)))
+  # The examples given are what is read: one example, one row (of a
+  # language model, its windows).
+  def real_rows(batches):
+    return sum(int(np.reshape(b[-1], (len(b[-1]), -1)).any(1).sum())
+               for b in batches)
+  one = real_rows(inputs.eval_batches(vocab, examples=_given(raw[:1], spec)))
+  assert one < real_rows(inputs.eval_batches(vocab))
+  assert one == 1 or task == 'language_model'
+  if tasks.TASKS[task].generates:
+    got = list(inputs.decoding_batches(vocab, examples=_given(raw, spec)))
+    want = list(inputs.decoding_batches(vocab))
+    assert len(got) == len(want) and want
+    for (context, refs), (want_context, want_refs) in zip(got, want):
+      np.testing.assert_array_equal(context, want_context)
+      assert refs == want_refs
+  else:
+    with pytest.raises(NotImplementedError):
+      inputs.decoding_batches(vocab)
+
+
+def test_given_examples_without_a_feature_or_of_another_kind_are_refused(
+    labelled_dir):
+  inputs = data.TextClassificationInputs('tiny_sentiment',
+                                         data_dir=labelled_dir, batch_size=8,
+                                         download=False)
+  vocab = inputs.build_vocab()
+  texts = tf.data.Dataset.from_tensor_slices({'sentence': ['a fine film']})
+  with pytest.raises(UsageError, match="File 'x.tsv' cannot be read by "
+                     "TextClassificationInputs of tiny_sentiment: no feature "
+                     "'label'"):
+    inputs.eval_batches(vocab, "file 'x.tsv'", examples=texts)
+  as_text = tf.data.Dataset.from_tensor_slices(
+      {'sentence': ['a fine film'], 'label': ['positive']})
+  with pytest.raises(UsageError, match="feature 'label' is string.*not int64"):
+    inputs.eval_batches(vocab, examples=as_text)
+
+
+def test_unusable_given_examples_are_named_as_their_caller_names_them(
+    labelled_dir, faulty_data_dir):
+  classify = data.TextClassificationInputs(
+      'tiny_sentiment', data_dir=labelled_dir, batch_size=8, download=False)
+  vocab = classify.build_vocab()
+  unlabelled = tf.data.Dataset.from_tensor_slices(
+      {'sentence': ['a fine film', 'a dull one'],
+       'label': np.array([1, 7], np.int64)})
+  with pytest.raises(UsageError, match=r"File 'x.tsv' has an example "
+                     r"labelled 7, outside the 2 classes"):
+    list(classify.eval_batches(vocab, "file 'x.tsv'", examples=unlabelled))
+  tag = data.TaggingInputs('tiny_ner_misaligned', data_dir=faulty_data_dir,
+                           eval_split='train', download=False)
+  words = tf.data.Dataset.from_generator(
+      lambda: iter([{'tokens': np.array([b'Jordan', b'ran']),
+                     'ner': np.array([1], np.int64)}]),
+      output_signature=tag.example_spec())
+  with pytest.raises(UsageError, match=r"Example 0 of file 'y' has 2 words "
+                     r"\('tokens'\) but 1 tags"):
+    tag.eval_batches(tag.build_vocab(), "file 'y'", examples=words)

@@ -67,6 +67,7 @@ class Run:
     self.decoding = (configurables.DecodingSettings() if self.task.generates
                      else None)
     self._inputs = None
+    self._eval_fn = None  # see _eval_outputs
 
   @classmethod
   def load(cls, output_dir: str, checkpoint: Checkpoint = 'best') -> 'Run':
@@ -131,12 +132,20 @@ class Run:
     Args:
       source: a split of the run's dataset (default: its eval split), or
         the path of a file in the task's format (see evaluation/files.py).
+        It is a file when it names an existing path, holds a path
+        separator or ends in a file extension (.tsv, .jsonl, .txt,
+        .conll...); a missing file is an error, not a split.
       beam_width: translators and captioners: overrides the run's
         DecodingSettings.beam_width.
 
     Returns:
       The metrics, as saved in OUTPUT_DIR/eval_SPLIT.json (of a file,
-      eval_file_STEM.json).
+      eval_file_STEM.json, STEM its name without the extension; its
+      'file' says which file, where a split's 'split' says which split).
+
+    Raises:
+      UsageError: no such split or file; a malformed line of the file
+        (named with its number), before anything is computed or written.
     """
     from rnn_toolkit.evaluation import scoring  # pylint: disable=g-import-not-at-top
     return scoring.evaluate(self, source, beam_width)
@@ -144,11 +153,10 @@ class Run:
   def predict(self, texts: Sequence[str]) -> list:
     """A classifier's (class name, probability) for each of `texts`."""
     self.check_use('predict')
-    tokens = self.inputs.encode(self.vocab, list(texts))
-    probs = np.exp(np.asarray(
-        self.model('eval', shapes.signature(tokens))(tokens)))
     return [(self.vocab.labels[int(p.argmax())], float(p.max()))
-            for p in probs]
+            for chunk in _chunks(texts, self.inputs.batch_size)
+            for p in np.exp(self._eval_outputs(
+                self.inputs.encode(self.vocab, chunk)))]
 
   def tag(self, sentences: Sequence[str]) -> list:
     """A tagger's [(word, tag)] for each of `sentences`.
@@ -157,13 +165,16 @@ class Run:
     or lower-cased), split exactly as the model's input was.
     """
     self.check_use('tag')
-    tokens = self.inputs.encode(self.vocab, list(sentences))
-    probs = np.asarray(self.model('eval', shapes.signature(tokens))(tokens))
     max_len = self.inputs.max_len
-    return [list(zip(words_as_typed(text)[:max_len],
-                     (self.vocab.labels[int(i)]
-                      for i in p.argmax(-1)[row != PAD_ID])))
-            for text, row, p in zip(sentences, tokens, probs)]
+    tagged = []
+    for chunk in _chunks(sentences, self.inputs.batch_size):
+      tokens = self.inputs.encode(self.vocab, chunk)
+      probs = self._eval_outputs(tokens)
+      tagged += [list(zip(words_as_typed(text)[:max_len],
+                          (self.vocab.labels[int(i)]
+                           for i in p.argmax(-1)[row != PAD_ID])))
+                 for text, row, p in zip(chunk, tokens, probs)]
+    return tagged
 
   def translate(self, texts: Sequence[str],
                 beam_width: Optional[int] = None) -> list[str]:
@@ -237,10 +248,34 @@ class Run:
     return self.decoding._replace(beam_width=beam_width)
 
   def _decode(self, contexts, beam_width):
-    ids = self.generator(len(contexts)).generate(
-        np.stack(contexts), self.decoding_settings(beam_width),
-        self.inputs.max_target_len)
-    return [self.vocab.decode(row) for row in ids]
+    """The decoded output of each context, `batch_size` contexts at a time."""
+    settings = self.decoding_settings(beam_width)
+    if not contexts:
+      return []
+    rows = devices.round_up(min(len(contexts), self.inputs.batch_size),
+                            jax.local_device_count())
+    generator = self.generator(rows)
+    outputs = []
+    for chunk in _chunks(contexts, rows):
+      ids = generator.generate(padded_with_copies(np.stack(chunk), rows),
+                               settings, self.inputs.max_target_len)
+      outputs += [self.vocab.decode(row) for row in ids[:len(chunk)]]
+    return outputs
+
+  def _eval_outputs(self, batch: np.ndarray) -> np.ndarray:
+    """The eval-mode model's output for `batch` (a classifier's or tagger's).
+
+    The model is built once, for the first batch's shape; its weights fit
+    batches of any number of rows and length, and each shape is compiled
+    once.
+    """
+    if self._eval_fn is None:
+      model = self.model('eval', shapes.signature(batch))
+      weights, state = model.weights, model.state
+      apply = jax.jit(lambda x: model.pure_fn(x, weights, state,
+                                              jax.random.PRNGKey(0))[0])
+      self._eval_fn = lambda x: np.asarray(apply(x))
+    return self._eval_fn(batch)
 
   def apply(self, items: Sequence[str],
             beam_width: Optional[int] = None) -> list:
@@ -338,6 +373,22 @@ def _resolve_step(which, steps, saved):
     return int(which)
   raise UsageError(f'--checkpoint {which!r} is not one of best, latest or a '
                    f'committed step ({", ".join(map(str, steps))}).')
+
+
+def padded_with_copies(context: np.ndarray, rows: int) -> np.ndarray:
+  """`context` with copies of its first row added, up to `rows` rows.
+
+  Copies of a real row end when it does, where a row of padding might
+  never generate EOS and keep its whole batch decoding to the length limit.
+  """
+  copies = np.repeat(context[:1], rows - len(context), axis=0)
+  return np.concatenate([context, copies])
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+  """`items` in consecutive lists of `size` (the last may be shorter)."""
+  items = list(items)
+  return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _sample(log_probs, temperature, key):

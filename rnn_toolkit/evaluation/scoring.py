@@ -10,13 +10,16 @@ translators and captioners, the loss and token accuracy of the reference
 (teacher-forced), then the exact-match rate and corpus BLEU (sacrebleu) of
 the sequences they generate by greedy or beam search, with a few
 examples; every generated text and its references go to
-eval_SPLIT_outputs.tsv. Captioners also get eval_SPLIT_captions.png, a
-contact sheet of images with their generated and reference captions.
+eval_SPLIT_outputs.tsv (eval_file_STEM_outputs.tsv). Captioners also get
+eval_SPLIT_captions.png, a contact sheet of images with their generated
+and reference captions. A file's record says which file it is ('file':
+its absolute path) where a split's says which split ('split').
 """
 
+import dataclasses
 import json
 import os
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import jax
 from jax import numpy as jnp
@@ -25,9 +28,12 @@ from tqdm import tqdm
 
 from data.batching import pad_batch
 from rnn_toolkit.errors import UsageError
+from rnn_toolkit.evaluation import files
 from rnn_toolkit.evaluation import metrics
+from rnn_toolkit.evaluation.run import padded_with_copies
 from rnn_toolkit.reporting import figures
 from rnn_toolkit.runtime import devices
+from rnn_toolkit.storage.atomic_files import write_text_atomically
 
 
 def scored_batch(model):
@@ -51,9 +57,73 @@ def scored_batch(model):
   return jax.jit(score)
 
 
-def evaluate(run, split: Optional[str] = None,
+@dataclasses.dataclass(frozen=True)
+class _Source:
+  """What an evaluation reads: a split of the run's dataset, or a file.
+
+  Attributes:
+    name: how progress bars call it ('validation', 'reviews.tsv').
+    record: what eval_*.json says it is ({'split': ...} or {'file': ...}).
+    prefix: the evaluation's file names start with it ('eval_validation',
+      'eval_file_reviews').
+    split: the split, or with `examples`, what the pipeline's messages call
+      them.
+    examples: () -> a tf.data.Dataset of the file's raw examples; None for
+      a split.
+    empty: the message when it holds nothing to evaluate.
+  """
+  name: str
+  record: dict
+  prefix: str
+  split: str
+  examples: Optional[Callable[[], Any]] = None
+  empty: str = ''
+
+  def read(self) -> dict:
+    """The pipeline's keyword arguments that read it."""
+    return {'split': self.split,
+            **({} if self.examples is None
+               else {'examples': self.examples()})}
+
+
+def evaluate(run, source: Optional[str] = None,
              beam_width: Optional[int] = None) -> dict:
-  """One full pass over `split` of the `run`'s dataset; see `Run.evaluate`.
+  """One full pass over a split or a file; see `Run.evaluate`.
+
+  `source` is a file when `files.looks_like_file` says so (an existing
+  path, a path separator, a file extension), else a split (default: the
+  run's eval split).
+  """
+  if source is not None and files.looks_like_file(source):
+    return evaluate_file(run, source, beam_width)
+  split = source or run.inputs.eval_split
+  return _evaluate(run, _Source(
+      split, {'split': split}, f'eval_{split}', split,
+      empty=f'Split {split!r} of {run.inputs.dataset} holds no text to '
+            f'evaluate. Choose another --split.'), beam_width)
+
+
+def evaluate_file(run, path: str, beam_width: Optional[int] = None) -> dict:
+  """One full pass over the user's file `path` (evaluation/files.py's formats).
+
+  The whole file is read and checked first: a malformed line raises
+  UsageError (naming the file and the line) before anything is computed
+  or written. The metrics are a split's, computed by the same code, and
+  go to OUTPUT_DIR/eval_file_STEM.json (STEM: the file's name without its
+  extension).
+  """
+  if run.task.generates:  # a bad --beam_width is refused before the file is read
+    run.decoding_settings(beam_width)
+  read = files.read_examples(run.inputs, run.vocab, path)
+  prefix = f'eval_file_{files.stem(path)}'
+  return _evaluate(run, _Source(
+      os.path.basename(path), {'file': os.path.abspath(path)}, prefix,
+      f'file {path!r}', read.dataset,
+      empty=f'{path} holds no text to evaluate.'), beam_width)
+
+
+def _evaluate(run, source: _Source, beam_width: Optional[int]) -> dict:
+  """The metrics of `source`, written to OUTPUT_DIR/PREFIX.json.
 
   The batches are split over every device, as in training; a batch size
   that does not divide by the device count is padded with rows of weight 0.
@@ -61,15 +131,14 @@ def evaluate(run, split: Optional[str] = None,
   with the run's DecodingSettings (`beam_width` overrides its width).
   """
   inputs, task = run.inputs, run.task
-  split = split or inputs.eval_split
   settings = run.decoding_settings(beam_width) if task.generates else None
   parallel = devices.DataParallel.over_all_devices()
   model = run.model('eval', inputs.input_signature())
   weights, model_state = parallel.replicate((model.weights, model.state))
   score = scored_batch(model)
   totals, labelled = np.zeros(3), []
-  for batch in tqdm(_placed_batches(inputs, run.vocab, split, parallel),
-                    desc=f'evaluating {split}', unit='batch',
+  for batch in tqdm(_placed_batches(inputs, run.vocab, source, parallel),
+                    desc=f'evaluating {source.name}', unit='batch',
                     disable=not parallel.is_writer):
     *sums, predictions = score(weights, model_state, batch)
     totals += np.array(sums)
@@ -78,39 +147,39 @@ def evaluate(run, split: Optional[str] = None,
                             for a in (*batch[-2:], predictions)))
   nll, _, count = totals
   if not count:
-    raise UsageError(f'Split {split!r} of {inputs.dataset} holds no text to '
-                     f'evaluate. Choose another --split.')
-  result = {'split': split, 'step': run.step, 'loss': nll / count,
+    raise UsageError(source.empty)
+  result = {**source.record, 'step': run.step, 'loss': nll / count,
             **task.metrics(totals, labelled, run.vocab)}
   if task.generates:
-    result.update(_generated(run, split, settings, parallel.is_writer))
+    result.update(_generated(run, source, settings, parallel.is_writer))
   if parallel.is_writer:
-    _write_json(os.path.join(run.output_dir, f'eval_{split}.json'), result)
+    _write_json(os.path.join(run.output_dir, f'{source.prefix}.json'), result)
   return result
 
 
-def _placed_batches(inputs, vocab, split, parallel):
-  """The eval batches of `split`, padded for the devices and placed on them."""
+def _placed_batches(inputs, vocab, source, parallel):
+  """The eval batches of `source`, padded for the devices and placed on them."""
   rows = devices.round_up(inputs.batch_size, parallel.n_devices)
   mine = parallel.process_rows(rows)
   return (parallel.place_batch(tuple(a[mine] for a in pad_batch(b, rows)))
-          for b in inputs.eval_batches(vocab, split))
+          for b in inputs.eval_batches(vocab, **source.read()))
 
 
 # Examples of generated sequences kept in eval_SPLIT.json (and, of
 # captions, drawn on the contact sheet).
 N_SHOWN = 16
 
-def _generated(run, split, settings, is_writer):
-  """Decodes every example of `split`; exact match, BLEU and a few examples."""
+def _generated(run, source, settings, is_writer):
+  """Decodes every example of `source`; exact match, BLEU and a few examples."""
   inputs, vocab = run.inputs, run.vocab
   rows = devices.round_up(inputs.batch_size, jax.local_device_count())
   generator = run.generator(rows)
   outputs, references, shown = [], [], []
-  for context, refs in tqdm(inputs.decoding_batches(vocab, split),
-                            desc=f'decoding {split} (beam {settings.beam_width})',
+  for context, refs in tqdm(inputs.decoding_batches(vocab, **source.read()),
+                            desc=f'decoding {source.name} '
+                                 f'(beam {settings.beam_width})',
                             unit='batch', disable=not is_writer):
-    ids = generator.generate(_padded_with_copies(context, rows), settings,
+    ids = generator.generate(padded_with_copies(context, rows), settings,
                              inputs.max_target_len)
     outputs += [vocab.decode(row) for row in ids[:len(refs)]]
     references += refs
@@ -120,41 +189,27 @@ def _generated(run, split, settings, is_writer):
   examples = [{'output': out, 'references': refs}
               for out, refs in zip(outputs[:N_SHOWN], references)]
   if run.task.context_is_text:
-    for example, source in zip(examples, shown):
-      example['source'] = vocab.decode(source)
+    for example, context in zip(examples, shown):
+      example['source'] = vocab.decode(context)
   if is_writer:
-    result['outputs'] = _write_outputs(run.output_dir, split, outputs,
-                                       references)
+    result['outputs'] = _write_outputs(run.output_dir, source.prefix,
+                                       outputs, references)
     if 'contact_sheet' in run.task.report_sections:
       result['contact_sheet'] = os.path.join(run.output_dir,
-                                             f'eval_{split}_captions.png')
+                                             f'{source.prefix}_captions.png')
       figures.contact_sheet(shown, outputs, references,
                             result['contact_sheet'])
   return {**result, 'examples': examples}
 
 
-def _padded_with_copies(context, rows):
-  """`context` with copies of its first row added, up to `rows` rows.
-
-  Copies of a real row end when it does, where a row of padding might
-  never generate EOS and keep its whole batch decoding to the length limit.
-  """
-  copies = np.repeat(context[:1], rows - len(context), axis=0)
-  return np.concatenate([context, copies])
-
-
-def _write_outputs(output_dir, split, outputs, references):
-  """Writes eval_SPLIT_outputs.tsv: each generated text and its references."""
-  path = os.path.join(output_dir, f'eval_{split}_outputs.tsv')
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    f.write('output\treferences\n')
-    for output, refs in zip(outputs, references):
-      f.write('\t'.join([output, *refs]) + '\n')
-  os.replace(path + '.tmp', path)
+def _write_outputs(output_dir, prefix, outputs, references):
+  """Writes PREFIX_outputs.tsv: each generated text and its references."""
+  path = os.path.join(output_dir, f'{prefix}_outputs.tsv')
+  write_text_atomically(path, 'output\treferences\n' + ''.join(
+      '\t'.join([output, *refs]) + '\n'
+      for output, refs in zip(outputs, references)))
   return path
 
 
 def _write_json(path, record):
-  with open(path + '.tmp', 'w') as f:
-    json.dump(record, f, indent=2)
-  os.replace(path + '.tmp', path)
+  write_text_atomically(path, json.dumps(record, indent=2))
