@@ -8,7 +8,7 @@ weights f32[batch, seq_len]) with inputs == targets, since the model shifts
 its input right by itself.
 """
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf

@@ -56,6 +56,7 @@ class TextClassificationInputs(Inputs):
   """
 
   task = 'classification'  # rnn_toolkit/tasks.py
+  LABEL_PER_WORD = False  # one label a text; a tagger's: one a word
 
   def __init__(self, dataset: str = 'glue/sst2', text_key: str = 'sentence',
                label_key: str = 'label', data_dir: str | None = None,
@@ -76,9 +77,9 @@ class TextClassificationInputs(Inputs):
         download=download, features={'text': text_key, 'label': label_key},
         positive={'batch_size': batch_size, 'max_len': max_len,
                   'vocab_size': vocab_size, 'min_count': min_count})
-    per_word = self.task == 'tagging'
-    tfds_io.check_feature_kind(self.builder, text_key, per_word)
-    self.labels = tfds_io.class_names(self.builder, label_key, per_word)
+    tfds_io.check_feature_kind(self.builder, text_key, self.LABEL_PER_WORD)
+    self.labels = tfds_io.class_names(self.builder, label_key,
+                                      self.LABEL_PER_WORD)
 
   def _check_settings(self) -> None:
     if self.vocab_size <= FIRST_WORD_ID:
@@ -230,6 +231,7 @@ class TaggingInputs(TextClassificationInputs):
   """
 
   task = 'tagging'
+  LABEL_PER_WORD = True
 
   def __init__(self, dataset: str = 'conll2003', text_key: str = 'tokens',
                label_key: str = 'ner', lowercase: bool = False,

@@ -8,6 +8,7 @@ instead of testing its name.
 import dataclasses
 from typing import Any, Callable
 
+from rnn_toolkit.evaluation import files
 from rnn_toolkit.evaluation import metrics
 
 
@@ -27,6 +28,8 @@ class Task:
     use: the `Run` method that applies a model of the task to new inputs.
     flag: the evaluate.py flag that calls `use`.
     show: (input, result of `use`) -> the line evaluate.py prints.
+    files: how the task's data files (--data_file) and predict files
+      (--predict_file) read, and its prediction records.
     context_is_text: whether a generating model's context is text, shown
       beside its output in the evaluation's examples.
     report_sections: the report's sections of a run of the task, besides
@@ -38,6 +41,7 @@ class Task:
   use: str
   flag: str
   show: Callable[[Any, Any], str]
+  files: files.FileFormat
   gathers_predictions: bool = False
   generates: bool = False
   context_is_text: bool = False
@@ -60,25 +64,31 @@ def _show_output(source: str, output: str) -> str:
 _TASKS = (
     Task('language_model', 'language model', metrics.language_model_metrics,
          use='generate', flag='--generate', show=_show_output,
+         files=files.LANGUAGE_MODEL,
          report_sections=('window_retention', 'samples')),
     Task('classification', 'text classifier', metrics.classifier_metrics,
          use='predict', flag='--predict', show=_show_class,
+         files=files.CLASSIFIER,
          gathers_predictions=True,
          report_sections=('text_retention', 'confusion_matrix')),
     # Classes of fixed-length number vectors: no words, so no retention of
     # them to measure.
     Task('vector_classification', 'classifier', metrics.classifier_metrics,
          use='predict', flag='--predict', show=_show_class,
+         files=files.VECTOR_CLASSIFIER,
          gathers_predictions=True, report_sections=('confusion_matrix',)),
     Task('tagging', 'tagger', metrics.tagger_metrics, use='tag',
-         flag='--predict', show=_show_tags, gathers_predictions=True,
+         flag='--predict', show=_show_tags,
+         files=files.TAGGER, gathers_predictions=True,
          report_sections=('text_retention', 'f1_by_kind')),
     Task('translation', 'translator', metrics.target_token_metrics,
          use='translate', flag='--translate', show=_show_output,
+         files=files.TRANSLATOR,
          generates=True, context_is_text=True,
          report_sections=('attention',)),
     Task('captioning', 'captioner', metrics.target_token_metrics,
-         use='caption', flag='--caption', show=_show_output, generates=True,
+         use='caption', flag='--caption', show=_show_output,
+         files=files.CAPTIONER, generates=True,
          report_sections=('contact_sheet',)),
 )
 TASKS = {task.name: task for task in _TASKS}

@@ -191,7 +191,7 @@ def test_a_classifier_scores_a_tsv_and_a_jsonl_file_as_the_split(
     result = run.evaluate(path)
     _assert_same_metrics(result, split)
     assert result['file'] == os.path.abspath(path) and 'split' not in result
-    assert _saved(sentiment_run, f'eval_file_reviews.json') == result
+    assert _saved(sentiment_run, 'eval_file_reviews.json') == result
   # evaluate.py prints the metrics and writes them, as for a split.
   capsys.readouterr()
   evaluate_py.main(['--output_dir', sentiment_run, '--data_file', tsv])
@@ -262,11 +262,10 @@ def test_a_tagger_scores_a_conll_file_as_the_split(ner_run,
                                                    tmp_path):
   raw = raw_examples('tiny_ner', 'dev', labelled_data_dir)
   path = _write(tmp_path / 'dev.conll', _conll(raw, tiny.NER_TAGS))
-  read = files.read_examples(Run.load(ner_run).inputs,
-                             Run.load(ner_run).vocab, path)
+  run = Run.load(ner_run)
+  read = run.task.files.read_examples(run.inputs, run.vocab, path)
   assert len(read) == len(raw) and read.lines[:2] == [
       3, 3 + len(raw[0]['tokens']) + 1]
-  run = Run.load(ner_run)
   result = run.evaluate(path)
   _assert_same_metrics(result, run.evaluate('dev'))
   assert _saved(ner_run, 'eval_file_dev.json') == result
@@ -335,8 +334,8 @@ def test_a_translator_scores_and_predicts_a_file(dates_run, generated_dir,
   # Without a header row, every line is a pair.
   bare = _write(tmp_path / 'bare.tsv', ''.join(
       f'{ex["source"].decode()}\t{ex["target"].decode()}\n' for ex in raw))
-  assert files.read_examples(run.inputs, run.vocab, bare).examples == (
-      files.read_examples(run.inputs, run.vocab, path).examples)
+  assert run.task.files.read_examples(run.inputs, run.vocab, bare).examples == (
+      run.task.files.read_examples(run.inputs, run.vocab, path).examples)
   sources = [ex['source'].decode() for ex in raw[:5]]
   out = str(tmp_path / 'out.jsonl')
   evaluate_py.main(['--output_dir', dates_run, '--predict_file',
@@ -395,7 +394,7 @@ def test_an_images_captions_may_be_columns_or_repeated_rows(shapes_run,
                 f'{second}\ta blue circle\n\n'
                 f'{first}\tred square\n')
   run = Run.load(shapes_run)
-  read = files.read_examples(run.inputs, run.vocab, path)
+  read = run.task.files.read_examples(run.inputs, run.vocab, path)
   assert read.lines == [1, 2]
   loaded = [read.load(ex) for ex in read.examples]
   np.testing.assert_array_equal(loaded[0]['image'], raw[0]['image'])

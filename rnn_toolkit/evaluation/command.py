@@ -8,7 +8,6 @@ from typing import Optional
 import jax
 
 from rnn_toolkit.errors import UsageError, exit_with
-from rnn_toolkit.evaluation import files
 from rnn_toolkit.evaluation import scoring
 from rnn_toolkit.evaluation.run import Run
 from rnn_toolkit.runtime import devices
@@ -73,11 +72,11 @@ def predict_file(run: Run, path: str, out: str,
         f'file.')
   if run.task.generates:
     run.decoding_settings(beam_width)  # a bad width, before the file is read
-  items = files.read_inputs(run.inputs, run.vocab, path)
+  items = run.task.files.read_inputs(run.inputs, run.vocab, path)
   results = run.apply([item.value for item in items], beam_width)
   if jax.process_index() == 0:
     write_text_atomically(out, ''.join(
-        json.dumps(files.prediction_record(run.inputs, item, result),
+        json.dumps(run.task.files.record(item, result),
                    ensure_ascii=False) + '\n'
         for item, result in zip(items, results)))
   return len(items)

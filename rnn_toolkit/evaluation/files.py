@@ -8,7 +8,7 @@ a malformed line stops the program with a message that names the file and
 the line, before any file is written.
 
 Formats (the column names are the run's dataset's feature names, e.g.
-`sentence` and `label` for glue/sst2; see `data_file_format`):
+`sentence` and `label` for glue/sst2; see `FileFormat.describe`):
 
 | task | --data_file F | --predict_file F |
 | --- | --- | --- |
@@ -98,22 +98,6 @@ class Examples:
         output_signature=self.signature)
 
 
-def read_examples(inputs: Any, vocab: Any, path: str) -> Examples:
-  """The checked examples of data file `path` for a run with `inputs`, `vocab`.
-
-  Raises:
-    UsageError: the file is missing or unreadable, or a line is malformed
-      (named with its number); nothing has been computed or written.
-  """
-  check_exists(path, 'data file')
-  return _READERS[inputs.task].examples(inputs, vocab, path)
-
-
-def data_file_format(inputs: Any, vocab: Any) -> str:
-  """What a data file for a run with `inputs` holds, in words."""
-  return _READERS[inputs.task].format(inputs, vocab)
-
-
 # ---- inputs of a predict file -------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -129,24 +113,6 @@ class Item:
   line: int
   value: str
   shown: Any
-
-
-def read_inputs(inputs: Any, vocab: Any, path: str) -> list[Item]:
-  """The checked inputs of predict file `path` for a run with `inputs`, `vocab`.
-
-  Raises:
-    UsageError: the task has no predict file (language models), the file
-      is missing or unreadable, or a line is malformed (named with its
-      number).
-  """
-  reader = _READERS[inputs.task]
-  check_exists(path, 'predict file')
-  return reader.inputs(inputs, vocab, path)
-
-
-def prediction_record(inputs: Any, item: Item, result: Any) -> dict:
-  """The JSON record of `item`'s prediction `result` (Run.apply's)."""
-  return _READERS[inputs.task].record(item, result)
 
 
 def check_exists(path: str, what: str) -> None:
@@ -719,24 +685,44 @@ def _caption_record(item: Item, caption: str) -> dict:
 # ---- by task ------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class _Reader:
-  format: Callable[[Any, Any], str]
-  examples: Callable[[Any, Any, str], Examples]
-  inputs: Callable[[Any, Any, str], list[Item]]
-  record: Callable[[Item, Any], dict]
+class FileFormat:
+  """How the files of one task read: a row of the task table's (`Task.files`)."""
+  describe: Callable[[Any, Any], str]
+  _examples: Callable[[Any, Any, str], Examples]
+  _inputs: Callable[[Any, Any, str], list[Item]]
+  record: Optional[Callable[[Item, Any], dict]]
+
+  def read_examples(self, inputs: Any, vocab: Any, path: str) -> Examples:
+    """The checked examples of data file `path`, for a run's `inputs`, `vocab`.
+
+    Raises:
+      UsageError: the file is missing or unreadable, or a line is
+        malformed (named with its number); nothing has been computed or
+        written.
+    """
+    check_exists(path, 'data file')
+    return self._examples(inputs, vocab, path)
+
+  def read_inputs(self, inputs: Any, vocab: Any, path: str) -> list[Item]:
+    """The checked inputs of predict file `path`, for a run's `inputs`, `vocab`.
+
+    Raises:
+      UsageError: the task has no predict file (language models), the
+        file is missing or unreadable, or a line is malformed (named with
+        its number).
+    """
+    check_exists(path, 'predict file')
+    return self._inputs(inputs, vocab, path)
 
 
-# Keyed by the pipelines' task names (rnn_toolkit/tasks.py).
-_READERS = {
-    'classification': _Reader(_texts_format, _text_examples, _text_inputs,
-                              _class_record),
-    'vector_classification': _Reader(_vectors_format, _vector_examples,
-                                     _vector_inputs, _vector_record),
-    'tagging': _Reader(_tags_format, _tagged_examples, _tagger_inputs,
-                       _tags_record),
-    'language_model': _Reader(_lm_format, _lm_examples, _lm_inputs, None),
-    'translation': _Reader(_pairs_format, _translation_examples,
-                           _translation_inputs, _output_record),
-    'captioning': _Reader(_captions_format, _caption_examples,
-                          _caption_inputs, _caption_record),
-}
+CLASSIFIER = FileFormat(_texts_format, _text_examples, _text_inputs,
+                        _class_record)
+VECTOR_CLASSIFIER = FileFormat(_vectors_format, _vector_examples,
+                               _vector_inputs, _vector_record)
+TAGGER = FileFormat(_tags_format, _tagged_examples, _tagger_inputs,
+                    _tags_record)
+LANGUAGE_MODEL = FileFormat(_lm_format, _lm_examples, _lm_inputs, None)
+TRANSLATOR = FileFormat(_pairs_format, _translation_examples,
+                        _translation_inputs, _output_record)
+CAPTIONER = FileFormat(_captions_format, _caption_examples, _caption_inputs,
+                       _caption_record)

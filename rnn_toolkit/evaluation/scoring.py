@@ -114,7 +114,7 @@ def evaluate_file(run, path: str, beam_width: Optional[int] = None) -> dict:
   """
   if run.task.generates:  # a bad --beam_width is refused before the file is read
     run.decoding_settings(beam_width)
-  read = files.read_examples(run.inputs, run.vocab, path)
+  read = run.task.files.read_examples(run.inputs, run.vocab, path)
   prefix = f'eval_file_{files.stem(path)}'
   return _evaluate(run, _Source(
       os.path.basename(path), {'file': os.path.abspath(path)}, prefix,
