@@ -3,12 +3,42 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# One persistent JAX compilation cache for the whole session, set before JAX
+# is imported: the tiny trainings and evaluations here, in this process and
+# in the programs the tests start (they inherit the environment), compile
+# the same train and eval steps again and again. pytest-xdist's workers
+# inherit the directory their controller made. A size limit turns on the
+# cache's file lock, so no process reads an entry while another writes it.
+# Processes a test kills or limits get READ_ONLY_JAX_CACHE: a write cut off
+# would leave a truncated entry for the others to trip over.
+_OWN_JAX_CACHE = None
+try:
+  import filelock  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+except ImportError:  # JAX's cache then has no lock: no cache
+  filelock = None
+if filelock and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _OWN_JAX_CACHE = tempfile.mkdtemp(prefix='rnn_toolkit_tests_jax_cache_')
+  os.environ.update({
+      'JAX_COMPILATION_CACHE_DIR': _OWN_JAX_CACHE,
+      'JAX_COMPILATION_CACHE_MAX_SIZE': str(8 << 30),
+      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0.3'})
+READ_ONLY_JAX_CACHE = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '1e9'}
+
+
+def pytest_unconfigure(config):
+  del config
+  if _OWN_JAX_CACHE:
+    shutil.rmtree(_OWN_JAX_CACHE, ignore_errors=True)
+
 # The programs (train.py, ...) are scripts at the root, not installed: tests
 # call their main() in-process as well as running them.
 sys.path[:0] = [REPO_ROOT, os.path.join(REPO_ROOT, 'tests')]
@@ -29,6 +59,20 @@ def tiny_data_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   tiny_text_dataset.prepare(data_dir)
   return data_dir
+
+
+@pytest.fixture(scope='session')
+def fault_reference(tiny_data_dir, tmp_path_factory):
+  """The uninterrupted run the fault-injection experiments compare with.
+
+  One for the session: fault_injection.train_reference() with the signal
+  tests' settings (an evaluation every 2 steps), shared by the SIGKILL and
+  the signal experiments.
+  """
+  import fault_injection  # pylint: disable=g-import-not-at-top
+  return fault_injection.train_reference(
+      tiny_data_dir, str(tmp_path_factory.mktemp('reference')),
+      settings=fault_injection.SIGNAL_SETTINGS)
 
 
 @pytest.fixture(scope='session')
