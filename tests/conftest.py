@@ -1,7 +1,6 @@
 """Shared fixtures: tiny TFDS datasets, the prepared one, and a clean gin state."""
 
 import glob
-import json
 import os
 import shutil
 import subprocess
@@ -101,18 +100,36 @@ def raw_examples(name, split, data_dir):
   return list(tfds.as_numpy(builder.as_dataset(split=split)))
 
 
-def metrics_of_a_mock_data_run(tmp_path, config, dataset, inputs, model):
-  """evaluate.py's metrics after a shipped config trains on mock `dataset`.
+@pytest.fixture(scope='session')
+def mock_dataset(tmp_path_factory):
+  """dataset -> (name, data_dir) of its mock copy, made once for the session.
 
-  tests/mock_data_run.py writes random examples with the dataset's real
-  features; the config's model is shrunk and trained for 4 steps.
+  tests/mock_data_run.py's prepare_copy: random examples with the dataset's
+  real features, written out as a prepared dataset. Tests only read it.
   """
-  result = run_script(
-      'tests/mock_data_run.py', config, dataset, inputs, str(tmp_path),
+  import mock_data_run  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path_factory.mktemp('mock_tfds'))
+  made = {}
+
+  def copy_of(dataset):
+    if dataset not in made:
+      made[dataset] = mock_data_run.prepare_copy(dataset, data_dir)
+    return made[dataset], data_dir
+  return copy_of
+
+
+def metrics_of_a_mock_data_run(mock_dataset, tmp_path, config, dataset, inputs,
+                               model):
+  """evaluate's metrics after a shipped config trains on mock `dataset`.
+
+  The config (tests/mock_data_run.py's `run`, in this process) trains on the
+  `mock_dataset` copy; its model is shrunk and trained for 4 steps.
+  """
+  import mock_data_run  # pylint: disable=g-import-not-at-top
+  return mock_data_run.run(
+      config, *mock_dataset(dataset), inputs, str(tmp_path),
       f'{model}.d_model = 8', f'{model}.n_units = 8', 'BATCH_SIZE = 4',
       'train_and_evaluate.eval_every = 2', 'multifactor.warmup_steps = 1')
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture
