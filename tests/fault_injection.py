@@ -196,7 +196,9 @@ def _stop_once(command, output_dir, rng, signum, in_training, run_seconds):
 
   In training: once a new evaluation record appears (training is under
   way), after a random pause of up to a few steps. Otherwise at a random
-  moment up to about one uninterrupted run's length.
+  moment up to about one uninterrupted run's length, or at once when a new
+  evaluation record appears, if sooner: a run that goes faster than the
+  reference did (a less loaded machine) is still stopped, not finished.
   """
   records = os.path.join(output_dir, run_dir.METRICS_FILE)
   lines = lambda: (sum(1 for _ in open(records)) if os.path.exists(records)
@@ -209,8 +211,9 @@ def _stop_once(command, output_dir, rng, signum, in_training, run_seconds):
   deadline = time.time() + (600 if in_training
                             else rng.uniform(0.05, 0.6) * run_seconds)
   while time.time() < deadline and process.poll() is None:
-    if in_training and lines() > before:
-      time.sleep(rng.uniform(0, 0.05))
+    if lines() > before:
+      if in_training:
+        time.sleep(rng.uniform(0, 0.05))
       break
     time.sleep(0.01)
   process.send_signal(signum)
