@@ -33,6 +33,22 @@ if filelock and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 READ_ONLY_JAX_CACHE = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '1e9'}
 
 
+# The files that take longest, in that order, run before the others (each
+# file keeps its own order): under make test's two workers (pytest-xdist,
+# --dist loadfile) neither is then left with a long file at the end while
+# the other has finished.
+_LONGEST_FIRST = (
+    'test_reliability.py', 'test_applications.py', 'test_devices.py',
+    'test_text_tasks.py', 'test_interruptions.py', 'test_end_to_end.py',
+    'test_shipped_configs.py', 'test_decoding.py', 'test_saved_runs.py',
+    'test_notebook.py', 'test_recurrence.py')
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def pytest_unconfigure(config):
   del config
   if _OWN_JAX_CACHE:
