@@ -1,14 +1,59 @@
 """Shared fixtures: tiny TFDS datasets, the prepared one, and a clean gin state."""
 
 import glob
-import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# One persistent JAX compilation cache for the whole session, set before JAX
+# is imported: the tiny trainings and evaluations here, in this process and
+# in the programs the tests start (they inherit the environment), compile
+# the same train and eval steps again and again. pytest-xdist's workers
+# inherit the directory their controller made. A size limit turns on the
+# cache's file lock, so no process reads an entry while another writes it.
+# Processes a test kills or limits get READ_ONLY_JAX_CACHE: a write cut off
+# would leave a truncated entry for the others to trip over.
+_OWN_JAX_CACHE = None
+try:
+  import filelock  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+except ImportError:  # JAX's cache then has no lock: no cache
+  filelock = None
+if filelock and 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _OWN_JAX_CACHE = tempfile.mkdtemp(prefix='rnn_toolkit_tests_jax_cache_')
+  os.environ.update({
+      'JAX_COMPILATION_CACHE_DIR': _OWN_JAX_CACHE,
+      'JAX_COMPILATION_CACHE_MAX_SIZE': str(8 << 30),
+      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0.3'})
+READ_ONLY_JAX_CACHE = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '1e9'}
+
+
+# The files that take longest, in that order, run before the others (each
+# file keeps its own order): under make test's two workers (pytest-xdist,
+# --dist loadfile) neither is then left with a long file at the end while
+# the other has finished.
+_LONGEST_FIRST = (
+    'test_reliability.py', 'test_applications.py', 'test_devices.py',
+    'test_text_tasks.py', 'test_interruptions.py', 'test_end_to_end.py',
+    'test_shipped_configs.py', 'test_decoding.py', 'test_saved_runs.py',
+    'test_notebook.py', 'test_recurrence.py')
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_unconfigure(config):
+  del config
+  if _OWN_JAX_CACHE:
+    shutil.rmtree(_OWN_JAX_CACHE, ignore_errors=True)
+
 # The programs (train.py, ...) are scripts at the root, not installed: tests
 # call their main() in-process as well as running them.
 sys.path[:0] = [REPO_ROOT, os.path.join(REPO_ROOT, 'tests')]
@@ -29,6 +74,20 @@ def tiny_data_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   tiny_text_dataset.prepare(data_dir)
   return data_dir
+
+
+@pytest.fixture(scope='session')
+def fault_reference(tiny_data_dir, tmp_path_factory):
+  """The uninterrupted run the fault-injection experiments compare with.
+
+  One for the session: fault_injection.train_reference() with the signal
+  tests' settings (an evaluation every 2 steps), shared by the SIGKILL and
+  the signal experiments.
+  """
+  import fault_injection  # pylint: disable=g-import-not-at-top
+  return fault_injection.train_reference(
+      tiny_data_dir, str(tmp_path_factory.mktemp('reference')),
+      settings=fault_injection.SIGNAL_SETTINGS)
 
 
 @pytest.fixture(scope='session')
@@ -57,18 +116,36 @@ def raw_examples(name, split, data_dir):
   return list(tfds.as_numpy(builder.as_dataset(split=split)))
 
 
-def metrics_of_a_mock_data_run(tmp_path, config, dataset, inputs, model):
-  """evaluate.py's metrics after a shipped config trains on mock `dataset`.
+@pytest.fixture(scope='session')
+def mock_dataset(tmp_path_factory):
+  """dataset -> (name, data_dir) of its mock copy, made once for the session.
 
-  tests/mock_data_run.py writes random examples with the dataset's real
-  features; the config's model is shrunk and trained for 4 steps.
+  tests/mock_data_run.py's prepare_copy: random examples with the dataset's
+  real features, written out as a prepared dataset. Tests only read it.
   """
-  result = run_script(
-      'tests/mock_data_run.py', config, dataset, inputs, str(tmp_path),
+  import mock_data_run  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path_factory.mktemp('mock_tfds'))
+  made = {}
+
+  def copy_of(dataset):
+    if dataset not in made:
+      made[dataset] = mock_data_run.prepare_copy(dataset, data_dir)
+    return made[dataset], data_dir
+  return copy_of
+
+
+def metrics_of_a_mock_data_run(mock_dataset, tmp_path, config, dataset, inputs,
+                               model):
+  """evaluate's metrics after a shipped config trains on mock `dataset`.
+
+  The config (tests/mock_data_run.py's `run`, in this process) trains on the
+  `mock_dataset` copy; its model is shrunk and trained for 4 steps.
+  """
+  import mock_data_run  # pylint: disable=g-import-not-at-top
+  return mock_data_run.run(
+      config, *mock_dataset(dataset), inputs, str(tmp_path),
       f'{model}.d_model = 8', f'{model}.n_units = 8', 'BATCH_SIZE = 4',
       'train_and_evaluate.eval_every = 2', 'multifactor.warmup_steps = 1')
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture

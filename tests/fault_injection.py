@@ -54,6 +54,10 @@ SIGNAL_SETTINGS = ['train_and_evaluate.checkpoint_every = 3',
                    'Checkpoints.keep_last = 2', 'Checkpoints.keep_best = 1']
 # Record fields that measure time, not training.
 _TIMING = ('time', 'train/steps per second')
+# For the processes killed or stopped: JAX may read its compilation cache
+# (tests/conftest.py sets one) but not write it, as a write cut off by the
+# kill would leave a truncated entry.
+_READ_ONLY_CACHE = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '1e9'}
 
 
 def train_command(data_dir, output_dir, steps=N_STEPS, settings=SETTINGS):
@@ -84,7 +88,8 @@ def _kill_once(command, output_dir, rng, env, wait_for_commit, run_seconds):
   other kill comes at a random time up to about one uninterrupted run's
   length (`run_seconds`), so kills spread over start-up and training.
   """
-  process = subprocess.Popen(command, cwd=REPO_ROOT, env=env,
+  process = subprocess.Popen(command, cwd=REPO_ROOT,
+                             env=dict(env, **_READ_ONLY_CACHE),
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
   deadline = time.time() + (
@@ -134,21 +139,37 @@ def assert_same_training(got, want, steps):
     assert got_values == want_values, (mode, metric, got_values, want_values)
 
 
-def run(kills, work_dir, steps=N_STEPS, seed=0, commit_delay=0.5, log=print):
+def prepare(work_dir, data_dir=None):
+  """`data_dir`, or a new one in `work_dir` with tiny_text prepared."""
+  if data_dir is None:
+    data_dir = os.path.join(work_dir, 'tfds')
+    tiny_text_dataset.prepare(data_dir)
+  return data_dir
+
+
+def train_reference(data_dir, output_dir, steps=N_STEPS, settings=SETTINGS):
+  """Trains the uninterrupted run; returns (output_dir, seconds it took)."""
+  start = time.time()
+  _run(train_command(data_dir, output_dir, steps, settings))
+  return output_dir, time.time() - start
+
+
+def run(kills, work_dir, steps=N_STEPS, seed=0, commit_delay=0.5, log=print,
+        data_dir=None, reference=None, settings=SETTINGS):
   """The whole experiment; returns a summary dict. Raises AssertionError.
 
   Kills stop early once the killed run has committed its last step (any
-  further kill would only hit a finished run).
+  further kill would only hit a finished run). `reference`: a
+  train_reference() result of the same `steps` and `settings` on
+  `data_dir`, else one is trained in `work_dir`.
   """
   rng = random.Random(seed)
-  data_dir = os.path.join(work_dir, 'tfds')
-  tiny_text_dataset.prepare(data_dir)
-  reference, killed = (os.path.join(work_dir, d) for d in ('reference', 'killed'))
-  start = time.time()
-  _run(train_command(data_dir, reference, steps))
-  run_seconds = time.time() - start
+  data_dir = prepare(work_dir, data_dir)
+  killed = os.path.join(work_dir, 'killed')
+  reference, run_seconds = reference or train_reference(
+      data_dir, os.path.join(work_dir, 'reference'), steps, settings)
   env = dict(os.environ, **{checkpoints.COMMIT_DELAY_ENV: str(commit_delay)})
-  command = train_command(data_dir, killed, steps)
+  command = train_command(data_dir, killed, steps, settings)
   mid_commit = done = 0
   committed = check_committed(killed)
   while done < kills and steps not in committed:
@@ -158,7 +179,7 @@ def run(kills, work_dir, steps=N_STEPS, seed=0, commit_delay=0.5, log=print):
     done += 1
     committed = check_committed(killed)
     log(f'kill {done}/{kills}: committed steps {committed}')
-  _run(command, env)
+  _run(command)  # the commit delay only aimed the kills
   assert_same_training(final_state(killed), final_state(reference), steps)
   return {'kills': done, 'mid_commit': mid_commit}
 
@@ -175,39 +196,44 @@ def _stop_once(command, output_dir, rng, signum, in_training, run_seconds):
 
   In training: once a new evaluation record appears (training is under
   way), after a random pause of up to a few steps. Otherwise at a random
-  moment up to about one uninterrupted run's length.
+  moment up to about one uninterrupted run's length, or at once when a new
+  evaluation record appears, if sooner: a run that goes faster than the
+  reference did (a less loaded machine) is still stopped, not finished.
   """
   records = os.path.join(output_dir, run_dir.METRICS_FILE)
   lines = lambda: (sum(1 for _ in open(records)) if os.path.exists(records)
                    else 0)
   before = lines()
-  process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+  process = subprocess.Popen(command, cwd=REPO_ROOT,
+                             env=dict(os.environ, **_READ_ONLY_CACHE),
+                             stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
   deadline = time.time() + (600 if in_training
                             else rng.uniform(0.05, 0.6) * run_seconds)
   while time.time() < deadline and process.poll() is None:
-    if in_training and lines() > before:
-      time.sleep(rng.uniform(0, 0.05))
+    if lines() > before:
+      if in_training:
+        time.sleep(rng.uniform(0, 0.05))
       break
     time.sleep(0.01)
   process.send_signal(signum)
   return process.wait()
 
 
-def run_signals(stops, work_dir, steps=N_STEPS, seed=0, log=print):
+def run_signals(stops, work_dir, steps=N_STEPS, seed=0, log=print,
+                data_dir=None, reference=None):
   """Stops train.py with signals; returns a summary dict. Raises AssertionError.
 
   Goes on past `stops` until one stop has landed on an evaluation step
   (at most 3 * stops signals, and while the run has steps left).
+  `reference`: a train_reference() result of the same `steps` on
+  `data_dir` with SIGNAL_SETTINGS, else one is trained in `work_dir`.
   """
   rng = random.Random(seed)
-  data_dir = os.path.join(work_dir, 'tfds')
-  tiny_text_dataset.prepare(data_dir)
-  reference, stopped = (os.path.join(work_dir, d)
-                        for d in ('reference', 'stopped'))
-  start = time.time()
-  _run(train_command(data_dir, reference, steps, SIGNAL_SETTINGS))
-  run_seconds = time.time() - start
+  data_dir = prepare(work_dir, data_dir)
+  stopped = os.path.join(work_dir, 'stopped')
+  reference, run_seconds = reference or train_reference(
+      data_dir, os.path.join(work_dir, 'reference'), steps, SIGNAL_SETTINGS)
   command = train_command(data_dir, stopped, steps, SIGNAL_SETTINGS)
   done, at_evaluation, committed = 0, [], []
   while ((done < stops or not at_evaluation) and done < 3 * stops

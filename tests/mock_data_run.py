@@ -2,6 +2,8 @@
 
     python tests/mock_data_run.py CONFIG DATASET KEY_PREFIX WORK_DIR [GIN_PARAM ...]
 
+(The tests call prepare_copy once per dataset and `run` in-process.)
+
 `tfds.testing.mock_data` makes random examples of DATASET's real feature
 spec (any dataset of `SPLITS`). They are written out as a prepared TFDS
 dataset, `mock_DATASET`, with those same features, which the config then
@@ -96,15 +98,23 @@ def prepare_copy(dataset, data_dir):
   return Copy.name
 
 
-def main(config, dataset, key_prefix, work_dir, *params):
-  data_dir = os.path.join(work_dir, 'tfds')
-  name = prepare_copy(dataset, data_dir)
+def run(config, name, data_dir, key_prefix, work_dir, *params):
+  """Trains `config` for 4 steps on the prepared `name` in `data_dir`.
+
+  Returns evaluate's metrics of the run (made in WORK_DIR/run).
+  """
   output_dir = os.path.join(work_dir, 'run')
   bindings = [f"{key_prefix}.dataset = '{name}'",
               f"{key_prefix}.data_dir = '{data_dir}'", *params]
   train_py.main(['--gin_file', config, '--output_dir', output_dir, '--steps',
               '4', *[a for p in bindings for a in ('--gin_param', p)]])
-  print(json.dumps(Run.load(output_dir).evaluate()))
+  return Run.load(output_dir).evaluate()
+
+
+def main(config, dataset, key_prefix, work_dir, *params):
+  data_dir = os.path.join(work_dir, 'tfds')
+  name = prepare_copy(dataset, data_dir)
+  print(json.dumps(run(config, name, data_dir, key_prefix, work_dir, *params)))
 
 
 if __name__ == '__main__':

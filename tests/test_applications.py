@@ -335,10 +335,10 @@ def test_unreadable_images_fail_clearly_and_change_nothing(shapes_run,
      'RNNCaptioner'),
 ])
 def test_configs_for_downloaded_datasets_run_on_mock_examples(
-    config, dataset, inputs, model, tmp_path):
+    config, dataset, inputs, model, mock_dataset, tmp_path):
   """The real feature specs, with random examples (no network here)."""
-  metrics = metrics_of_a_mock_data_run(tmp_path, config, dataset, inputs,
-                                       model)
+  metrics = metrics_of_a_mock_data_run(mock_dataset, tmp_path, config, dataset,
+                                       inputs, model)
   assert metrics['step'] == 4 and np.isfinite(metrics['loss'])
   assert 0.0 <= metrics['exact_match'] <= 1.0
   assert 0.0 <= metrics['bleu'] <= 100.0

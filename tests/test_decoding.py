@@ -1,5 +1,6 @@
 """Greedy and beam-search decoding against re-running the full model."""
 
+import functools
 import itertools
 import json
 import textwrap
@@ -36,7 +37,22 @@ def _contexts(kind, rows, rng):
 
 
 def _models(kind, attention=True, rows=3, mesh=None):
-  """(eval model, SequenceGenerator with the same weights) of a random model."""
+  """(eval model, SequenceGenerator with the same weights) of a random model.
+
+  The same every time; made once for each kind and size on JAX's default
+  device (tests never change them), so their compiled functions are reused.
+  """
+  if mesh is None:
+    return _models_on_the_default_device(kind, attention, rows)
+  return _new_models(kind, attention, rows, mesh)
+
+
+@functools.cache
+def _models_on_the_default_device(kind, attention, rows):
+  return _new_models(kind, attention, rows, None)
+
+
+def _new_models(kind, attention, rows, mesh):
   build = _captioner if kind == 'captioner' else (
       lambda mode: _seq2seq(mode, attention))
   full, predict = build('eval'), build('predict')
@@ -56,18 +72,33 @@ def _scaled(weights, factor):
   return weights * factor if hasattr(weights, 'shape') else weights
 
 
-def _log_probs(full, context, prefixes):
-  """f32[rows, vocab]: the full model's next-token distribution after each prefix."""
-  length = len(prefixes[0]) + 1
-  target = np.array([list(p) + [PAD_ID] for p in prefixes], np.int32)
-  return np.asarray(full((context, target)))[:, length - 1]
+_COMPILED = {}
+
+
+def _log_probs(full, context, prefixes, width):
+  """f32[rows, vocab]: the full model's next-token distribution after each prefix.
+
+  The prefixes are padded to `width` tokens, so that every call runs one
+  compiled function: the decoder is causal, so the padding after a prefix
+  changes nothing at its end.
+  """
+  if id(full) not in _COMPILED:
+    _COMPILED[id(full)] = full, jax.jit(
+        lambda inputs, weights: full.pure_fn(inputs, weights, full.state,
+                                             full.rng)[0])
+  length = len(prefixes[0])
+  target = np.array([list(p) + [PAD_ID] * (width - length) for p in prefixes],
+                    np.int32)
+  _, apply = _COMPILED[id(full)]
+  return np.asarray(apply((context, target), full.weights))[:, length]
 
 
 def _greedy_by_rerunning(full, context, max_length):
   rows = context.shape[0]
   prefixes, done = [[] for _ in range(rows)], np.zeros(rows, bool)
   for _ in range(max_length):
-    best = np.argmax(_log_probs(full, context, prefixes), axis=-1)
+    best = np.argmax(_log_probs(full, context, prefixes, max_length + 1),
+                     axis=-1)
     for row, token in enumerate(best):
       prefixes[row].append(PAD_ID if done[row] else int(token))
     done |= best == EOS_ID

@@ -37,15 +37,15 @@ def _metrics(output_dir):
 
 @pytest.fixture(scope='module')
 def trained_run(tiny_data_dir, tmp_path_factory):
-  """A run directory trained for 10 steps, then resumed to 20."""
+  """A run directory trained for 10 steps by train.py, then resumed to 20
+  (by train.py's main, in this process)."""
   output_dir = str(tmp_path_factory.mktemp('run'))
   args = ['--gin_file', TINY, '--output_dir', output_dir,
           *_data_params(tiny_data_dir)]
   first = run_script('train.py', *args, '--steps', '10')
   assert first.returncode == 0, first.stderr
   assert _steps(output_dir) == [10]
-  second = run_script('train.py', *args, '--steps', '20')
-  assert second.returncode == 0, second.stderr
+  train_py.main([*args, '--steps', '20'])  # returns: no SystemExit
   return output_dir
 
 
@@ -99,9 +99,8 @@ def test_rerun_after_the_last_step_trains_nothing(trained_run, tiny_data_dir):
 
 
 def test_evaluate_cli_writes_metrics_of_the_whole_split(trained_run):
-  result = run_script('evaluate.py', '--output_dir', trained_run,
-                      '--split', 'test')
-  assert result.returncode == 0, result.stderr
+  # evaluate.py's main, in this process (its process: the tests below)
+  evaluate_py.main(['--output_dir', trained_run, '--split', 'test'])
   with open(os.path.join(trained_run, 'eval_test.json')) as f:
     metrics = json.load(f)
   assert metrics['n_chars'] == sum(len(t) for t in tiny_text_dataset.TEXTS['test'])

@@ -32,14 +32,14 @@ def test_notebook_trains_evaluates_and_samples_on_cpu(tiny_data_dir, tmp_path):
   notebook = _with_parameters(
       nbformat.read(NOTEBOOK, as_version=4),
       CONFIG='configs/char_rnn_tiny.gin', OUTPUT_DIR=output_dir,
-      EXTRA_ARGS=[*tiny_data_params(tiny_data_dir), '--steps', '20'],
+      EXTRA_ARGS=[*tiny_data_params(tiny_data_dir), '--steps', '10'],
       PLATFORM='cpu', TENSORBOARD=False)
   nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
                           resources={'metadata': {'path': REPO_ROOT}}).execute()
   text = _text(notebook)
   assert 'devices: [CpuDevice(id=0)]' in text
   assert 'Data parallel over 1 cpu device in 1 process' in text
-  assert committed_steps(output_dir)[-1] == 20
+  assert committed_steps(output_dir)[-1] == 10
   with open(os.path.join(output_dir, 'eval_validation.json')) as f:
     assert f'"loss": {json.load(f)["loss"]}' in text
   assert text.count('--- sample') == 2 and 'ROMEO:' in text

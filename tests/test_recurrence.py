@@ -7,6 +7,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 
 import jax
 from jax import numpy as jnp
@@ -376,11 +377,28 @@ def _library_built_once(tmp_path_factory):
 
 
 @pytest.fixture
-def built_library(kernel_cache, request):
+def built_library(kernel_cache, request, monkeypatch):
   """A library built once, with its digest, to copy into test caches
-  (built after kernel_cache has skipped the tests that build nothing)."""
-  del kernel_cache
-  return request.getfixturevalue('_library_built_once')
+  (built after kernel_cache has skipped the tests that build nothing).
+
+  The builds kernel_cache records are then copies of it, made as _compile
+  makes a build (the library and its digest renamed into place): the real
+  build is test_a_fresh_build_is_cached_with_its_digest_then_loaded's.
+  """
+  _, builds = kernel_cache
+  library = request.getfixturevalue('_library_built_once')
+
+  def recorded_copy(target):
+    builds.append(target)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+      for path, name in ((library, target.name),
+                         (library.with_name(library.name + '.sha256'),
+                          target.name + '.sha256')):
+        shutil.copy(path, os.path.join(scratch, name))
+        os.replace(os.path.join(scratch, name), target.with_name(name))
+    return target
+  monkeypatch.setattr(elman_kernel, '_compile', recorded_copy)
+  return library
 
 
 def _cached_copy(library, cache):

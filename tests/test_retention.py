@@ -85,9 +85,11 @@ def test_gated_cell_norms_match_finite_differences(cell, monkeypatch):
   model, tokens = _model_and_tokens(cell, 1)
   _, to_states = retention.split_at_embedding(model)
   weights = [l.weights for l in to_states]
+  # Compiled once, not traced again for each of the differences.
+  run = jax.jit(lambda x: retention._run(to_states, weights, x))  # pylint: disable=protected-access
 
   def last_state(x):
-    states = retention._run(to_states, weights, x.astype(np.float32))  # pylint: disable=protected-access
+    states = run(x.astype(np.float32))
     return np.asarray(states[:, -1], np.float64)
   want = _finite_difference_norms(last_state, _embedded(model, tokens),
                                   eps=1e-2)

@@ -125,6 +125,7 @@ def test_gradients_match_finite_differences():
                                      layer.weights)
     readout = _random((5, 4), 9).astype(np.float64)
 
+    @jax.jit  # compiled once, not a scan traced again for each difference
     def loss(ws):
       outputs, _ = layer.pure_fn((x, mask), ws, layer.state, layer.rng)
       return jnp.sum(jnp.sin(outputs) * readout)

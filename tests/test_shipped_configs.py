@@ -53,14 +53,11 @@ def _shrunk(configurable, sizes):
 
 
 @pytest.fixture(scope='module')
-def dataset_bindings(tmp_path_factory, generated_dir):
+def dataset_bindings(mock_dataset, generated_dir):
   """dataset name -> bindings that make inputs `key` read data of its features.
 
-  Each dataset's data is made once, when a config first reads it.
+  Each dataset's data is made once in the session, when first read.
   """
-  data_dir = str(tmp_path_factory.mktemp('mock_tfds'))
-  made = {}
-
   def bindings(key, dataset):
     if generated.is_generated(dataset):
       name, where = f'{dataset.split("/")[0]}/small', generated_dir
@@ -68,9 +65,7 @@ def dataset_bindings(tmp_path_factory, generated_dir):
       assert dataset in mock_data_run.SPLITS, (
           f'add the split names of {dataset} to SPLITS in '
           f'tests/mock_data_run.py')
-      if dataset not in made:
-        made[dataset] = mock_data_run.prepare_copy(dataset, data_dir)
-      name, where = made[dataset], data_dir
+      name, where = mock_dataset(dataset)
     return [f"{key}.dataset = '{name}'", f"{key}.data_dir = '{where}'"]
   return bindings
 

@@ -12,7 +12,6 @@ import tensorflow_datasets as tfds
 
 import data
 from rnn_toolkit.evaluation import metrics
-import mock_data_run
 import tiny_labelled_datasets as tiny
 from conftest import fails_with, metrics_of_a_mock_data_run
 from data import text_classification
@@ -192,11 +191,11 @@ def test_words_and_tags_of_different_lengths_are_named(faulty_data_dir,
   assert not os.path.exists(run)
 
 
-def test_conll2003_feature_spec_with_mock_data(tmp_path):
+def test_conll2003_feature_spec_with_mock_data(mock_dataset):
   # tfds.testing.mock_data's examples of conll2003, with one tag per word
   # (see mock_data_run._consistent), written out with its real features.
-  name = mock_data_run.prepare_copy('conll2003', str(tmp_path))
-  inputs = data.TaggingInputs(name, data_dir=str(tmp_path), batch_size=4)
+  name, data_dir = mock_dataset('conll2003')
+  inputs = data.TaggingInputs(name, data_dir=data_dir, batch_size=4)
   vocab = inputs.build_vocab()
   assert vocab.labels[:3] == ['O', 'B-PER', 'I-PER']
   assert len(vocab.labels) == 9
@@ -366,10 +365,10 @@ def test_tagger_beats_the_majority_tag_clearly(labelled_data_dir, tmp_path):
      'RNNClassifier'),
 ])
 def test_shipped_configs_train_on_mock_data_of_their_datasets(
-    config, dataset, inputs, model, tmp_path):
+    config, dataset, inputs, model, mock_dataset, tmp_path):
   """The real feature specs (conll2003, imdb_reviews), with random examples."""
-  metrics = metrics_of_a_mock_data_run(tmp_path, config, dataset, inputs,
-                                       model)
+  metrics = metrics_of_a_mock_data_run(mock_dataset, tmp_path, config, dataset,
+                                       inputs, model)
   assert metrics['step'] in (2, 4) and np.isfinite(metrics['loss'])
   key = 'entity_f1' if model == 'RNNTagger' else 'accuracy'
   assert 0.0 <= metrics[key] <= 1.0
