@@ -8,6 +8,7 @@ are right); sacrebleu for the corpus BLEU of generated text.
 
 import math
 import re
+from typing import Any, Sequence
 
 import numpy as np
 import sacrebleu
@@ -15,7 +16,8 @@ import seqeval.metrics
 from sklearn import metrics as sk_metrics
 
 
-def classification_metrics(targets, predictions, names):
+def classification_metrics(targets: Sequence[int], predictions: Sequence[int],
+                           names: Sequence[str]) -> dict[str, Any]:
   """Accuracy, per-class precision/recall/F1 and the confusion matrix.
 
   Args:
@@ -43,7 +45,8 @@ def classification_metrics(targets, predictions, names):
   }
 
 
-def tagging_metrics(target_tags, predicted_tags):
+def tagging_metrics(target_tags: list[list[str]],
+                    predicted_tags: list[list[str]]) -> dict[str, Any]:
   """Token accuracy and entity-level precision/recall/F1 (CoNLL definition).
 
   Args:
@@ -74,7 +77,9 @@ def tagging_metrics(target_tags, predicted_tags):
   }
 
 
-def generation_metrics(outputs, references, level):
+def generation_metrics(outputs: Sequence[str],
+                       references: Sequence[Sequence[str]],
+                       level: str) -> dict[str, float]:
   """Exact-match rate and corpus BLEU of generated texts.
 
   Args:
@@ -98,12 +103,17 @@ def generation_metrics(outputs, references, level):
           'bleu': float(bleu.corpus_score(list(outputs), streams).score)}
 
 
+# (targets, weights, predictions) of each evaluated batch, gathered.
+Labelled = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 # The task table's metrics (rnn_toolkit/tasks.py). Each takes the sums over
 # the evaluated batches (of w·nll, w·correct and w, the loss weight w being
 # 0 on padding), the gathered (targets, weights, predictions) batches of a
 # task that keeps them, and the run's vocabulary.
 
-def language_model_metrics(totals, unused_labelled, unused_vocab):
+def language_model_metrics(totals: np.ndarray, unused_labelled: Labelled,
+                           unused_vocab: Any) -> dict[str, Any]:
   """Accuracy, perplexity and bits per character of next-character guesses."""
   nll, correct, n_chars = totals
   loss = nll / n_chars
@@ -111,7 +121,8 @@ def language_model_metrics(totals, unused_labelled, unused_vocab):
           'bits_per_char': loss / math.log(2), 'n_chars': int(n_chars)}
 
 
-def classifier_metrics(unused_totals, labelled, vocab):
+def classifier_metrics(unused_totals: np.ndarray, labelled: Labelled,
+                       vocab: Any) -> dict[str, Any]:
   """classification_metrics of the texts (rows of weight 0 are padding)."""
   targets, weights, predictions = (np.concatenate(a) for a in zip(*labelled))
   real = weights > 0
@@ -120,7 +131,8 @@ def classifier_metrics(unused_totals, labelled, vocab):
           'n_texts': int(real.sum())}
 
 
-def tagger_metrics(totals, labelled, vocab):
+def tagger_metrics(totals: np.ndarray, labelled: Labelled,
+                   vocab: Any) -> dict[str, Any]:
   """Token accuracy; entity scores too when the tags are IOB-style (B-PER)."""
   true, predicted = [], []
   for targets, weights, predictions in labelled:
@@ -144,7 +156,8 @@ def _per_tag_metrics(true, predicted, tags):
   return {'token_accuracy': scores['accuracy'], 'per_tag': scores['per_class']}
 
 
-def target_token_metrics(totals, unused_labelled, unused_vocab):
+def target_token_metrics(totals: np.ndarray, unused_labelled: Labelled,
+                         unused_vocab: Any) -> dict[str, Any]:
   """Token accuracy of the reference targets, read teacher-forced."""
   _, correct, n_tokens = totals
   return {'token_accuracy': correct / n_tokens, 'n_tokens': int(n_tokens)}

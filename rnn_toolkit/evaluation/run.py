@@ -239,7 +239,8 @@ class Run:
     return decoding.SequenceGenerator(model, model.weights,
                                       devices.local_mesh())
 
-  def decoding_settings(self, beam_width: Optional[int] = None):
+  def decoding_settings(
+      self, beam_width: Optional[int] = None) -> decoding.Decoding:
     """The run's DecodingSettings, `beam_width` overriding its width."""
     if beam_width is None:
       return self.decoding

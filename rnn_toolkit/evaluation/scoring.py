@@ -19,7 +19,7 @@ its absolute path) where a split's says which split ('split').
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import jax
 from jax import numpy as jnp
@@ -30,13 +30,16 @@ from data.batching import pad_batch
 from rnn_toolkit.errors import UsageError
 from rnn_toolkit.evaluation import files
 from rnn_toolkit.evaluation import metrics
-from rnn_toolkit.evaluation.run import padded_with_copies
+from rnn_toolkit.evaluation.run import Run, padded_with_copies
 from rnn_toolkit.reporting import figures
 from rnn_toolkit.runtime import devices
 from rnn_toolkit.storage.atomic_files import write_text_atomically
 
+if TYPE_CHECKING:
+  from trax import layers as tl
 
-def scored_batch(model):
+
+def scored_batch(model: 'tl.Layer') -> Callable[..., tuple]:
   """A jitted fn: (weights, state, batch) -> (sum of w·nll, sum of w·correct, sum of w, predictions).
 
   The batch holds the model's inputs, then the targets and their weights.
@@ -86,7 +89,7 @@ class _Source:
                else {'examples': self.examples()})}
 
 
-def evaluate(run, source: Optional[str] = None,
+def evaluate(run: Run, source: Optional[str] = None,
              beam_width: Optional[int] = None) -> dict:
   """One full pass over a split or a file; see `Run.evaluate`.
 
@@ -103,7 +106,8 @@ def evaluate(run, source: Optional[str] = None,
             f'evaluate. Choose another --split.'), beam_width)
 
 
-def evaluate_file(run, path: str, beam_width: Optional[int] = None) -> dict:
+def evaluate_file(run: Run, path: str,
+                  beam_width: Optional[int] = None) -> dict:
   """One full pass over the user's file `path` (evaluation/files.py's formats).
 
   The whole file is read and checked first: a malformed line raises
