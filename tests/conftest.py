@@ -54,6 +54,7 @@ def pytest_unconfigure(config):
   if _OWN_JAX_CACHE:
     shutil.rmtree(_OWN_JAX_CACHE, ignore_errors=True)
 
+
 # The programs (train.py, ...) are scripts at the root, not installed: tests
 # call their main() in-process as well as running them.
 sys.path[:0] = [REPO_ROOT, os.path.join(REPO_ROOT, 'tests')]

@@ -118,8 +118,8 @@ class Run:
     dimensions = dimensions or self.inputs.model_dimensions(self.vocab)
     model = self._build(dimensions, mode)
     model.init(input_signature)
-    self._check_fits(dimensions, mode, input_signature)
     signature = model.weights_and_state_signature(input_signature)
+    self._check_fits(signature, dimensions, mode, input_signature)
     model.weights, _ = tl.unflatten_weights_and_state(
         [jnp.asarray(w) for w in self.state.weights], (), signature,
         weights_only=True)
@@ -310,37 +310,33 @@ class Run:
     gin.clear_config()
     gin.parse_config(self._config)
 
-  def _check_fits(self, dimensions, mode, input_signature):
-    """Raises UsageError unless the checkpoint fits the run's model.
+  def _check_fits(self, signature, dimensions, mode, input_signature):
+    """Raises UsageError unless the checkpoint fits the model of `signature`.
 
     The model's sizes come from vocab.json, its layers from config.gin;
     trax would load weights of other shapes without a word and fail (or
-    mispredict) later.
+    mispredict) later. Only on a mismatch are models of other sizes built,
+    to say which size differs.
     """
-    def shapes_of(sizes):
-      weights, state = self._build(sizes, mode).weights_and_state_signature(
-          input_signature)
-      flat, _ = tl.flatten_weights_and_state(weights, state)
+    def shapes_of(weights_and_state):
+      flat, _ = tl.flatten_weights_and_state(*weights_and_state)
       return [tuple(w.shape) for w in flat]
 
+    def shapes_for(sizes):
+      return shapes_of(self._build(sizes, mode).weights_and_state_signature(
+          input_signature))
+
     saved = [tuple(np.shape(w)) for w in self.state.weights]
-    wanted = shapes_of(dimensions)
+    wanted = shapes_of(signature)
     if saved == wanted:
       return
-    raise size_mismatch(dimensions, saved, shapes_of, self.step) or UsageError(
+    raise size_mismatch(dimensions, saved, shapes_for, self.step) or UsageError(
         f'The checkpoint at step {self.step} does not fit the model that the '
         f'run\'s config.gin and vocab.json describe: its {len(saved)} weight '
         f'arrays (e.g. {saved[:3]}) differ from the model\'s {len(wanted)} '
         f'(e.g. {wanted[:3]}), so one of those files was changed after '
         f'training. Restore the run\'s own config.gin and vocab.json, or '
         f'train a new run in another --output_dir.')
-
-
-def checkpoint_step(output_dir: str, which: Checkpoint = 'best') -> Optional[int]:
-  """The step of the committed checkpoint `which` names, or None if none is."""
-  saved = configurables.Checkpoints(output_dir, read_only=True)
-  steps = saved.steps()
-  return _resolve_step(which, steps, saved) if steps else None
 
 
 def _restore(output_dir, which):

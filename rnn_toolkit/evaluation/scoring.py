@@ -173,6 +173,7 @@ def _placed_batches(inputs, vocab, source, parallel):
 # captions, drawn on the contact sheet).
 N_SHOWN = 16
 
+
 def _generated(run, source, settings, is_writer):
   """Decodes every example of `source`; exact match, BLEU and a few examples."""
   inputs, vocab = run.inputs, run.vocab
