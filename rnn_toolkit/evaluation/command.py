@@ -63,13 +63,8 @@ def predict_file(run: Run, path: str, out: str,
     UsageError: the run is a language model, or a line is malformed.
   """
   check_out(out, path)
-  if run.task.use == 'generate':
-    raise UsageError(
-        f'--predict_file needs a classifier, tagger, translator or '
-        f'captioner, but {run.output_dir} holds a {run.task.model_noun}, '
-        f'which predicts no labels or outputs for inputs. Use --generate N '
-        f'to sample text from it, or --data_file FILE to score it on a text '
-        f'file.')
+  # Before the dataset is opened (run.inputs) to read the file.
+  run.task.files.check_predict_file(run.output_dir, run.task.model_noun)
   if run.task.generates:
     run.decoding_settings(beam_width)  # a bad width, before the file is read
   items = run.task.files.read_inputs(run.inputs, run.vocab, path)

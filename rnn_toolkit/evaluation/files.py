@@ -484,8 +484,9 @@ def _tagger_inputs(inputs: Any, vocab: Any, path: str) -> list[Item]:
     sentences = [(n, words) for n, words, _ in
                  _conll_sentences(path, text, hint, None)]
   else:  # one sentence a line, split as Run.tag splits it
-    sentences = [(n, _ASCII_SPACE.split(line.strip(' \t\n\r\f\v')))
-                 for n, line in _nonblank_lines(text) if not _is_blank(line)]
+    from data.tokenize import words_as_typed  # pylint: disable=g-import-not-at-top
+    sentences = [(n, words_as_typed(line)) for n, line in _nonblank_lines(text)
+                 if not _is_blank(line)]
     if not sentences:
       raise _line_error(path, 1, 'the file holds no words',
                         'A tagger\'s predict file holds one sentence a line.')
@@ -511,14 +512,6 @@ def _lm_examples(inputs: Any, vocab: Any, path: str) -> Examples:
   text = _read_text(path)
   return Examples(path, [{inputs.text_key: text.encode('utf-8')}], [1],
                   {inputs.text_key: tf.TensorSpec([], tf.string)})
-
-
-def _lm_inputs(inputs: Any, vocab: Any, path: str) -> list[Item]:
-  del inputs, vocab, path
-  raise UsageError('--predict_file needs a classifier, tagger, translator or '
-                   'captioner, but this run holds a language model: it '
-                   'predicts no labels. Use --generate N to sample text from '
-                   'it, or --data_file F to score it on a text file.')
 
 
 # ---- translators --------------------------------------------------------------
@@ -686,10 +679,14 @@ def _caption_record(item: Item, caption: str) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class FileFormat:
-  """How the files of one task read: a row of the task table's (`Task.files`)."""
+  """How the files of one task read: a row of the task table's (`Task.files`).
+
+  A task whose models predict nothing for an input (a language model) has
+  no predict file: `_inputs` and `record` are None.
+  """
   describe: Callable[[Any, Any], str]
   _examples: Callable[[Any, Any, str], Examples]
-  _inputs: Callable[[Any, Any, str], list[Item]]
+  _inputs: Optional[Callable[[Any, Any, str], list[Item]]]
   record: Optional[Callable[[Item, Any], dict]]
 
   def read_examples(self, inputs: Any, vocab: Any, path: str) -> Examples:
@@ -703,14 +700,28 @@ class FileFormat:
     check_exists(path, 'data file')
     return self._examples(inputs, vocab, path)
 
-  def read_inputs(self, inputs: Any, vocab: Any, path: str) -> list[Item]:
+  def check_predict_file(self, output_dir: str, model_noun: str) -> None:
+    """Raises UsageError if the task has no predict file (language models)."""
+    if self._inputs is None:
+      raise UsageError(
+          f'--predict_file needs a classifier, tagger, translator or '
+          f'captioner, but {output_dir} holds a {model_noun}, which predicts '
+          f'no labels or outputs for inputs. Use --generate N to sample text '
+          f'from it, or --data_file FILE to score it on a text file.')
+
+  def read_inputs(self, inputs: Any, vocab: Any, path: str, *,
+                  output_dir: str = 'this run',
+                  model_noun: str = 'model') -> list[Item]:
     """The checked inputs of predict file `path`, for a run's `inputs`, `vocab`.
+
+    `output_dir` and `model_noun` say whose model a refusal names.
 
     Raises:
       UsageError: the task has no predict file (language models), the
         file is missing or unreadable, or a line is malformed (named with
         its number).
     """
+    self.check_predict_file(output_dir, model_noun)
     check_exists(path, 'predict file')
     return self._inputs(inputs, vocab, path)
 
@@ -721,7 +732,7 @@ VECTOR_CLASSIFIER = FileFormat(_vectors_format, _vector_examples,
                                _vector_inputs, _vector_record)
 TAGGER = FileFormat(_tags_format, _tagged_examples, _tagger_inputs,
                     _tags_record)
-LANGUAGE_MODEL = FileFormat(_lm_format, _lm_examples, _lm_inputs, None)
+LANGUAGE_MODEL = FileFormat(_lm_format, _lm_examples, None, None)
 TRANSLATOR = FileFormat(_pairs_format, _translation_examples,
                         _translation_inputs, _output_record)
 CAPTIONER = FileFormat(_captions_format, _caption_examples, _caption_inputs,
