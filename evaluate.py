@@ -1,6 +1,7 @@
 """Evaluates a trained run's checkpoint; samples text or predicts with it.
 
     python evaluate.py --output_dir runs/char_rnn_shakespeare [--split test]
+    python evaluate.py --output_dir runs/char_rnn_shakespeare --dynamic_eval
     python evaluate.py --output_dir runs/char_rnn_shakespeare \
         --generate 3 --prompt 'ROMEO:' --length 300 --temperature 0.8
     python evaluate.py --output_dir runs/sst2_rnn --predict 'a witty film'
@@ -72,6 +73,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help='translation and captioning: beam width (1 is '
                            'greedy); default, the run\'s '
                            'DecodingSettings.beam_width.')
+  parser.add_argument('--dynamic_eval', action='store_true',
+                      help='language models: also score the text while '
+                           'adapting the weights to it (dynamic evaluation; '
+                           'the checkpoint is not changed), reported as '
+                           'dynamic_loss beside the static loss.')
+  parser.add_argument('--dynamic_lr', type=float, metavar='LR',
+                      help='dynamic evaluation\'s learning rate (default: '
+                           'the run\'s dynamic_evaluation.learning_rate).')
+  parser.add_argument('--dynamic_decay', type=float, metavar='DECAY',
+                      help='dynamic evaluation\'s pull toward the trained '
+                           'weights per segment (default: the run\'s '
+                           'dynamic_evaluation.decay).')
   parser.add_argument('--prompt', default='', help='text the samples continue.')
   parser.add_argument('--length', type=int, default=300,
                       help='characters to sample after the prompt.')

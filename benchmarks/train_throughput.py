@@ -4,7 +4,10 @@
         python benchmarks/train_throughput.py [--rounds 3] [--json out.json]
 
 `toolkit` is `train.py --gin_file configs/char_rnn_shakespeare.gin`, as a
-user runs it (our loop, our TFDS pipeline, tcmalloc when installed).
+user runs it (our loop, our TFDS pipeline, tcmalloc when installed), with
+the Elman layer: trained on streams with carried state (`stateful`), and on
+shuffled windows that each start from zeros (`windowed`), the same model
+and batch otherwise.
 `keras` is the same model in Keras 3 on TensorFlow: Embedding(vocab, 512),
 dropout 0.1, SimpleRNN(512), dropout 0.1, Dense(vocab), Adam(0.002,
 global_clipnorm=1), trained with `model.fit` on a `tf.data` pipeline over
@@ -57,24 +60,30 @@ def run_child(command, env=None):
     return out.read(), usage.ru_maxrss / 1024
 
 
-def toolkit(warmup, steps):
+def toolkit(warmup, steps, streaming=True):
   """One train.py run: tokens/s, time to first step and peak MiB."""
   with tempfile.TemporaryDirectory() as output_dir:
     stdout, peak = run_child([
         sys.executable, 'train.py', '--gin_file', CONFIG,
         '--output_dir', output_dir,
+        '--gin_param', "RNNLanguageModel.cell = 'elman'",
+        '--gin_param', f'CharLMInputs.streaming = {streaming}',
         '--gin_param', f'train_and_evaluate.n_steps = {warmup + steps}',
         '--gin_param', f'train_and_evaluate.eval_every = {warmup}',
         '--gin_param', 'train_and_evaluate.n_eval_batches = 1'])
     with open(os.path.join(output_dir, 'metrics.jsonl'), encoding='utf-8') as f:
       rows = [json.loads(line) for line in f]
-  # trax's steps/s covers the steps since the previous evaluation; the
-  # first evaluation closes the warm-up (compilation).
+  # trax's steps/s covers the steps since the previous evaluation (and not
+  # the evaluation); the first evaluation closes the warm-up (compilation).
   steps = [b['step'] - a['step'] for a, b in zip(rows, rows[1:])]
   seconds = sum(n / r['train/steps per second'] for n, r in zip(steps, rows[1:]))
   first = float(re.search(r'First step done ([\d.]+) s', stdout)[1])
   return {'tokens_per_s': sum(steps) * BATCH * SEQ_LEN / seconds,
           'first_step_s': first, 'peak_mib': peak}
+
+
+def windowed(warmup, steps):
+  return toolkit(warmup, steps, streaming=False)
 
 
 def keras(warmup, steps):
@@ -168,7 +177,7 @@ def main(argv):
     return keras_worker(*args.keras_worker)
   if args.pipeline_worker:
     return pipeline_worker(args.pipeline_worker)
-  runs = {'toolkit': [], 'keras': [], 'pipeline': []}
+  runs = {'toolkit': [], 'windowed': [], 'keras': [], 'pipeline': []}
   for round_ in range(args.rounds):
     for name in runs:
       print(f'round {round_ + 1}/{args.rounds}: {name}', file=sys.stderr,
@@ -185,12 +194,14 @@ def report(runs, json_path):
   preload = allocator.environment().get('LD_PRELOAD', 'none (glibc malloc)')
   print(f'allocator preloaded: {preload}; batch {BATCH} x {SEQ_LEN} characters')
   print(f'{"":9} {"tokens/s":>9} {"first step s":>12} {"peak MiB":>9}')
-  for name in ('toolkit', 'keras'):
+  for name in ('toolkit', 'windowed', 'keras'):
     m = median[name]
     print(f'{name:9} {m["tokens_per_s"]:9,.0f} {m["first_step_s"]:12.1f} '
           f'{m["peak_mib"]:9,.0f}')
   speed = median['toolkit']['tokens_per_s']
   print(f'toolkit / keras tokens/s: {speed / median["keras"]["tokens_per_s"]:.2f}')
+  print(f'stateful / windowed tokens/s: '
+        f'{speed / median["windowed"]["tokens_per_s"]:.2f}')
   print(f'input pipeline alone: {median["pipeline"]["tokens_per_s"]:,.0f} '
         f'tokens/s = {median["pipeline"]["tokens_per_s"] / speed:.0f}x what '
         f'training consumes')

@@ -6,6 +6,13 @@ gets loss weight 0), and windows are batched as trax expects:
 (inputs int32[batch, seq_len], targets int32[batch, seq_len],
 weights f32[batch, seq_len]) with inputs == targets, since the model shifts
 its input right by itself.
+
+With `streaming`, training reads the split as `batch_size` contiguous
+streams instead (data/streams.py) for a model that carries its state from
+batch to batch (RNNLanguageModel with stateful=True, which this asks for
+through `model_dimensions`): batches are (previous characters, reset flags,
+characters, weights), and `stream_batches` gives a split's streams for
+evaluation.
 """
 
 from typing import Any
@@ -15,7 +22,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from trax import shapes
 
-from data.inputs import Inputs
+from data import streams
+from data.inputs import Batch, Inputs
 from data.vocab import CharVocab, FIRST_CHAR_ID, PAD_ID, UNK_ID, check_kind
 from rnn_toolkit.errors import UsageError
 
@@ -38,6 +46,12 @@ class CharLMInputs(Inputs):
       its own part. The data order depends on it, so pin it to compare runs
       on different numbers of hosts.
     download: whether TFDS may download an absent dataset.
+    streaming: train on contiguous streams with carried state (truncated
+      BPTT) rather than on shuffled windows that each start from zeros.
+    reset_each_epoch: streaming: start every stream from a zero state at
+      the start of each epoch (streams then begin at new characters).
+    stream_warmup: characters an evaluation stream that begins inside a
+      document reads before it scores (see data/streams.py).
   """
 
   task = 'language_model'  # rnn_toolkit/tasks.py
@@ -47,10 +61,16 @@ class CharLMInputs(Inputs):
                eval_split: str = 'validation', seq_len: int = 256,
                batch_size: int = 64, shuffle_buffer: int = 10_000,
                vocab_max_examples: int = 100_000,
-               data_shards: int | None = None, download: bool = True):
+               data_shards: int | None = None, download: bool = True,
+               streaming: bool = False, reset_each_epoch: bool = True,
+               stream_warmup: int = 256):
     self.text_key = text_key
     self.seq_len = seq_len
     self.vocab_max_examples = vocab_max_examples
+    self.streaming = streaming
+    self.reset_each_epoch = reset_each_epoch
+    self.stream_warmup = stream_warmup
+    self._documents: dict[str, list[str]] = {}
     super().__init__(
         dataset=dataset, data_dir=data_dir, train_split=train_split,
         eval_split=eval_split, batch_size=batch_size,
@@ -59,6 +79,12 @@ class CharLMInputs(Inputs):
         positive={'seq_len': seq_len, 'batch_size': batch_size,
                   'shuffle_buffer': shuffle_buffer,
                   'vocab_max_examples': vocab_max_examples})
+
+  def _check_settings(self) -> None:
+    if not (isinstance(self.stream_warmup, int) and self.stream_warmup >= 0):
+      raise UsageError(f'CharLMInputs.stream_warmup must be a whole number '
+                       f'of characters >= 0 (got {self.stream_warmup!r}). '
+                       f'Fix it in your gin config.')
 
   def build_vocab(self) -> CharVocab:
     """Returns the CharVocab of the training split's characters."""
@@ -75,15 +101,90 @@ class CharLMInputs(Inputs):
   def model_dimensions(self, vocab: CharVocab) -> dict[str, int]:
     """The sizes the model is built with."""
     self.check_vocab(vocab)
-    return {'vocab_size': vocab.size}
+    return {'vocab_size': vocab.size,
+            **({'stateful': True} if self.streaming else {})}
 
   def check_vocab(self, vocab: Any) -> None:
     """Raises UsageError unless `vocab` (a run's) is of the kind this reads."""
     check_kind(vocab, CharVocab, type(self).__name__)
 
-  def input_signature(self) -> shapes.ShapeDtype:
-    """The model input of a batch: int32[batch_size, seq_len]."""
-    return shapes.ShapeDtype((self.batch_size, self.seq_len), np.int32)
+  def input_signature(self) -> Any:
+    """The model input of a batch: int32[batch_size, seq_len], and when
+    streaming, the reset flags f32[batch_size]."""
+    tokens = shapes.ShapeDtype((self.batch_size, self.seq_len), np.int32)
+    if not self.streaming:
+      return tokens
+    return tokens, shapes.ShapeDtype((self.batch_size,), np.float32)
+
+  def check_trainable(self) -> None:
+    """Raises UsageError if the streams can't be laid out (reads the split)."""
+    if not self.streaming:
+      return
+    lengths = [len(text) for text in self._split_texts(self.train_split)]
+    n_chars = sum(lengths)
+    where = f'the train split {self.train_split!r} of {self.dataset}'
+    if self.seq_len > n_chars:
+      problem = (f'a stream window of CharLMInputs.seq_len = {self.seq_len} '
+                 f'characters is longer than {where}, which holds {n_chars}')
+    elif self.batch_size > n_chars:
+      problem = (f'CharLMInputs.batch_size = {self.batch_size} streams are '
+                 f'more than the {n_chars} characters of {where}')
+    elif (n := streams.count_windows(lengths, self.seq_len)) < self.batch_size:
+      problem = (f'{where} makes only {n} windows of {self.seq_len} '
+                 f'characters, fewer than the {self.batch_size} streams of '
+                 f'CharLMInputs.batch_size')
+    else:
+      return
+    raise UsageError(f'Streaming training cannot start: {problem}. Lower '
+                     f'CharLMInputs.seq_len or CharLMInputs.batch_size, or '
+                     f'train on a larger split. Nothing was written.')
+
+  def train_batches(self, vocab: CharVocab, seed: int = 0, start: int = 0,
+                    process_index: int = 0,
+                    process_count: int = 1) -> Any:
+    """Windowed: `Inputs.train_batches`. Streaming: the streams of
+    data/streams.py, each process keeping its rows of every global batch."""
+    if not self.streaming:
+      return super().train_batches(vocab, seed, start, process_index,
+                                   process_count)
+    self.check_trainable()
+    per_process = self.batch_size // process_count
+    mine = slice(process_index * per_process,
+                 (process_index + 1) * per_process)
+    return streams.training_batches(
+        self._documents_of(vocab, self.train_split), self.seq_len,
+        self.batch_size, seed, start, self.reset_each_epoch, keep_rows=mine)
+
+  def eval_batches(self, vocab: CharVocab, split: str | None = None,
+                   rows: slice = slice(None),
+                   examples: tf.data.Dataset | None = None) -> Any:
+    """`Inputs.eval_batches`; when streaming, as a stateful model reads
+    them: each window from a zero state, its input ids shifted here."""
+    batches = super().eval_batches(vocab, split, rows, examples)
+    return map(_as_reset_windows, batches) if self.streaming else batches
+
+  def stream_batches(self, vocab: CharVocab, split: str | None = None,
+                     rows: slice = slice(None),
+                     examples: tf.data.Dataset | None = None,
+                     n_streams: int | None = None) -> list[Batch]:
+    """A split (default eval_split), or `examples`, as `n_streams` streams
+    (default `batch_size`).
+
+    Every character is scored once, each example as one document read from
+    a zero state (data/streams.evaluation_streams); batches are (previous
+    characters, reset flags, characters, weights), of which `rows` are kept.
+    """
+    if examples is None:
+      texts = self._split_texts(split or self.eval_split)
+    else:
+      _, examples = self._eval_examples(split, examples)
+      texts = [t.decode('utf-8')
+               for t in tfds.as_numpy(self._texts(examples))]
+    documents = [np.asarray(vocab.encode(t), np.int32) for t in texts]
+    batches = streams.evaluation_streams(
+        documents, self.seq_len, n_streams or self.batch_size,
+        self.stream_warmup)
+    return [tuple(a[rows] for a in batch) for batch in batches]
 
   def _train_stream(self, vocab: CharVocab, examples: tf.data.Dataset,
                     seed: int, rows: int,
@@ -124,6 +225,19 @@ class CharLMInputs(Inputs):
             .batch(self.batch_size)
             .map(_with_weights))
 
+  def _split_texts(self, split: str) -> list[str]:
+    """The texts of `split`, in order, read once."""
+    if split not in self._documents:
+      self._check_split(split)
+      self._documents[split] = [
+          t.decode('utf-8') for t in tfds.as_numpy(self._texts(
+              self._read(split)))]
+    return self._documents[split]
+
+  def _documents_of(self, vocab: CharVocab, split: str) -> list[np.ndarray]:
+    return [np.asarray(vocab.encode(t), np.int32)
+            for t in self._split_texts(split)]
+
   def _texts(self, examples: tf.data.Dataset) -> tf.data.Dataset:
     """The text feature of `examples`, as a tf.data.Dataset of strings."""
     return examples.map(lambda ex: ex[self.text_key])
@@ -160,6 +274,14 @@ def _cut_at(ids, offset, seq_len):
   """
   return tf.concat([_cut(ids[:offset], seq_len), _cut(ids[offset:], seq_len)],
                    axis=0)
+
+
+def _as_reset_windows(batch):
+  """(tokens, tokens, weights) -> (previous tokens, resets of 1, tokens, weights)."""
+  tokens, targets, weights = batch
+  previous = np.concatenate(
+      [np.full_like(tokens[:, :1], PAD_ID), tokens[:, :-1]], axis=1)
+  return previous, np.ones(len(tokens), np.float32), targets, weights
 
 
 def _with_weights(windows):

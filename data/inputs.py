@@ -206,6 +206,13 @@ class Inputs(abc.ABC):
     return {name: info[name].get_tensor_spec()
             for name in self._feature_names.values()}
 
+  def check_trainable(self) -> None:
+    """Raises UsageError if the training split can't make batches as set.
+
+    Called before a run writes anything; most pipelines find nothing here
+    that the constructor did not (a streaming one lays out its streams).
+    """
+
   def train_shards(self, process_count: int = 1) -> int:
     """How many parts the training split is read in; see tfds_io.train_parts.
 

@@ -23,6 +23,7 @@ import data
 import models
 from models import decoding
 from rnn_toolkit.errors import UsageError
+from rnn_toolkit.evaluation import dynamic
 from rnn_toolkit.storage import checkpoints
 
 # The checkout (configs/ is beside rnn_toolkit/): `include` lines and
@@ -52,6 +53,9 @@ Checkpoints = gin.external_configurable(
 # run's config.gin.
 DecodingSettings = gin.external_configurable(decoding.DecodingSettings,
                                              module='decoding')
+# Language models: what evaluate.py --dynamic_eval does, unless its flags say.
+DynamicEvaluation = gin.external_configurable(dynamic.dynamic_evaluation,
+                                              module='evaluation')
 
 # Models build their recurrent layers through models.rnn.CELLS; routing the
 # 'elman' entry through the gin-wrapped class makes bindings such as

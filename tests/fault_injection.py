@@ -7,7 +7,8 @@ delay, checkpoints.COMMIT_DELAY_ENV, holds each commit open), the others
 land anywhere in start-up or training. After every kill each committed checkpoint
 must load with matching checksums. Finally one process runs to the end,
 and its per-step losses, weights, optimizer slots and evaluation history
-must equal the reference run's exactly.
+must equal the reference run's exactly, and so must its carried
+recurrent state: the runs train on streams (CharLMInputs.streaming).
 
 `run_signals` does the same with SIGTERM and SIGINT, with an evaluation
 every 2 steps: some signals land in start-up (compilation included), the
@@ -43,13 +44,17 @@ import tiny_text_dataset  # noqa: E402
 from rnn_toolkit.training import trainer
 
 N_STEPS = 40
-# Many small checkpoints and evaluations, so kills meet them often.
-SETTINGS = ['train_and_evaluate.checkpoint_every = 3',
+# Many small checkpoints and evaluations, so kills meet them often. The
+# runs train on streams with carried state (truncated BPTT): the resumed
+# run must also pick up each stream's recurrent state and its place in the
+# text.
+STREAMING = 'CharLMInputs.streaming = True'
+SETTINGS = [STREAMING, 'train_and_evaluate.checkpoint_every = 3',
             'train_and_evaluate.eval_every = 8',
             'Checkpoints.keep_last = 2', 'Checkpoints.keep_best = 1']
 # An evaluation every other step, so that stops often land on one; not
 # every evaluation step is a checkpoint step.
-SIGNAL_SETTINGS = ['train_and_evaluate.checkpoint_every = 3',
+SIGNAL_SETTINGS = [STREAMING, 'train_and_evaluate.checkpoint_every = 3',
                    'train_and_evaluate.eval_every = 2',
                    'Checkpoints.keep_last = 2', 'Checkpoints.keep_best = 1']
 # Record fields that measure time, not training.
@@ -128,7 +133,7 @@ def final_state(output_dir):
 def assert_same_training(got, want, steps):
   assert got.step == want.step == steps, (got.step, want.step)
   np.testing.assert_array_equal(got.train_loss, want.train_loss)
-  for name in ('weights', 'slots'):
+  for name in ('weights', 'slots', 'state'):
     for a, b in zip(getattr(got, name), getattr(want, name), strict=True):
       np.testing.assert_array_equal(a, b)
   # Evaluations and average training losses; timings differ, of course.

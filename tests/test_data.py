@@ -291,7 +291,7 @@ import tiny_labelled_datasets  # noqa: E402  pylint: disable=g-import-not-at-top
 # Every constructor parameter and default, as saved config.gin files name
 # them (the gin names of runs trained before the contract was declared).
 CONSTRUCTORS = {
-    data.CharLMInputs: "dataset='tiny_shakespeare', text_key='text', data_dir=None, train_split='train', eval_split='validation', seq_len=256, batch_size=64, shuffle_buffer=10000, vocab_max_examples=100000, data_shards=None, download=True",
+    data.CharLMInputs: "dataset='tiny_shakespeare', text_key='text', data_dir=None, train_split='train', eval_split='validation', seq_len=256, batch_size=64, shuffle_buffer=10000, vocab_max_examples=100000, data_shards=None, download=True, streaming=False, reset_each_epoch=True, stream_warmup=256",
     data.TextClassificationInputs: "dataset='glue/sst2', text_key='sentence', label_key='label', data_dir=None, train_split='train', eval_split='validation', batch_size=64, max_len=256, vocab_size=20000, min_count=1, shuffle_buffer=20000, data_shards=None, download=True",
     data.TaggingInputs: "dataset='conll2003', text_key='tokens', label_key='ner', lowercase=False, data_dir=None, train_split='train', eval_split='dev', batch_size=32, max_len=128, vocab_size=30000, min_count=1, shuffle_buffer=20000, data_shards=None, download=True",
     data.FeatureVectorInputs: "dataset='match_results', features_key='scores', label_key='winner', scale=1.0, data_dir=None, train_split='train', eval_split='validation', batch_size=64, shuffle_buffer=10000, data_shards=None, download=True",

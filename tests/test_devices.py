@@ -256,3 +256,75 @@ def test_bfloat16_run_trains_close_to_float32(one_device_run, tiny_data_dir,
                              _smoothed(full.train_loss), rtol=0.03)
   np.testing.assert_allclose(_eval_losses(output_dir),
                              _eval_losses(one_device_run), rtol=0.03)
+
+
+STREAMING = 'CharLMInputs.streaming = True'
+
+
+@pytest.fixture(scope='module')
+def streaming_runs(tiny_data_dir, tmp_path_factory):
+  """Streams with carried state trained on 1 device, on 8, and on 8 for
+  half the steps then resumed on 1."""
+  runs = {name: str(tmp_path_factory.mktemp(name))
+          for name in ('one', 'eight', 'moved')}
+  train_py.main(_train_argv(runs['one'], tiny_data_dir, STEPS, STREAMING))
+  for name, steps in (('eight', STEPS), ('moved', STEPS // 2)):
+    result = run_script('train.py', '--platform', 'cpu', *_train_argv(
+        runs[name], tiny_data_dir, steps, STREAMING), env=EIGHT_DEVICES)
+    assert result.returncode == 0, result.stderr
+  train_py.main(_train_argv(runs['moved'], tiny_data_dir, STEPS, STREAMING))
+  return runs
+
+
+@pytest.mark.slow
+def test_streams_train_on_eight_devices_and_resume_on_one_like_on_one(
+    streaming_runs):
+  reference = _saved(streaming_runs['one'])
+  for name in ('eight', 'moved'):
+    run = _saved(streaming_runs[name])
+    _assert_same_training(run, reference)
+    for got, want in zip(run.state, reference.state, strict=True):
+      np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5)
+    # The resumed run also evaluated at the step it first stopped at.
+    losses = _eval_losses_by_step(streaming_runs[name])
+    for step, loss in _eval_losses_by_step(streaming_runs['one']).items():
+      assert losses[step] == pytest.approx(loss, rel=RTOL)
+
+
+def _eval_losses_by_step(output_dir):
+  with open(os.path.join(output_dir, 'metrics.jsonl')) as f:
+    return {record['step']: record['eval/loss']
+            for record in map(json.loads, f)}
+
+
+_INSPECT_STATE = textwrap.dedent('''
+    import json, sys
+    import jax
+    from rnn_toolkit import configurables
+    from rnn_toolkit.training import trainer
+    configurables.parse(['configs/char_rnn_tiny.gin'], sys.argv[2:])
+    loop = trainer.train_and_evaluate(sys.argv[1])
+    carried = [a for a in jax.tree_util.tree_leaves(loop.model.state)
+               if a.ndim == 2]
+    print(json.dumps({
+        'shapes': [list(a.shape) for a in carried],
+        'devices': sorted({len(a.sharding.device_set) for a in carried}),
+        'rows_per_device': sorted({s.data.shape[0] for a in carried
+                                   for s in a.addressable_shards}),
+    }))
+''')
+
+
+@pytest.mark.slow
+def test_carried_states_are_split_over_the_devices_with_their_rows(
+    tiny_data_dir, tmp_path):
+  bindings = [*tiny_data_params(tiny_data_dir)[1::2], STREAMING,
+              'train_and_evaluate.n_steps = 2']
+  result = subprocess.run(
+      [sys.executable, '-c', _INSPECT_STATE, str(tmp_path / 'run'),
+       *bindings], cwd=REPO_ROOT, env=dict(os.environ, **EIGHT_DEVICES),
+      text=True, capture_output=True, timeout=600)
+  assert result.returncode == 0, result.stderr
+  layout = json.loads(result.stdout.strip().splitlines()[-1])
+  assert layout == {'shapes': [[8, 32]], 'devices': [8],
+                    'rows_per_device': [1]}

@@ -40,14 +40,26 @@ def evaluate_from_command_line(args: argparse.Namespace) -> None:
       if getattr(args, flag):
         _apply_and_print(run, flag, getattr(args, flag), args.beam_width)
         return
+    adapting = _dynamic_settings(run, args)
     if args.data_file is not None:
-      result = scoring.evaluate_file(run, args.data_file, args.beam_width)
+      result = scoring.evaluate_file(run, args.data_file, args.beam_width,
+                                     adapting)
     else:
-      result = run.evaluate(args.split, args.beam_width)
+      result = run.evaluate(args.split, args.beam_width, adapting)
     if jax.process_index() == 0:
       print(json.dumps(result, indent=2))
   except UsageError as e:
     exit_with(e, 'evaluate.py')
+
+
+def _dynamic_settings(run, args):
+  """The dynamic evaluation --dynamic_eval asks for, or None."""
+  if not args.dynamic_eval:
+    if args.dynamic_lr is not None or args.dynamic_decay is not None:
+      raise UsageError('--dynamic_lr and --dynamic_decay set dynamic '
+                       'evaluation; add --dynamic_eval to run it.')
+    return None
+  return run.dynamic_settings(args.dynamic_lr, args.dynamic_decay)
 
 
 def predict_file(run: Run, path: str, out: str,

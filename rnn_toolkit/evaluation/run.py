@@ -30,6 +30,8 @@ from models import decoding
 from rnn_toolkit import configurables
 from rnn_toolkit import tasks
 from rnn_toolkit.errors import UsageError
+from rnn_toolkit.evaluation import streaming
+from rnn_toolkit.evaluation.dynamic import DynamicEvaluation
 from rnn_toolkit.runtime import devices
 from rnn_toolkit.storage import checkpoints
 from rnn_toolkit.storage import run_dir
@@ -66,6 +68,8 @@ class Run:
         'experiment.model').scoped_configurable_fn
     self.decoding = (configurables.DecodingSettings() if self.task.generates
                      else None)
+    self.dynamic = (configurables.DynamicEvaluation()
+                    if self.task.name == 'language_model' else None)
     self._inputs = None
     self._eval_fn = None  # see _eval_outputs
 
@@ -126,7 +130,8 @@ class Run:
     return model
 
   def evaluate(self, source: Optional[str] = None,
-               beam_width: Optional[int] = None) -> dict:
+               beam_width: Optional[int] = None,
+               dynamic: Optional[DynamicEvaluation] = None) -> dict:
     """Metrics of one full pass over a split or a file; writes them to the run.
 
     Args:
@@ -137,6 +142,9 @@ class Run:
         .conll...); a missing file is an error, not a split.
       beam_width: translators and captioners: overrides the run's
         DecodingSettings.beam_width.
+      dynamic: language models: also score the text with dynamic
+        evaluation, these settings (`dynamic_settings`) adapting the
+        weights (evaluation/dynamic.py); the checkpoint is not changed.
 
     Returns:
       The metrics, as saved in OUTPUT_DIR/eval_SPLIT.json (of a file,
@@ -148,7 +156,7 @@ class Run:
         (named with its number), before anything is computed or written.
     """
     from rnn_toolkit.evaluation import scoring  # pylint: disable=g-import-not-at-top
-    return scoring.evaluate(self, source, beam_width)
+    return scoring.evaluate(self, source, beam_width, dynamic)
 
   def predict(self, texts: Sequence[str]) -> list:
     """A classifier's (class name, probability) for each of `texts`."""
@@ -239,6 +247,20 @@ class Run:
     return decoding.SequenceGenerator(model, model.weights,
                                       devices.local_mesh())
 
+  def dynamic_settings(self, learning_rate: Optional[float] = None,
+                       decay: Optional[float] = None) -> DynamicEvaluation:
+    """A language model's dynamic evaluation settings: the run's
+    (`dynamic_evaluation` in its config), with the values given instead."""
+    if self.dynamic is None:
+      raise UsageError(
+          f'Dynamic evaluation adapts a language model to the text it '
+          f'scores, but {self.output_dir} holds a {self.task.model_noun}. '
+          f'Leave out --dynamic_eval, or point --output_dir at a run of a '
+          f'language model.')
+    given = {'learning_rate': learning_rate, 'decay': decay}
+    return self.dynamic._replace(
+        **{k: v for k, v in given.items() if v is not None}).checked()
+
   def decoding_settings(
       self, beam_width: Optional[int] = None) -> decoding.Decoding:
     """The run's DecodingSettings, `beam_width` overriding its width."""
@@ -297,6 +319,12 @@ class Run:
         f'{self.output_dir} holds a {self.task.model_noun}. Use '
         f'{self.task.flag} (Run.{self.task.use}) with it, or point '
         f'--output_dir at a run of a {nouns}.')
+
+  @property
+  def can_stream(self) -> bool:
+    """Whether the run's model can be built to carry its state (a
+    recurrent language model's can, however it was trained)."""
+    return streaming.can_stream(self._model_fn)
 
   def _build(self, dimensions, mode):
     self._activate()  # the model's bindings are this run's

@@ -3,7 +3,11 @@
 Evaluation makes one full pass and writes OUTPUT_DIR/eval_SPLIT.json (of
 a file, eval_file_STEM.json) with the task's metrics (rnn_toolkit/tasks.py):
 language models, the loss (nats per character), accuracy, perplexity and
-bits per character; classifiers, the loss, accuracy, per-class precision,
+bits per character of the text read as streams, the state carried
+throughout (evaluation/streaming.py; a model trained on windows too), with
+the windowed figures (each window from a zero state) beside them as
+windowed_loss and windowed_accuracy, and, when asked, those of dynamic
+evaluation (evaluation/dynamic.py) as dynamic_loss and so on; classifiers, the loss, accuracy, per-class precision,
 recall and F1 and the confusion matrix; taggers, the loss, token accuracy
 and entity-level precision, recall and F1 (CoNLL definition, by seqeval);
 translators and captioners, the loss and token accuracy of the reference
@@ -16,6 +20,9 @@ and reference captions. A file's record says which file it is ('file':
 its absolute path) where a split's says which split ('split').
 """
 
+# Before any trax import: it keeps trax 1.4.1 working on current JAX.
+from rnn_toolkit.runtime import trax_compat  # noqa: F401  pylint: disable=g-bad-import-order
+
 import dataclasses
 import json
 import os
@@ -25,11 +32,15 @@ import jax
 from jax import numpy as jnp
 import numpy as np
 from tqdm import tqdm
+from trax import shapes
 
 from data.batching import pad_batch
 from rnn_toolkit.errors import UsageError
 from rnn_toolkit.evaluation import files
+from rnn_toolkit.evaluation import dynamic
 from rnn_toolkit.evaluation import metrics
+from rnn_toolkit.evaluation import streaming
+from rnn_toolkit.evaluation.dynamic import DynamicEvaluation
 from rnn_toolkit.evaluation.run import Run, padded_with_copies
 from rnn_toolkit.reporting import figures
 from rnn_toolkit.runtime import devices
@@ -90,7 +101,8 @@ class _Source:
 
 
 def evaluate(run: Run, source: Optional[str] = None,
-             beam_width: Optional[int] = None) -> dict:
+             beam_width: Optional[int] = None,
+             dynamic: Optional[DynamicEvaluation] = None) -> dict:
   """One full pass over a split or a file; see `Run.evaluate`.
 
   `source` is a file when `files.looks_like_file` says so (an existing
@@ -98,16 +110,16 @@ def evaluate(run: Run, source: Optional[str] = None,
   run's eval split).
   """
   if source is not None and files.looks_like_file(source):
-    return evaluate_file(run, source, beam_width)
+    return evaluate_file(run, source, beam_width, dynamic)
   split = source or run.inputs.eval_split
   return _evaluate(run, _Source(
       split, {'split': split}, f'eval_{split}', split,
       empty=f'Split {split!r} of {run.inputs.dataset} holds no text to '
-            f'evaluate. Choose another --split.'), beam_width)
+            f'evaluate. Choose another --split.'), beam_width, dynamic)
 
 
-def evaluate_file(run: Run, path: str,
-                  beam_width: Optional[int] = None) -> dict:
+def evaluate_file(run: Run, path: str, beam_width: Optional[int] = None,
+                  dynamic: Optional[DynamicEvaluation] = None) -> dict:
   """One full pass over the user's file `path` (evaluation/files.py's formats).
 
   The whole file is read and checked first: a malformed line raises
@@ -123,10 +135,11 @@ def evaluate_file(run: Run, path: str,
   return _evaluate(run, _Source(
       os.path.basename(path), {'file': os.path.abspath(path)}, prefix,
       f'file {path!r}', read.dataset,
-      empty=f'{path} holds no text to evaluate.'), beam_width)
+      empty=f'{path} holds no text to evaluate.'), beam_width, dynamic)
 
 
-def _evaluate(run, source: _Source, beam_width: Optional[int]) -> dict:
+def _evaluate(run, source: _Source, beam_width: Optional[int],
+              dynamic: Optional[DynamicEvaluation] = None) -> dict:
   """The metrics of `source`, written to OUTPUT_DIR/PREFIX.json.
 
   The batches are split over every device, as in training; a batch size
@@ -154,11 +167,62 @@ def _evaluate(run, source: _Source, beam_width: Optional[int]) -> dict:
     raise UsageError(source.empty)
   result = {**source.record, 'step': run.step, 'loss': nll / count,
             **task.metrics(totals, labelled, run.vocab)}
+  if task.name == 'language_model' and run.can_stream:
+    result = _with_streaming(result, run, source, parallel)
+    if dynamic is not None:
+      result.update(_dynamic(run, source, dynamic, parallel.is_writer))
   if task.generates:
     result.update(_generated(run, source, settings, parallel.is_writer))
   if parallel.is_writer:
     _write_json(os.path.join(run.output_dir, f'{source.prefix}.json'), result)
   return result
+
+
+def _with_streaming(windowed, run, source, parallel):
+  """A language model's `windowed` figures, renamed windowed_loss and
+  windowed_accuracy, under those of the same text read as streams."""
+  inputs = run.inputs
+  rows = devices.round_up(inputs.batch_size, parallel.n_devices)
+  mine = parallel.process_rows(rows)
+  batches = [parallel.place_batch(tuple(a[mine] for a in pad_batch(b, rows)))
+             for b in inputs.stream_batches(run.vocab, **source.read())]
+  model = _stream_model(run, rows)
+  weights, state = parallel.replicate((model.weights, model.state))
+  totals = streaming.score_streams(
+      model, weights, state, tqdm(batches, desc=f'streaming {source.name}',
+                                  unit='batch', disable=not parallel.is_writer))
+  result = {key: value for key, value in windowed.items()
+            if key not in ('loss', 'accuracy', 'perplexity', 'bits_per_char')}
+  return {**result, **streaming.stream_metrics(totals),
+          'windowed_loss': windowed['loss'],
+          'windowed_accuracy': windowed['accuracy']}
+
+
+def _stream_model(run, rows):
+  """The run's model, carrying its state, for batches of `rows` streams."""
+  inputs = run.inputs
+  signature = (shapes.ShapeDtype((rows, inputs.seq_len), np.int32),
+               shapes.ShapeDtype((rows,), np.float32))
+  return run.model('eval', signature, dimensions={
+      **inputs.model_dimensions(run.vocab), 'stateful': True})
+
+
+def _dynamic(run, source, settings, is_writer):
+  """Figures of dynamic evaluation over `source`, as dynamic_loss and so on.
+
+  Each process adapts its own copy of the weights on its own devices; the
+  streams are few, and the steps follow one another.
+  """
+  batches = run.inputs.stream_batches(run.vocab, **source.read(),
+                                      n_streams=settings.streams)
+  model = _stream_model(run, settings.streams)
+  totals = dynamic.score_adapting(
+      model, model.state,
+      tqdm(batches, desc=f'dynamic evaluation of {source.name}',
+           unit='segment', disable=not is_writer), settings)
+  return {**{f'dynamic_{name}': value
+             for name, value in streaming.stream_metrics(totals).items()},
+          'dynamic_settings': settings.describe()}
 
 
 def _placed_batches(inputs, vocab, source, parallel):

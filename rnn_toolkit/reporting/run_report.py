@@ -166,8 +166,16 @@ MAX_TEXT_WINDOW = 64
 
 
 def _retention_curve(run, tokens):
-  """The retention curve of the run's checkpoint over the windows `tokens`."""
-  model = run.model('eval', shapes.signature(tokens))
+  """The retention curve of the run's checkpoint over the windows `tokens`.
+
+  A model trained on streams is measured as one that starts each window
+  from zeros (its weights are the same), as a windowed one is: the curves
+  then compare what each kept of the window it read.
+  """
+  dimensions = {name: size for name, size in
+                run.inputs.model_dimensions(run.vocab).items()
+                if name != 'stateful'}
+  model = run.model('eval', shapes.signature(tokens), dimensions)
   return retention.retention_curve(model, tokens)
 
 
@@ -215,8 +223,9 @@ def _token(vocab, token_id):
 
 def _full_windows(inputs, vocab, split, count):
   found = []
-  for tokens, _, weights in inputs.eval_batches(vocab, split):
-    found.extend(tokens[np.all(weights > 0, axis=1)])
+  for batch in inputs.eval_batches(vocab, split):
+    targets, weights = batch[-2:]  # a window's characters, and which are real
+    found.extend(targets[np.all(weights > 0, axis=1)])
     if len(found) >= count:
       return np.stack(found[:count])
   if not found:

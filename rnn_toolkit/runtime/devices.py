@@ -197,6 +197,11 @@ class DataParallel:
     return tuple(jax.make_array_from_process_local_data(sharding, x)
                  for x in local_batch)
 
+  def split_rows(self, array: Any) -> jax.Array:
+    """Global `array`, its rows split over the mesh like a batch's."""
+    return jax.device_put(array, NamedSharding(self.mesh,
+                                               PartitionSpec(BATCH_AXIS)))
+
   def replicate(self, tree: Any) -> Any:
     """Copies every array of `tree` to every device of the mesh."""
     sharding = NamedSharding(self.mesh, PartitionSpec())

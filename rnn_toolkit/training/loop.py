@@ -19,6 +19,8 @@ from trax import layers as tl
 from trax.supervised import history as trax_history
 from trax.supervised import training
 
+from models import carried_state
+from rnn_toolkit.evaluation import streaming
 from rnn_toolkit.runtime import devices
 from rnn_toolkit.storage import checkpoints
 from rnn_toolkit.storage import run_dir
@@ -82,14 +84,19 @@ class TrainingLoop(training.Loop):
   - Weights, state and slots are replicated over `parallel`'s mesh; the
     batches come split over it. Only the writing process (saver not None)
     saves checkpoints and metrics.
+  - A language model that carries its state is also scored on the eval
+    split's streams (`stream_batches`), the metrics trax computes on
+    windows being its windowed_loss and windowed_accuracy.
   - It feeds a tqdm bar, writes metrics.jsonl and stops on a signal.
   """
 
   def __init__(self, *args: Any, saver: Optional[checkpoints.Checkpoints],
                restored: Optional[checkpoints.TrainingState], config: str,
                base_rng: jax.Array, train_batches: Counted, on_nonfinite: str,
-               parallel: devices.DataParallel, **kwargs: Any):
+               parallel: devices.DataParallel,
+               stream_batches: Sequence[Any] = (), **kwargs: Any):
     self._saver, self._restored, self._config = saver, restored, config
+    self._stream_batches, self._stream_scorer = stream_batches, None
     self._parallel = parallel
     self._base_rng, self._rng_step, self._rng_draws = base_rng, None, 0
     self._train_batches, self._on_nonfinite = train_batches, on_nonfinite
@@ -108,10 +115,13 @@ class TrainingLoop(training.Loop):
     self._replicate_over_devices()
 
   def _replicate_over_devices(self):
-    """Puts a copy of the weights, state and slots on every device."""
+    """Puts a copy of the weights, state and slots on every device; carried
+    recurrent states are split over them with the batch rows they belong to."""
     replicate = self._parallel.replicate
-    self.update_weights_and_state(*replicate((self._model.weights,
-                                              self._model.state)))
+    weights, state = replicate((self._model.weights, self._model.state))
+    state = carried_state.map_carried(self._model, state,
+                                      self._parallel.split_rows)
+    self.update_weights_and_state(weights, state)
     self._eval_model.state = replicate(self._eval_model.state)
     for trainer in self._trainer_per_task:
       trainer.slots = replicate(trainer.slots)
@@ -226,6 +236,8 @@ class TrainingLoop(training.Loop):
 
   def run_evals(self, summary_writers: Optional[Sequence[Any]] = None) -> None:
     super().run_evals(summary_writers)
+    if self._stream_batches:
+      self._run_stream_eval(summary_writers[0] if summary_writers else None)
     record = {'step': self.step, 'time': time.time()}
     for mode in self.history.modes:
       for metric in self.history.metrics_for_mode(mode):
@@ -238,6 +250,16 @@ class TrainingLoop(training.Loop):
       self._save_after_eval = False
       self.save_now({k[len('eval/'):]: v for k, v in record.items()
                      if k.startswith('eval/')})
+
+  def _run_stream_eval(self, summary_writer):
+    """Scores the eval streams with the weights trax's evaluation just used."""
+    if self._stream_scorer is None:
+      self._stream_scorer = streaming.stream_scorer(self._eval_model)
+    totals = streaming.score_streams(
+        self._eval_model, self._eval_model.weights, self._eval_model.state,
+        self._stream_batches, self._stream_scorer)
+    self.log_summary(streaming.stream_metrics(totals), summary_writer,
+                     'metrics/', 'eval')
 
   def save_checkpoint(self, basename: str) -> None:
     """trax's save hook: saves now, or after this step's evaluation."""
@@ -269,10 +291,14 @@ class TrainingLoop(training.Loop):
                                                   self._model.state)
     _, eval_state = tl.flatten_weights_and_state(self._model.weights,
                                                  self._eval_model.state)
+    # A carried recurrent state is split over the processes with the batch
+    # rows; the rest is replicated, and gathering it is copying it.
+    gather = self._parallel.gather
     return checkpoints.TrainingState(
         step=self.step, weights=_on_host(weights),
-        slots=_on_host(checkpoints.flat_slots(trainer.slots)), state=_on_host(state),
-        eval_state=_on_host(eval_state), rng=np.asarray(self._base_rng),
+        slots=_on_host(checkpoints.flat_slots(trainer.slots)),
+        state=[gather(a) for a in state],
+        eval_state=[gather(a) for a in eval_state], rng=np.asarray(self._base_rng),
         train_loss=np.asarray(self._train_loss, np.float32),
         optimizer_metrics={name: np.asarray(values, np.float32)
                            for name, values in

@@ -33,6 +33,7 @@ from trax.supervised import training
 from rnn_toolkit import configurables
 from rnn_toolkit import tasks
 from rnn_toolkit.errors import UsageError, exit_with, without_gin_trace
+from rnn_toolkit.evaluation import streaming
 from rnn_toolkit.runtime import allocator
 from rnn_toolkit.runtime import devices
 from rnn_toolkit.storage import checkpoints
@@ -68,6 +69,9 @@ class Plan(NamedTuple):
   restored: Optional[checkpoints.TrainingState]
   damaged: list[tuple[int, str]]  # (step, reason) of damaged checkpoints
   eval_batches: list[tuple[jax.Array, ...]]
+  # A streaming language model's eval split, as the streams it is scored
+  # on (data/streams.py); empty for other runs.
+  stream_batches: list[tuple[jax.Array, ...]]
   config: str
   parallel: devices.DataParallel
 
@@ -232,12 +236,16 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
           from_scratch):
   """Builds what the run needs and checks it against output_dir, writing nothing."""
   inputs, model = experiment()
-  if tasks.of(inputs).generates:  # recorded in config.gin for evaluate.py
+  # Settings evaluate.py reads, called so that config.gin records them.
+  if tasks.of(inputs).generates:
     configurables.DecodingSettings()
+  if tasks.of(inputs).name == 'language_model':
+    configurables.DynamicEvaluation()
   parallel = devices.DataParallel.over_all_devices()
   parallel.check_batch_size(inputs.batch_size,
                             f'{type(inputs).__name__}.batch_size')
   inputs.train_shards(parallel.process_count)  # raises if they can't divide
+  inputs.check_trainable()
   config = configurables.config_text()
   restored, damaged = _newest_intact_checkpoint(output_dir, from_scratch,
                                                 parallel)
@@ -245,6 +253,7 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
     run_dir.check_config(output_dir, restored, config, allow_config_change)
   saved_vocab = run_dir.load_vocab(output_dir, inputs.dataset)
   vocab = saved_vocab or inputs.build_vocab()
+  _check_model_can_stream(model, inputs.model_dimensions(vocab))
   train_model, eval_model = _build_models(
       model, inputs.model_dimensions(vocab), _signature(inputs))
   opt = _build_optimizer(optimizer)
@@ -254,8 +263,10 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
     run_dir.check_shapes(output_dir, restored, train_model, opt,
                          _signature(inputs))
   eval_batches = _eval_batches(inputs, vocab, n_eval_batches, parallel)
+  stream_batches = _stream_batches(inputs, vocab, parallel)
   return Plan(inputs, vocab, saved_vocab is None, train_model, eval_model, opt,
-              restored, damaged, eval_batches, config, parallel)
+              restored, damaged, eval_batches, stream_batches, config,
+              parallel)
 
 
 def _newest_intact_checkpoint(output_dir, from_scratch, parallel):
@@ -326,6 +337,25 @@ def _prepare_run_dir(output_dir, plan, start):
   return saver
 
 
+def _check_model_can_stream(model, dimensions):
+  """Raises UsageError if streams are asked of a model that can't carry state.
+
+  Streaming pipelines ask for `stateful=True` among the model's sizes.
+  """
+  if 'stateful' not in dimensions:
+    return
+  name = getattr(model, '__name__', repr(model))
+  if not streaming.can_stream(model):
+    raise UsageError(
+        f'CharLMInputs.streaming trains a model that carries its recurrent '
+        f'state from window to window, but experiment.model = {name} takes '
+        f'no `stateful` argument: only a one-directional recurrent language '
+        f'model can (a bidirectional layer reads each window from its end '
+        f'as well, and a non-recurrent model has no state to carry). Bind '
+        f'experiment.model = @RNNLanguageModel, or CharLMInputs.streaming '
+        f'= False. Nothing was written.')
+
+
 def _build_models(model, dimensions, input_signature):
   """The (train, eval) models; bad model bindings become a UsageError."""
   try:
@@ -364,6 +394,14 @@ def _eval_batches(inputs, vocab, n_eval_batches, parallel):
                                                    len(batches)]]
 
 
+def _stream_batches(inputs, vocab, parallel):
+  """The eval split as streams, placed on the devices once; [] unless streaming."""
+  if not getattr(inputs, 'streaming', False):
+    return []
+  return [parallel.place_batch(b) for b in inputs.stream_batches(
+      vocab, rows=parallel.process_rows(inputs.batch_size))]
+
+
 def _signature(inputs):
   """The trax input signature of one training batch's model input(s)."""
   return inputs.input_signature()
@@ -385,10 +423,14 @@ def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
       loss_layer=tl.WeightedCategoryCrossEntropy(),
       optimizer=plan.optimizer, lr_schedule=lr_schedule,
       n_steps_per_checkpoint=checkpoint_every, loss_name='loss')
+  # Scored on streams, a model's loss is the streaming one; the windows,
+  # each from a zero state, give its windowed_loss beside it.
+  windowed = 'windowed_' if plan.stream_batches else ''
   eval_task = training.EvalTask(
       labeled_data=cycle(plan.eval_batches), sample_batch=plan.eval_batches[0],
       metrics=[tl.WeightedCategoryCrossEntropy(), tl.WeightedCategoryAccuracy()],
-      metric_names=['loss', 'accuracy'], n_eval_batches=len(plan.eval_batches))
+      metric_names=[f'{windowed}loss', f'{windowed}accuracy'],
+      n_eval_batches=len(plan.eval_batches))
   base_rng = (jnp.asarray(restored.rng) if restored
               else jax.random.PRNGKey(seed))
   return TrainingLoop(
@@ -398,7 +440,8 @@ def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
       checkpoint_at=lambda s: s % checkpoint_every == 0 or s == n_steps,
       eval_at=lambda s: s % eval_every == 0 or s == n_steps,
       saver=saver, restored=restored, config=plan.config, base_rng=base_rng,
-      train_batches=batches, on_nonfinite=on_nonfinite, parallel=parallel)
+      train_batches=batches, on_nonfinite=on_nonfinite, parallel=parallel,
+      stream_batches=plan.stream_batches)
 
 
 def _describe_reading(inputs, process_count):
