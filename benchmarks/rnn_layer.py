@@ -7,7 +7,9 @@
 Contenders (impl): `project` (models.ElmanRNN, hand-written VJP), `keras`
 (Keras 3 SimpleRNN in a tf.function), `torch` (nn.RNN), `flax`
 (nn.RNN(nn.SimpleCell)), `trax_gru` (trax's GRU after a Dense to its width,
-for scale: three gates, so three times the work) and `lax_scan` (the
+for scale: three gates, so three times the work), `project_gru` (the
+toolkit's GRU, models.GatedRNN: trax's GRU arithmetic with the input
+products hoisted and a hand-written VJP, after the same Dense) and `lax_scan` (the
 recurrence as a plain `jax.lax.scan`, differentiated by JAX). All are tanh
 RNNs over float32 [batch, steps, inputs] -> [batch, steps, units]; `fwd`
 times the outputs, `fwd_bwd` the loss sum(outputs) and its gradients with
@@ -40,7 +42,8 @@ sys.path.insert(0, REPO_ROOT)
 
 from rnn_toolkit.runtime import allocator  # noqa: E402  pylint: disable=g-import-not-at-top
 
-IMPLS = ('project', 'keras', 'torch', 'flax', 'trax_gru', 'lax_scan')
+IMPLS = ('project', 'keras', 'torch', 'flax', 'trax_gru', 'project_gru',
+         'lax_scan')
 REFERENCE = (64, 128, 128, 256)  # batch, steps, inputs, units
 PASSES = ('fwd', 'fwd_bwd')
 
@@ -108,6 +111,15 @@ def trax_gru(shape):
   from rnn_toolkit.runtime import trax_compat  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   units = shape[3]
   return _trax_layer_calls(tl.Serial(tl.Dense(units), tl.GRU(units)), shape)
+
+
+def project_gru(shape):
+  """The toolkit's GRU (models.GatedRNN), after a Dense layer to its width."""
+  from trax import layers as tl  # pylint: disable=g-import-not-at-top
+  import models  # pylint: disable=g-import-not-at-top
+  units = shape[3]
+  return _trax_layer_calls(
+      tl.Serial(tl.Dense(units), models.GatedRNN('gru', units)), shape)
 
 
 def lax_scan(shape):
@@ -279,8 +291,8 @@ def print_table(rows, peak):
     cell = (r['allocator'], r['batch'], r['steps'], r['inputs'], r['units'],
             r['pass'])
     shape = cell[1:5]
-    flops = matmul_flops(shape, r['pass']) * (3 if r['impl'] == 'trax_gru'
-                                              else 1)
+    flops = matmul_flops(shape, r['pass']) * (
+        3 if r['impl'] in ('trax_gru', 'project_gru') else 1)
     ratio = r['ms'] / keras_ms[cell] if cell in keras_ms else float('nan')
     print(f'{r["allocator"]:9} {r["batch"]:5} {r["steps"]:5} {r["inputs"]:4} '
           f'{r["units"]:5} {r["pass"]:7} {r["impl"]:8} {r["ms"]:9.2f} '

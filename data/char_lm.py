@@ -44,7 +44,8 @@ class CharLMInputs(Inputs):
     data_shards: parts the training split is read in (see `train_shards`);
       None: one per process, so each host of a multi-host run reads only
       its own part. The data order depends on it, so pin it to compare runs
-      on different numbers of hosts.
+      on different numbers of hosts. Windows only: every process lays out
+      the same streams from the whole split.
     download: whether TFDS may download an absent dataset.
     streaming: train on contiguous streams with carried state (truncated
       BPTT) rather than on shuffled windows that each start from zeros.

@@ -127,6 +127,10 @@ class Inputs(abc.ABC):
   shuffle_buffer: int
   data_shards: int | None
 
+  # Whether training reads contiguous streams with carried state
+  # (CharLMInputs.streaming; data/streams.py); no other pipeline does.
+  streaming: bool = False
+
   # Only some pipelines have these (see the class docstring).
   labels: list[str]
   seq_len: int

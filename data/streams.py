@@ -45,13 +45,11 @@ class Windows(NamedTuple):
     targets: int32[n, seq_len], the character to predict (PAD_ID: padding).
     weights: f32[n, seq_len], 1 at real steps, 0 at padding.
     starts: bool[n], whether a document starts at the window's first step.
-    documents: int64[n], which document each window belongs to.
   """
   inputs: np.ndarray
   targets: np.ndarray
   weights: np.ndarray
   starts: np.ndarray
-  documents: np.ndarray
 
   def __len__(self) -> int:
     return len(self.starts)
@@ -68,7 +66,7 @@ def document_windows(documents: Sequence[np.ndarray], seq_len: int,
   others hold seq_len steps, the last padded.
   """
   pieces = []
-  for index, ids in enumerate(documents):
+  for index, ids in enumerate(documents):  # pieces: (inputs, targets, start)
     ids = np.asarray(ids, np.int32)
     if not ids.size:
       continue
@@ -79,20 +77,18 @@ def document_windows(documents: Sequence[np.ndarray], seq_len: int,
     position = 0
     for k, cut in enumerate(cuts):
       previous = ids[position - 1] if position else PAD_ID
-      pieces.append((np.concatenate([[previous], cut[:-1]]), cut, k == 0,
-                     index))
+      pieces.append((np.concatenate([[previous], cut[:-1]]), cut, k == 0))
       position += cut.size
   n = len(pieces)
   inputs = np.full((n, seq_len), PAD_ID, np.int32)
   targets = np.full((n, seq_len), PAD_ID, np.int32)
   weights = np.zeros((n, seq_len), np.float32)
-  for row, (window_inputs, cut, _, _) in enumerate(pieces):
+  for row, (window_inputs, cut, _) in enumerate(pieces):
     inputs[row, :cut.size] = window_inputs
     targets[row, :cut.size] = cut
     weights[row, :cut.size] = 1.0
-  starts = np.array([p[2] for p in pieces], bool)
-  which = np.array([p[3] for p in pieces], np.int64)
-  return Windows(inputs, targets, weights, starts, which)
+  return Windows(inputs, targets, weights,
+                 np.array([p[2] for p in pieces], bool))
 
 
 def count_windows(lengths: Sequence[int], seq_len: int) -> int:

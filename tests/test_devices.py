@@ -28,9 +28,10 @@ EIGHT_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
 STEPS = 30
 # Splitting a batch over devices only changes the order of float32 sums.
 RTOL = 1e-4
-# The training split is read in two parts in every run here, so that each of
-# two processes reads only its own, and the data order is the same in runs
-# on one process.
+# The runs here train on streams, as the tiny config does: every process
+# lays out the same global batches and keeps its rows. Were they windowed,
+# this would have each of two processes read only its own part of the split,
+# with the data order of runs on one process.
 TWO_PARTS = 'CharLMInputs.data_shards = 2'
 
 
@@ -46,9 +47,13 @@ def _saved(output_dir, step=None):
 
 
 def _assert_same_training(run, reference):
+  """Losses, weights and the streams' carried states (the tiny config, as
+  the main one, trains on streams)."""
   np.testing.assert_allclose(run.train_loss, reference.train_loss, rtol=RTOL)
-  for got, want in zip(run.weights, reference.weights):
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5)
+  for name in ('weights', 'state'):
+    for got, want in zip(getattr(run, name), getattr(reference, name),
+                         strict=True):
+      np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5)
 
 
 @pytest.fixture(scope='module')
@@ -233,7 +238,7 @@ def test_two_processes_train_like_one_and_stop_together(
   assert f'from its checkpoint at step {stopped}' in outputs[0][0]
   assert 'Step' not in outputs[1][0]  # only process 0 logs
   assert 'Data parallel over 2 cpu devices in 2 processes' in outputs[0][0]
-  assert 'read in 2 parts, 1 per process' in outputs[0][0]
+  assert 'same 8 streams of the train split and feeds 4' in outputs[0][0]
   _assert_same_training(_saved(output_dir, STEPS), _saved(one_device_run))
 
 
@@ -258,37 +263,25 @@ def test_bfloat16_run_trains_close_to_float32(one_device_run, tiny_data_dir,
                              _eval_losses(one_device_run), rtol=0.03)
 
 
-STREAMING = 'CharLMInputs.streaming = True'
-
-
 @pytest.fixture(scope='module')
-def streaming_runs(tiny_data_dir, tmp_path_factory):
-  """Streams with carried state trained on 1 device, on 8, and on 8 for
-  half the steps then resumed on 1."""
-  runs = {name: str(tmp_path_factory.mktemp(name))
-          for name in ('one', 'eight', 'moved')}
-  train_py.main(_train_argv(runs['one'], tiny_data_dir, STEPS, STREAMING))
-  for name, steps in (('eight', STEPS), ('moved', STEPS // 2)):
-    result = run_script('train.py', '--platform', 'cpu', *_train_argv(
-        runs[name], tiny_data_dir, steps, STREAMING), env=EIGHT_DEVICES)
-    assert result.returncode == 0, result.stderr
-  train_py.main(_train_argv(runs['moved'], tiny_data_dir, STEPS, STREAMING))
-  return runs
+def moved_run(tiny_data_dir, tmp_path_factory):
+  """Trained on 8 devices to half the steps, then resumed on 1."""
+  output_dir = str(tmp_path_factory.mktemp('moved'))
+  result = run_script('train.py', '--platform', 'cpu', *_train_argv(
+      output_dir, tiny_data_dir, STEPS // 2), env=EIGHT_DEVICES)
+  assert result.returncode == 0, result.stderr
+  train_py.main(_train_argv(output_dir, tiny_data_dir))
+  return output_dir
 
 
 @pytest.mark.slow
-def test_streams_train_on_eight_devices_and_resume_on_one_like_on_one(
-    streaming_runs):
-  reference = _saved(streaming_runs['one'])
-  for name in ('eight', 'moved'):
-    run = _saved(streaming_runs[name])
-    _assert_same_training(run, reference)
-    for got, want in zip(run.state, reference.state, strict=True):
-      np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-5)
-    # The resumed run also evaluated at the step it first stopped at.
-    losses = _eval_losses_by_step(streaming_runs[name])
-    for step, loss in _eval_losses_by_step(streaming_runs['one']).items():
-      assert losses[step] == pytest.approx(loss, rel=RTOL)
+def test_streams_resumed_on_another_device_count_train_like_on_one(
+    one_device_run, moved_run):
+  _assert_same_training(_saved(moved_run), _saved(one_device_run))
+  # The resumed run also evaluated at the step it first stopped at.
+  losses = _eval_losses_by_step(moved_run)
+  for step, loss in _eval_losses_by_step(one_device_run).items():
+    assert losses[step] == pytest.approx(loss, rel=RTOL)
 
 
 def _eval_losses_by_step(output_dir):
@@ -318,7 +311,7 @@ _INSPECT_STATE = textwrap.dedent('''
 @pytest.mark.slow
 def test_carried_states_are_split_over_the_devices_with_their_rows(
     tiny_data_dir, tmp_path):
-  bindings = [*tiny_data_params(tiny_data_dir)[1::2], STREAMING,
+  bindings = [*tiny_data_params(tiny_data_dir)[1::2],
               'train_and_evaluate.n_steps = 2']
   result = subprocess.run(
       [sys.executable, '-c', _INSPECT_STATE, str(tmp_path / 'run'),

@@ -4,6 +4,7 @@ runs them on a tiny TFDS dataset."""
 import json
 import math
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -163,3 +164,21 @@ def test_the_report_measures_a_stateful_models_retention(streaming_run,
                       '--out', out)
   assert result.returncode == 0, result.stderr
   assert os.path.exists(os.path.join(out, 'index.html'))
+
+
+@pytest.mark.parametrize('binding, words', [
+    ('BATCH_SIZE = 16', ('state of 8 streams', 'reads 16 streams')),
+    ('CharLMInputs.streaming = False', ('state of 8 streams',
+                                        'reads no streams')),
+])
+def test_resuming_with_other_streams_is_refused(capsys, streaming_run,
+                                                tmp_path, tiny_data_dir,
+                                                binding, words):
+  copy = str(tmp_path / 'run')
+  shutil.copytree(streaming_run, copy)
+  before = snapshot(copy)
+  fails_with(capsys, train_py.main,
+             _args(copy, tiny_data_dir, '--gin_param', binding, '--steps',
+                   '30', '--allow_config_change'),
+             *words, 'Nothing was changed')
+  assert snapshot(copy) == before

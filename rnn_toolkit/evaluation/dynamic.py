@@ -38,7 +38,7 @@ class DynamicEvaluation(NamedTuple):
       stream, and the text adapts to in fewer, larger steps the more there are.
   """
   method: str = 'rms'
-  learning_rate: float = 2e-4
+  learning_rate: float = 1.5e-4
   decay: float = 1e-3
   streams: int = 1
 
@@ -65,7 +65,7 @@ class DynamicEvaluation(NamedTuple):
     return self._asdict()
 
 
-def dynamic_evaluation(method: str = 'rms', learning_rate: float = 2e-4,
+def dynamic_evaluation(method: str = 'rms', learning_rate: float = 1.5e-4,
                        decay: float = 1e-3,
                        streams: int = 1) -> DynamicEvaluation:
   """The settings as gin binds them (`dynamic_evaluation.learning_rate`)."""

@@ -142,7 +142,8 @@ if os.environ.get(COMMIT_DELAY_ENV):
 
 @contextlib.contextmanager
 def _closed_loop_reports_held():
-  """Holds back tensorstore's "Event loop is closed" reports during I/O.
+  """Holds back tensorstore's "Event loop is closed" reports during I/O,
+  and asyncio's reports of orbax's failed write tasks.
 
   When one file of a checkpoint fails to write or read, orbax's event loop
   ends while tensorstore still finishes the item's other operations; their
@@ -161,11 +162,22 @@ def _closed_loop_reports_held():
     else:
       report(unraisable)
 
+  # orbax's writes of the item's other files fail too; asyncio logs each
+  # such task's exception ("Task exception was never retrieved") when the
+  # task is collected, traceback and all.
+  asyncio_logger, logged = logging.getLogger('asyncio'), []
+  hold_task_reports = lambda record: not (
+      record.getMessage().startswith('Task exception was never retrieved')
+      and not logged.append(record))
   sys.unraisablehook = hold_closed_loop
+  asyncio_logger.addFilter(hold_task_reports)
   yield
   sys.unraisablehook = report
+  asyncio_logger.removeFilter(hold_task_reports)
   for unraisable in held:
     report(unraisable)
+  for record in logged:
+    asyncio_logger.handle(record)
 
 
 class WriteFailed(UsageError):

@@ -220,6 +220,37 @@ def check_shapes(output_dir: str, restored: checkpoints.TrainingState,
           f'that run ({os.path.join(output_dir, CONFIG_FILE)}).')
 
 
+def check_state_shapes(output_dir: str, restored: checkpoints.TrainingState,
+                       model: tl.Layer, input_signature: Signature) -> None:
+  """Raises UsageError if the checkpoint's model state doesn't fit `model`.
+
+  Of the toolkit's models only a stateful language model has a state of
+  any size: the recurrent states it carries, one row per stream. A resumed
+  run must read as many streams as the one that saved them, and must
+  stream if, and only if, it did.
+  """
+  from trax import fastmath  # pylint: disable=g-import-not-at-top
+  _, state = model.weights_and_state_signature(input_signature)
+  wanted = [tuple(a.shape) for a in fastmath.tree_flatten(state)]
+  saved = [tuple(a.shape) for a in restored.state]
+  if saved == wanted:
+    return
+  def carried(shapes):
+    return [s for s in shapes if len(s) == 2]
+  raise UsageError(
+      f'{output_dir} holds a checkpoint whose model carries the recurrent '
+      f'state of {_streams(carried(saved))}, but this config reads '
+      f'{_streams(carried(wanted))}. Nothing was changed there. Resume with '
+      f'the CharLMInputs.streaming and batch_size the run was trained with '
+      f'({os.path.join(output_dir, CONFIG_FILE)}), or use a new --output_dir.')
+
+
+def _streams(carried_shapes):
+  if not carried_shapes:
+    return 'no streams (it reads windows from a zero state)'
+  return f'{carried_shapes[0][0]} streams'
+
+
 def check_vocab_size(output_dir: str, restored: checkpoints.TrainingState,
                      model: Callable[..., tl.Layer], dimensions: dict[str, int],
                      input_signature: Signature) -> None:

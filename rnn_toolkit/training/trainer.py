@@ -262,6 +262,8 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
                              inputs.model_dimensions(vocab), _signature(inputs))
     run_dir.check_shapes(output_dir, restored, train_model, opt,
                          _signature(inputs))
+    run_dir.check_state_shapes(output_dir, restored, train_model,
+                               _signature(inputs))
   eval_batches = _eval_batches(inputs, vocab, n_eval_batches, parallel)
   stream_batches = _stream_batches(inputs, vocab, parallel)
   return Plan(inputs, vocab, saved_vocab is None, train_model, eval_model, opt,
@@ -396,7 +398,7 @@ def _eval_batches(inputs, vocab, n_eval_batches, parallel):
 
 def _stream_batches(inputs, vocab, parallel):
   """The eval split as streams, placed on the devices once; [] unless streaming."""
-  if not getattr(inputs, 'streaming', False):
+  if not inputs.streaming:
     return []
   return [parallel.place_batch(b) for b in inputs.stream_batches(
       vocab, rows=parallel.process_rows(inputs.batch_size))]
@@ -446,6 +448,10 @@ def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
 
 def _describe_reading(inputs, process_count):
   """A line for the log: how the processes divide the training split."""
+  if inputs.streaming:
+    return (f'Each of the {process_count} processes lays out the same '
+            f'{inputs.batch_size} streams of the train split and feeds '
+            f'{inputs.batch_size // process_count} of them.')
   shards = inputs.train_shards(process_count)
   if shards == 1 and process_count > 1:
     return (f'The train split has fewer examples than processes: each of '
