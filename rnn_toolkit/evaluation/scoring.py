@@ -7,13 +7,13 @@ bits per character of the text read as streams, the state carried
 throughout (evaluation/streaming.py; a model trained on windows too), with
 the windowed figures (each window from a zero state) beside them as
 windowed_loss and windowed_accuracy, and, when asked, those of dynamic
-evaluation (evaluation/dynamic.py) as dynamic_loss and so on; classifiers, the loss, accuracy, per-class precision,
-recall and F1 and the confusion matrix; taggers, the loss, token accuracy
-and entity-level precision, recall and F1 (CoNLL definition, by seqeval);
-translators and captioners, the loss and token accuracy of the reference
-(teacher-forced), then the exact-match rate and corpus BLEU (sacrebleu) of
-the sequences they generate by greedy or beam search, with a few
-examples; every generated text and its references go to
+evaluation (evaluation/dynamic.py) as dynamic_loss and so on; classifiers,
+the loss, accuracy, per-class precision, recall and F1 and the confusion
+matrix; taggers, the loss, token accuracy and entity-level precision,
+recall and F1 (CoNLL definition, by seqeval); translators and captioners,
+the loss and token accuracy of the reference (teacher-forced), then the
+exact-match rate and corpus BLEU (sacrebleu) of the sequences they
+generate by greedy or beam search, with a few examples; every generated text and its references go to
 eval_SPLIT_outputs.tsv (eval_file_STEM_outputs.tsv). Captioners also get
 eval_SPLIT_captions.png, a contact sheet of images with their generated
 and reference captions. A file's record says which file it is ('file':
@@ -36,8 +36,8 @@ from trax import shapes
 
 from data.batching import pad_batch
 from rnn_toolkit.errors import UsageError
-from rnn_toolkit.evaluation import files
 from rnn_toolkit.evaluation import dynamic
+from rnn_toolkit.evaluation import files
 from rnn_toolkit.evaluation import metrics
 from rnn_toolkit.evaluation import streaming
 from rnn_toolkit.evaluation.dynamic import DynamicEvaluation
