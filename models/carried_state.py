@@ -99,11 +99,6 @@ def map_carried(model: tl.Layer, state: Any, fn: Any) -> Any:
   return state
 
 
-def _state_width(cell, n_units):
-  """The width of a cell's state: trax's LSTM state is (c, h) side by side."""
-  return 2 * n_units if cell == 'lstm' else n_units
-
-
 def CarriedRecurrentLayer(cell: str, n_units: int,  # pylint: disable=invalid-name
                           mode: str = 'train') -> CarriedState:
   """models.rnn.RecurrentLayer(cell) with its state carried between calls.
@@ -117,4 +112,4 @@ def CarriedRecurrentLayer(cell: str, n_units: int,  # pylint: disable=invalid-na
                      f'choose one of {sorted(rnn.CELLS)}.')
   recurrence = rnn.CELLS[cell](n_units, mode, use_initial_state=True,
                                return_state=True)
-  return CarriedState(recurrence, _state_width(cell, n_units))
+  return CarriedState(recurrence, recurrence.state_width)

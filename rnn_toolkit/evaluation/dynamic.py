@@ -21,6 +21,7 @@ from jax import numpy as jnp
 import numpy as np
 
 from rnn_toolkit.errors import UsageError
+from rnn_toolkit.evaluation import streaming
 
 METHODS = ('sgd', 'rms')
 _EPSILON = 1e-8
@@ -84,9 +85,7 @@ def adapting_scorer(model: Any, settings: DynamicEvaluation) -> Any:
     inputs, resets, targets, mask = batch
     log_probs, state = model.pure_fn((inputs, resets), weights, state,
                                      jax.random.PRNGKey(0))
-    nll = -jnp.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
-    correct = (jnp.argmax(log_probs, -1) == targets).astype(jnp.float32)
-    sums = (jnp.sum(nll * mask), jnp.sum(correct * mask), jnp.sum(mask))
+    sums = streaming.weighted_sums(log_probs, targets, mask)
     return sums[0] / jnp.maximum(sums[2], 1.0), (sums, state)
 
   def step(weights, trained, ms, count, state, batch):

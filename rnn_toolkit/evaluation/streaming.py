@@ -27,10 +27,16 @@ def stream_scorer(model: Any) -> Callable[..., tuple]:
     inputs, resets, targets, mask = batch
     log_probs, state = model.pure_fn((inputs, resets), weights, state,
                                      jax.random.PRNGKey(0))
-    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    correct = (jnp.argmax(log_probs, axis=-1) == targets).astype(jnp.float32)
-    return (jnp.sum(nll * mask), jnp.sum(correct * mask), jnp.sum(mask)), state
+    return weighted_sums(log_probs, targets, mask), state
   return jax.jit(score)
+
+
+def weighted_sums(log_probs: jax.Array, targets: jax.Array,
+                  mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(Σ w·nll, Σ w·correct, Σ w) of next-character guesses."""
+  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  correct = (jnp.argmax(log_probs, axis=-1) == targets).astype(jnp.float32)
+  return jnp.sum(nll * mask), jnp.sum(correct * mask), jnp.sum(mask)
 
 
 def score_streams(model: Any, weights: Any, state: Any,
