@@ -34,6 +34,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help='validation windows (texts, for classifiers '
                            'and taggers) the memory-retention curve '
                            'averages over.')
+  parser.add_argument('--retention_length', type=int,
+                      help='language models: characters per retention '
+                           'window (default: the run\'s seq_len). Longer '
+                           'windows show what a model trained on streams '
+                           'keeps from beyond its training windows.')
   return parser.parse_args(argv)
 
 

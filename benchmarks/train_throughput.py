@@ -15,7 +15,8 @@ the same TFDS split, with the same batch (64 windows of 128 characters)
 and the same allocator.
 
 For each, a fresh process per round, rounds interleaved, medians:
-- tokens/s over the steps after the warm-up (compilation excluded);
+- tokens/s: the median over intervals of `--warmup` steps after the
+  warm-up (compilation and evaluations excluded);
 - time to first step: from the start of the process to the end of its
   first training step (imports, dataset, pipeline start, compilation);
 - peak resident memory of the process (its own ru_maxrss).
@@ -75,10 +76,10 @@ def toolkit(warmup, steps, streaming=True):
       rows = [json.loads(line) for line in f]
   # trax's steps/s covers the steps since the previous evaluation (and not
   # the evaluation); the first evaluation closes the warm-up (compilation).
-  steps = [b['step'] - a['step'] for a, b in zip(rows, rows[1:])]
-  seconds = sum(n / r['train/steps per second'] for n, r in zip(steps, rows[1:]))
+  # The median over the intervals keeps one hiccup of a shared machine out.
+  rates = [r['train/steps per second'] for r in rows[1:]]
   first = float(re.search(r'First step done ([\d.]+) s', stdout)[1])
-  return {'tokens_per_s': sum(steps) * BATCH * SEQ_LEN / seconds,
+  return {'tokens_per_s': statistics.median(rates) * BATCH * SEQ_LEN,
           'first_step_s': first, 'peak_mib': peak}
 
 
@@ -128,9 +129,11 @@ def keras_worker(warmup, steps):
       on_train_batch_end=lambda batch, logs: times.append(time.time()))
   model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps,
             callbacks=[ends], verbose=0)
-  timed = times[warmup:]
+  # Intervals of `warmup` steps after the warm-up, as the toolkit's are.
+  ends = times[warmup - 1::warmup]
+  rates = [warmup / (b - a) for a, b in zip(ends, ends[1:])]
   print(json.dumps({
-      'tokens_per_s': (len(timed) - 1) * BATCH * SEQ_LEN / (timed[-1] - timed[0]),
+      'tokens_per_s': statistics.median(rates) * BATCH * SEQ_LEN,
       'first_step_s': times[0] - STARTED}))
 
 
@@ -161,9 +164,9 @@ def main(argv):
   """Runs the three measurements in interleaved rounds and reports."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--rounds', type=int, default=3)
-  parser.add_argument('--warmup', type=int, default=10,
+  parser.add_argument('--warmup', type=int, default=20,
                       help='steps before timing starts (compilation)')
-  parser.add_argument('--steps', type=int, default=60, help='steps timed')
+  parser.add_argument('--steps', type=int, default=120, help='steps timed')
   parser.add_argument('--pipeline_batches', type=int, default=2000)
   parser.add_argument('--json', help='write the records to this file')
   parser.add_argument('--keras_worker', nargs=2, type=int,

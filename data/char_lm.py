@@ -153,7 +153,7 @@ class CharLMInputs(Inputs):
     mine = slice(process_index * per_process,
                  (process_index + 1) * per_process)
     return streams.training_batches(
-        self._documents_of(vocab, self.train_split), self.seq_len,
+        self.encoded_texts(vocab, self.train_split), self.seq_len,
         self.batch_size, seed, start, self.reset_each_epoch, keep_rows=mine)
 
   def eval_batches(self, vocab: CharVocab, split: str | None = None,
@@ -235,7 +235,8 @@ class CharLMInputs(Inputs):
               self._read(split)))]
     return self._documents[split]
 
-  def _documents_of(self, vocab: CharVocab, split: str) -> list[np.ndarray]:
+  def encoded_texts(self, vocab: CharVocab, split: str) -> list[np.ndarray]:
+    """The texts of `split`, in order, as int32 character ids."""
     return [np.asarray(vocab.encode(t), np.int32)
             for t in self._split_texts(split)]
 

@@ -70,6 +70,20 @@ def test_retention_curve_covers_every_distance(language_model_runs):
   assert np.all(np.isfinite(curve)) and np.all(curve > 0)
 
 
+def test_longer_retention_windows_are_the_text_end_to_end(language_model_runs):
+  # Windows longer than the training ones, cut from the split's text here,
+  # give the curve the report computes over them.
+  loaded = Run.load(language_model_runs[0])
+  length = loaded.inputs.seq_len + 8
+  text = loaded.inputs.encoded_texts(loaded.vocab, 'validation')[0]
+  assert len(text) >= 2 * length
+  tokens = np.stack([text[:length], text[length:2 * length]])
+  want = run_report._retention_curve(loaded, tokens)  # pylint: disable=protected-access
+  got = run_report.language_model_retention(loaded, windows=2, length=length)
+  assert got.shape == (length,)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_each_run_gets_its_own_report_by_default(language_model_runs):
   run = language_model_runs[0]
   report_py.main(['--output_dir', run, '--retention_windows', '2'])
@@ -110,6 +124,13 @@ def test_bad_input_fails_clearly_and_keeps_the_earlier_report(
   fails_with(capsys, report_py.main, ['--output_dir', language_model_runs[0],
                                    '--retention_windows', '0', '--out', out],
              '--retention_windows')
+  fails_with(capsys, report_py.main, ['--output_dir', language_model_runs[0],
+                                   '--retention_length', '1', '--out', out],
+             '--retention_length')
+  fails_with(capsys, report_py.main, ['--output_dir', language_model_runs[0],
+                                   '--retention_length', '10000000',
+                                   '--out', out],
+             'no text of 10000000 characters', '--retention_length')
   assert snapshot(out) == before
   # A directory of other files is not replaced by a report.
   other = tmp_path / 'notes'

@@ -67,8 +67,13 @@ class RunSummary:
 
 
 def summarise(output_dir: str, label: str, split: Optional[str] = None,
-              windows: int = 16) -> RunSummary:
-  """Reads (or computes) everything the report shows of run `output_dir`."""
+              windows: int = 16,
+              retention_length: Optional[int] = None) -> RunSummary:
+  """Reads (or computes) everything the report shows of run `output_dir`.
+
+  `retention_length` is a language model's retention window, in characters
+  (default: its sequence length).
+  """
   run = Run.load(output_dir)
   split = split or run.inputs.eval_split
   sections = run.task.report_sections
@@ -76,7 +81,8 @@ def summarise(output_dir: str, label: str, split: Optional[str] = None,
                        _read_config(output_dir), _read_records(output_dir),
                        _evaluation(run, split))
   if 'window_retention' in sections:
-    summary.retention = language_model_retention(run, split, windows)
+    summary.retention = language_model_retention(run, split, windows,
+                                                 retention_length)
   if 'text_retention' in sections:
     summary.retention = text_retention(run, split, windows)
   if 'samples' in sections:
@@ -119,18 +125,25 @@ def _evaluation(run, split):
 
 
 def language_model_retention(run: Run, split: Optional[str] = None,
-                             windows: int = 16) -> np.ndarray:
+                             windows: int = 16,
+                             length: Optional[int] = None) -> np.ndarray:
   """The retention curve of a language model run, on `windows` windows.
 
-  The windows are the first full ones of the evaluation split; their length
-  is the run's sequence length.
+  The windows are the first full ones of the evaluation split, of `length`
+  characters (default: the run's sequence length). Windows longer than the
+  ones a model was trained on show what it keeps from further back: one
+  trained on streams carried its state past its windows, one trained on
+  windows never did.
 
   Returns:
-    NumPy f32[seq_len]: the mean ‖∂h_T/∂x_t‖ at each distance T - t.
+    NumPy f32[length]: the mean ‖∂h_T/∂x_t‖ at each distance T - t.
   """
   inputs = run.inputs
-  tokens = _full_windows(inputs, run.vocab, split or inputs.eval_split,
-                         windows)
+  split = split or inputs.eval_split
+  if length is None or length == inputs.seq_len:
+    tokens = _full_windows(inputs, run.vocab, split, windows)
+  else:
+    tokens = _text_windows(inputs, run.vocab, split, windows, length)
   return _retention_curve(run, tokens)
 
 
@@ -219,6 +232,20 @@ def _real_tokens(ids):
 
 def _token(vocab, token_id):
   return '</s>' if token_id == EOS_ID else (vocab.decode([token_id]) or '?')
+
+
+def _text_windows(inputs, vocab, split, count, length):
+  """The first `count` windows of `length` characters of the split's texts,
+  each inside one text, end to end."""
+  found = [ids[start:start + length]
+           for ids in inputs.encoded_texts(vocab, split)
+           for start in range(0, len(ids) - length + 1, length)][:count]
+  if not found:
+    raise UsageError(f'Split {split!r} of {inputs.dataset} holds no text of '
+                     f'{length} characters, so memory retention cannot be '
+                     f'measured over {length} characters on it. Choose a '
+                     f'shorter --retention_length or another --split.')
+  return np.stack(found)
 
 
 def _full_windows(inputs, vocab, split, count):
@@ -450,20 +477,25 @@ def labels_of(output_dirs: Sequence[str]) -> list[str]:
 def report_from_command_line(args: argparse.Namespace) -> None:
   """Writes the report report.py's flags ask for; prints each page's path.
 
-  `args` holds output_dir (a list), out, split and retention_windows. A
-  UsageError becomes a one-paragraph message and exit status 2.
+  `args` holds output_dir (a list), out, split, retention_windows and
+  retention_length. A UsageError becomes a one-paragraph message and exit
+  status 2.
   """
   try:
     if args.retention_windows < 1:
       raise UsageError('--retention_windows takes a positive number of '
                        'windows.')
+    if args.retention_length is not None and args.retention_length < 2:
+      raise UsageError('--retention_length takes a number of characters, '
+                       'at least 2.')
     targets = ([args.out] if args.out else
                [os.path.join(d, 'report') for d in args.output_dir])
     for target in targets:
       check_replaceable(target)
     for output_dir in args.output_dir:  # each a run, before any is evaluated
       Run.load(output_dir)
-    summaries = [summarise(d, label, args.split, args.retention_windows)
+    summaries = [summarise(d, label, args.split, args.retention_windows,
+                           args.retention_length)
                  for d, label in zip(args.output_dir,
                                      labels_of(args.output_dir))]
     for target in targets:
