@@ -4,7 +4,7 @@
         python benchmarks/data_parallel.py [--devices 1 2 4 8] [--repeats 3]
 
 Each measurement is a fresh `train.py` run of configs/char_rnn_shakespeare.gin
-(JAX fixes its devices when a process starts). On a CPU,
+with the Elman layer (JAX fixes its devices when a process starts). On a CPU,
 XLA_FLAGS=--xla_force_host_platform_device_count=N splits the host into N
 devices that share its cores, so the figures show what splitting the batch
 costs rather than a speed-up. Each device runs the Elman layer on its own
@@ -43,6 +43,7 @@ def tokens_per_second(n_devices, platform, warmup, steps, batch, seq_len):
     command = [
         sys.executable, os.path.join(REPO_ROOT, 'train.py'), '--gin_file',
         CONFIG, '--output_dir', output_dir, '--platform', platform,
+        '--gin_param', "RNNLanguageModel.cell = 'elman'",
         '--gin_param', f'train_and_evaluate.n_steps = {warmup + steps}',
         '--gin_param', f'train_and_evaluate.eval_every = {warmup}',
         '--gin_param', 'train_and_evaluate.n_eval_batches = 1',

@@ -6,7 +6,9 @@ from models.classifier import RNNClassifier, RNNTagger, VectorClassifier
 from models.language_model import RNNLanguageModel
 from models.recurrence import elman_scan
 from models.seq2seq import RNNCaptioner, RNNSeq2Seq
-from models.carried_state import CarriedRecurrentLayer, CarriedState
+from models.carried_state import CarriedState
+from models.dropout import ByteDropout
+from models.embedded_recurrence import EmbeddedRecurrence
 from models.gated_rnn import GatedRNN
 from models.rnn import (CELLS, ConfiguredElman, ElmanRNN, MaskedRNN,
                         RecurrentLayer, StackedElmanRNN)

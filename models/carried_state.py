@@ -21,19 +21,20 @@ from trax import layers as tl
 from trax import shapes
 from trax.layers import base
 
-from models import rnn
 
 
 class CarriedState(base.Layer):
   """Runs `recurrence` from the state it ended the previous call in.
 
-  Inputs: x f32[batch, time, features], reset f32[batch] (1: start this row
-  from zeros). Outputs: the recurrence's sequence f32[batch, time, n_units]
+  Inputs: x f32[batch, time, features] (or the token ids an
+  EmbeddedRecurrence reads), reset f32[batch] (1: start this row from
+  zeros). Outputs: the recurrence's sequence f32[batch, time, n_units]
   and `reset`, unchanged, for the next recurrent layer.
 
-  `recurrence` maps (x, h0 [batch, state_width]) to (sequence, final state).
-  The carried state is kept in float32 whatever the compute dtype, so that
-  the model state, and the checkpoint, have one dtype.
+  `recurrence` maps (x, h0 f32[batch, state_width]) to (sequence, final
+  state), casting h0 to the dtype it computes in. The carried state is
+  kept in float32 whatever the compute dtype, so that the model state, and
+  the checkpoint, have one dtype.
   """
 
   def __init__(self, recurrence: tl.Layer, state_width: int):
@@ -64,7 +65,7 @@ class CarriedState(base.Layer):
     sublayer_state, carried = self.state
     # The previous batch's graph is gone; stopping the gradient says so.
     carried = jax.lax.stop_gradient(carried)
-    h0 = jnp.where(reset[:, None] > 0, 0.0, carried).astype(x.dtype)
+    h0 = jnp.where(reset[:, None] > 0, 0.0, carried)
     (outputs, h_last), sublayer_state = self.sublayer.pure_fn(
         (x, h0), self.weights[0], sublayer_state, self.rng)
     self.state = (sublayer_state, h_last.astype(jnp.float32))
@@ -72,12 +73,13 @@ class CarriedState(base.Layer):
 
   def init_weights_and_state(self, input_signature: Any) -> None:
     x_sig, reset_sig = input_signature
-    if len(x_sig.shape) != 3 or tuple(reset_sig.shape) != x_sig.shape[:1]:
-      raise ValueError(f'{self.name} takes x [batch, time, features] and '
-                       f'reset [batch]; got shapes {x_sig.shape} and '
-                       f'{reset_sig.shape}.')
+    if (len(x_sig.shape) not in (2, 3)
+        or tuple(reset_sig.shape) != x_sig.shape[:1]):
+      raise ValueError(f'{self.name} takes x [batch, time, features] (or '
+                       f'token ids [batch, time]) and reset [batch]; got '
+                       f'shapes {x_sig.shape} and {reset_sig.shape}.')
     batch = x_sig.shape[0]
-    h0_sig = shapes.ShapeDtype((batch, self._state_width), x_sig.dtype)
+    h0_sig = shapes.ShapeDtype((batch, self._state_width), jnp.float32)
     weights, state = self.sublayer.init((x_sig, h0_sig), use_cache=True)
     self.state = (state, jnp.zeros((batch, self._state_width), jnp.float32))
     self.weights = (weights,)
@@ -97,19 +99,3 @@ def map_carried(model: tl.Layer, state: Any, fn: Any) -> Any:
     return tuple(map_carried(layer, part, fn)
                  for layer, part in zip(sublayers, state))
   return state
-
-
-def CarriedRecurrentLayer(cell: str, n_units: int,  # pylint: disable=invalid-name
-                          mode: str = 'train') -> CarriedState:
-  """models.rnn.RecurrentLayer(cell) with its state carried between calls.
-
-  (x, reset) -> (sequence, reset). Its weights are, leaf for leaf, those
-  of `rnn.RecurrentLayer(cell, n_units)`: a model trained with carried state
-  loads into one without, as a generating (predict-mode) model does.
-  """
-  if cell not in rnn.CELLS:
-    raise ValueError(f'Unknown recurrent cell {cell!r}; '
-                     f'choose one of {sorted(rnn.CELLS)}.')
-  recurrence = rnn.CELLS[cell](n_units, mode, use_initial_state=True,
-                               return_state=True)
-  return CarriedState(recurrence, recurrence.state_width)

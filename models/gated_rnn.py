@@ -46,11 +46,10 @@ def _lstm_weights(rng, n_features, units):
 
 
 def _gru_projections(x, weights):
-  """The x_t parts of every step's products, time-major."""
+  """The x_t parts of every step's products."""
   w1, b1, w2, b2 = weights
   n = x.shape[-1]
-  return (jnp.swapaxes(x @ w1[:n] + b1, 0, 1),
-          jnp.swapaxes(x @ w2[:n] + b2, 0, 1))
+  return x @ w1[:n] + b1, x @ w2[:n] + b2
 
 
 def _gru_recurrent(weights, n_features):
@@ -59,7 +58,7 @@ def _gru_recurrent(weights, n_features):
 
 def _lstm_projections(x, weights):
   w, b = weights
-  return (jnp.swapaxes(x @ w[:x.shape[-1]] + b, 0, 1),)
+  return (x @ w[:x.shape[-1]] + b,)
 
 
 def _lstm_recurrent(weights, n_features):
@@ -234,16 +233,21 @@ class GatedRNN(SequenceLayer):
                      return_state, mode)
     self._cell = cell
 
-  def _compute_dtype(self, dtype):
+  def compute_dtype(self, dtype):
     return jnp.float32
 
-  def _recur(self, x, mask, h0):
+  def project(self, weights, x):
+    """The x_t parts of every step's products, biases included."""
+    return _CELLS[self._cell][2](x.astype(jnp.float32), weights)
+
+  def _scan(self, weights, projected, mask, h0):
     """(outputs [batch, time, units], final state), scanning time-major."""
-    _, _, projections, recurrent, run = _CELLS[self._cell]
+    _, _, _, recurrent, run = _CELLS[self._cell]
     mask = None if mask is None else jnp.swapaxes(
         (mask != 0).astype(jnp.float32), 0, 1)
-    outputs, h_last = run(projections(x, self.weights), mask, h0,
-                          recurrent(self.weights, x.shape[-1]))
+    n_features = weights[0].shape[0] - self._n_units
+    outputs, h_last = run(tuple(jnp.swapaxes(p, 0, 1) for p in projected),
+                          mask, h0, recurrent(weights, n_features))
     return jnp.swapaxes(outputs, 0, 1), h_last
 
   def _init_weights(self, n_features):

@@ -6,6 +6,8 @@ from trax import layers as tl
 from models import carried_state
 from models import precision
 from models import rnn
+from models.dropout import ByteDropout
+from models.embedded_recurrence import EmbeddedRecurrence
 
 
 def RNNLanguageModel(vocab_size: int, d_model: int = 512, n_layers: int = 1,  # pylint: disable=invalid-name
@@ -35,7 +37,9 @@ def RNNLanguageModel(vocab_size: int, d_model: int = 512, n_layers: int = 1,  # 
     cell: recurrent layer, a name in `models.rnn.CELLS` ('elman' is the
       toolkit's shared-weight layer; 'gru' and 'lstm' are trax's cells, in
       models/gated_rnn.py).
-    dropout: dropout rate after the embedding and after each recurrent layer.
+    dropout: dropout rate on the first layer's projected inputs (the
+      embedding's product with W_xh, models/embedded_recurrence.py) and
+      after each recurrent layer, drawn as models/dropout.py draws it.
     compute_dtype: 'float32', or 'bfloat16' to run the activations and the
       Elman and output products in bfloat16 (weights and loss stay float32;
       the GRU and LSTM compute in float32 either way).
@@ -46,29 +50,31 @@ def RNNLanguageModel(vocab_size: int, d_model: int = 512, n_layers: int = 1,  # 
   streaming = stateful and mode != 'predict'
 
   def drop():
-    return tl.Dropout(rate=dropout, mode=mode)
+    return ByteDropout(rate=dropout, mode=mode)
 
-  def recurrent_layer():
-    if streaming:
-      return carried_state.CarriedRecurrentLayer(cell, d_model, mode=mode)
-    return rnn.RecurrentLayer(cell, d_model, mode=mode)
+  if cell not in rnn.CELLS:
+    raise ValueError(f'Unknown recurrent cell {cell!r}; '
+                     f'choose one of {sorted(rnn.CELLS)}.')
 
-  recurrent_layers = [[recurrent_layer(), drop()] for _ in range(n_layers)]
-  # In float32 the casts are left out, so the layers, and the random
-  # initial weights drawn for them, are those of a model without the option.
-  def cast(to):
-    return [] if dtype == jnp.float32 else precision.Cast(to)
+  def recurrent_layer(first):
+    options = dict(use_initial_state=True, return_state=True) if streaming else {}
+    layer = rnn.CELLS[cell](d_model, mode, **options)
+    width = layer.state_width
+    if first:  # it reads the embeddings: their product is taken per token
+      layer = EmbeddedRecurrence(tl.Embedding(vocab_size, d_model), layer,
+                                 dropout, dtype, mode)
+    return carried_state.CarriedState(layer, width) if streaming else layer
+
+  recurrent_layers = [[recurrent_layer(i == 0), drop()]
+                      for i in range(n_layers)]
 
   # The other inputs (a stream's resets) ride below the top of the stack,
   # read by the recurrent layers alone.
   return tl.Serial(                       # tokens (, resets)
       [] if streaming else tl.ShiftRight(mode=mode),  # previous tokens
-      tl.Embedding(vocab_size, d_model),  # vectors
-      cast(dtype),                        # vectors in the compute dtype
-      drop(),
       recurrent_layers,                   # hidden states
       precision.Dense(vocab_size),        # logits
-      cast(jnp.float32),                  # the loss is taken in float32
+      [] if dtype == jnp.float32 else precision.Cast(jnp.float32),
       tl.LogSoftmax(),                    # log-probabilities (, resets)
       tl.Select([0], n_in=2) if streaming else [],  # log-probabilities
       name=f'RNNLanguageModel_{cell}',

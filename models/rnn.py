@@ -49,9 +49,15 @@ class ElmanRNN(SequenceLayer):
     self._initializers = (kernel_initializer, recurrent_initializer,
                           bias_initializer)
 
-  def _recur(self, x, mask, h0):
-    w_xh, w_hh, b_h = (w.astype(x.dtype) for w in self.weights)
-    return elman_scan(x @ w_xh + b_h, mask, h0, w_hh, self._activation)
+  def project(self, weights, x):
+    """(x · W_xh + b_h,), in x's dtype."""
+    w_xh, _, b_h = weights
+    return (x @ w_xh.astype(x.dtype) + b_h.astype(x.dtype),)
+
+  def _scan(self, weights, projected, mask, h0):
+    x_proj, = projected
+    return elman_scan(x_proj, mask, h0, weights[1].astype(x_proj.dtype),
+                      self._activation)
 
   def _init_weights(self, n_features):
     """W_xh, W_hh and b_h."""

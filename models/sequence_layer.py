@@ -2,8 +2,8 @@
 
 ElmanRNN (models/rnn.py) and GatedRNN (models/gated_rnn.py) take the same
 inputs and give the same outputs, keep their state the same way in predict
-mode, and check the same shapes; they differ only in their recurrence
-(`_recur`) and weights (`_init_weights`).
+mode, and check the same shapes; they differ only in their input products
+(`project`), recurrence (`_scan`) and weights (`_init_weights`).
 """
 
 import abc
@@ -50,15 +50,24 @@ class SequenceLayer(base.Layer, abc.ABC):
     return self._state_width
 
   @abc.abstractmethod
-  def _recur(self, x: jax.Array, mask: jax.Array | None,
-             h0: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def project(self, weights: Any, x: jax.Array) -> tuple[jax.Array, ...]:
+    """x's part of every step's products: arrays [..., k], biases included.
+
+    It has no recurrence in it, so it is one large product over all steps,
+    computed in x's dtype; `x` may have any leading shape.
+    """
+
+  @abc.abstractmethod
+  def _scan(self, weights: Any, projected: tuple[jax.Array, ...],
+            mask: jax.Array | None,
+            h0: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(outputs [batch, time, n_units], final state) from h0."""
 
   @abc.abstractmethod
   def _init_weights(self, n_features: int) -> Any:
     """The layer's weights for inputs of `n_features` features."""
 
-  def _compute_dtype(self, dtype: Any) -> Any:
+  def compute_dtype(self, dtype: Any) -> Any:
     """The dtype the layer computes (and keeps its state) in, given x's."""
     return dtype
 
@@ -73,18 +82,39 @@ class SequenceLayer(base.Layer, abc.ABC):
   def forward(self, inputs: Any) -> Any:
     """Runs the recurrence over every step of the input sequences."""
     x, mask, h0 = self._unpack(inputs)
-    x = x.astype(self._compute_dtype(x.dtype))
+    x = x.astype(self.compute_dtype(x.dtype))
+    results, self.state = self.run_projected(
+        self.weights, self.state, self.project(self.weights, x), (mask, h0))
+    return results
+
+  def run_projected(self, weights: Any, state: Any,
+                    projected: tuple[jax.Array, ...],
+                    others: tuple[Any, Any]) -> tuple[Any, Any]:
+    """The layer's outputs, and its new state, from projected inputs.
+
+    What `forward` does after `project`, as a pure function, for a caller
+    that projects the inputs itself (models/embedded_recurrence.py).
+
+    Args:
+      weights: the layer's weights.
+      state: the layer's state.
+      projected: `project`'s arrays, [batch, time, k] each.
+      others: (mask or None, initial state or None), as the layer's
+        further inputs give them.
+    """
+    mask, h0 = others
+    x = projected[0]
     if h0 is None:
       h0 = jnp.zeros((x.shape[0], self._state_width), x.dtype)
     if self._mode == 'predict':
-      carried, started = self.state
+      carried, started = state
       h0 = jnp.where(started, carried, h0)
-    outputs, h_last = self._recur(x, mask, h0.astype(x.dtype))
+    outputs, h_last = self._scan(weights, projected, mask, h0.astype(x.dtype))
     if self._mode == 'predict':
-      self.state = (h_last, jnp.array(True))
+      state = (h_last, jnp.array(True))
     results = ([outputs] if self._return_sequences else []) + (
         [h_last] if self._return_state else [])
-    return results[0] if len(results) == 1 else tuple(results)
+    return (results[0] if len(results) == 1 else tuple(results)), state
 
   def init_weights_and_state(self, input_signature: Any) -> None:
     """Checks the input shapes, then draws the weights."""
@@ -104,5 +134,5 @@ class SequenceLayer(base.Layer, abc.ABC):
     self.weights = self._init_weights(n_features)
     if self._mode == 'predict':
       self.state = (jnp.zeros((batch, width),
-                              self._compute_dtype(x_sig.dtype)),
+                              self.compute_dtype(x_sig.dtype)),
                     jnp.array(False))

@@ -21,18 +21,23 @@ def _model_and_tokens(cell, n_layers, shape=(3, 6)):
   return model, tokens
 
 
+def _layers_of(layer, kind):
+  """The layers of type `kind` inside `layer`, in the order they run."""
+  if isinstance(layer, kind):
+    return [layer]
+  return [found for sub in layer.sublayers for found in _layers_of(sub, kind)]
+
+
 def _embedded(model, tokens):
   """x_t: the embedding of the token before t (PAD_ID 0 before the first)."""
-  table = next(l for l in model.sublayers if isinstance(l, tl.Embedding))
+  table, = _layers_of(model, tl.Embedding)
   previous = np.pad(tokens, ((0, 0), (1, 0)))[:, :-1]
   return np.asarray(table.weights, np.float64)[previous]
 
 
 def _elman_layers(layer):
   """The ElmanRNN layers inside `layer`, in the order they run (forward first)."""
-  if isinstance(layer, ElmanRNN):
-    return [layer]
-  return [e for sub in layer.sublayers for e in _elman_layers(sub)]
+  return _layers_of(layer, ElmanRNN)
 
 
 def _forward_last_state(layers, x):
@@ -99,7 +104,7 @@ def test_gated_cell_norms_match_finite_differences(cell, monkeypatch):
 
 def test_without_recurrent_weights_only_the_last_input_is_held():
   model, tokens = _model_and_tokens('elman', 1)
-  layer = next(l for l in model.sublayers if isinstance(l, ElmanRNN))
+  layer = _elman_layers(model)[0]
   w_xh, w_hh, b = layer.weights
   layer.weights = (w_xh, np.zeros_like(w_hh), b)
   norms = retention.jacobian_norms(model, tokens)
@@ -138,7 +143,7 @@ def _text_model(build, tokens, **kwargs):
   model = build(VOCAB, 3, d_model=4, n_units=5, cell='elman', mode='eval',
                 **kwargs)
   model.init(shapes.signature(tokens))
-  table = next(l for l in model.sublayers if isinstance(l, tl.Embedding))
+  table, = _layers_of(model, tl.Embedding)
   return model, np.asarray(table.weights, np.float64)[tokens]  # no shift
 
 

@@ -21,6 +21,8 @@ from jax import numpy as jnp
 import numpy as np
 from trax import layers as tl
 
+from models.embedded_recurrence import EmbeddedRecurrence
+
 # Output units whose Jacobian rows are computed in one vectorised pass; the
 # pass holds units_per_pass copies of the input's gradient.
 UNITS_PER_PASS = 32
@@ -33,7 +35,7 @@ def split_at_embedding(
   Args:
     model: a trax Serial with an Embedding, then recurrent layers, then the
       output Dense (as `models.RNNLanguageModel`, `RNNClassifier` and
-      `RNNTagger` build it).
+      `RNNTagger` build it); an EmbeddedRecurrence counts as both.
 
   Returns:
     Two lists of the model's sublayers: through the Embedding (to x, or to
@@ -44,7 +46,7 @@ def split_at_embedding(
     ValueError: the model has no Embedding followed by recurrent layers and
       an output Dense.
   """
-  layers = model.sublayers
+  layers = _unfolded(model.sublayers)
   embeddings = [i for i, l in enumerate(layers) if isinstance(l, tl.Embedding)]
   outputs = [i for i, l in enumerate(layers) if isinstance(l, tl.Dense)]
   weighted = [i for i, l in enumerate(layers)
@@ -57,6 +59,16 @@ def split_at_embedding(
   raise ValueError(f'{model.name} is not an embedding, recurrent layers and '
                    f'an output layer in sequence, as a language model, text '
                    f'classifier or tagger is.')
+
+
+def _unfolded(layers):
+  """`layers`, each EmbeddedRecurrence replaced by its embedding and
+  recurrence: the Jacobian is taken with respect to the embeddings."""
+  unfolded = []
+  for layer in layers:
+    unfolded += (layer.sublayers if isinstance(layer, EmbeddedRecurrence)
+                 else [layer])
+  return unfolded
 
 
 def _run(layers, weights, inputs):
