@@ -254,15 +254,17 @@ def test_missing_data_offline(capsys, tmp_path):
               'tiny_shakespeare', str(tmp_path), 'TFDS_DATA_DIR')
 
 
-@pytest.mark.parametrize('binding, words', [
-    ("RNNLanguageModel.cell = 'transformer'", ('transformer', 'elman')),
-    ("ElmanRNN.activation = 'swishy'", ('swishy', 'tanh')),
+@pytest.mark.parametrize('bindings, words', [
+    (["RNNLanguageModel.cell = 'transformer'"], ('transformer', 'elman')),
+    (["RNNLanguageModel.cell = 'elman'", "ElmanRNN.activation = 'swishy'"],
+     ('swishy', 'tanh')),
 ])
 def test_bad_model_binding_changes_nothing(capsys, tiny_data_dir, tmp_path,
-                                           binding, words):
+                                           bindings, words):
   run = str(tmp_path / 'run')
   _fails_with(capsys, train_py.main, [
-      '--gin_file', TINY, '--output_dir', run, '--gin_param', binding,
+      '--gin_file', TINY, '--output_dir', run,
+      *[arg for binding in bindings for arg in ('--gin_param', binding)],
       *_data_params(tiny_data_dir)], 'model could not be built', *words)
   assert not os.path.exists(run)
 
