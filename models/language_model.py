@@ -60,7 +60,7 @@ def RNNLanguageModel(vocab_size: int, d_model: int = 512, n_layers: int = 1,  # 
     options = dict(use_initial_state=True, return_state=True) if streaming else {}
     layer = rnn.CELLS[cell](d_model, mode, **options)
     width = layer.state_width
-    if first:  # it reads the embeddings: their product is taken per token
+    if first:  # it reads the embeddings: its input product is per vocab row
       layer = EmbeddedRecurrence(tl.Embedding(vocab_size, d_model), layer,
                                  dropout, dtype, mode)
     return carried_state.CarriedState(layer, width) if streaming else layer
@@ -72,7 +72,7 @@ def RNNLanguageModel(vocab_size: int, d_model: int = 512, n_layers: int = 1,  # 
   # read by the recurrent layers alone.
   return tl.Serial(                       # tokens (, resets)
       [] if streaming else tl.ShiftRight(mode=mode),  # previous tokens
-      recurrent_layers,                   # hidden states
+      recurrent_layers,                   # hidden states (embedded inside)
       precision.Dense(vocab_size),        # logits
       [] if dtype == jnp.float32 else precision.Cast(jnp.float32),
       tl.LogSoftmax(),                    # log-probabilities (, resets)
