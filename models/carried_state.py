@@ -22,7 +22,6 @@ from trax import shapes
 from trax.layers import base
 
 
-
 class CarriedState(base.Layer):
   """Runs `recurrence` from the state it ended the previous call in.
 

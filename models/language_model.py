@@ -74,6 +74,7 @@ def RNNLanguageModel(vocab_size: int, d_model: int = 512, n_layers: int = 1,  # 
       [] if streaming else tl.ShiftRight(mode=mode),  # previous tokens
       recurrent_layers,                   # hidden states (embedded inside)
       precision.Dense(vocab_size),        # logits
+      # The loss is taken in float32.
       [] if dtype == jnp.float32 else precision.Cast(jnp.float32),
       tl.LogSoftmax(),                    # log-probabilities (, resets)
       tl.Select([0], n_in=2) if streaming else [],  # log-probabilities
