@@ -4,7 +4,10 @@
     python benchmarks/rnn_layer.py --quick         # reference shape only
     python benchmarks/rnn_layer.py --json out.json # also one record per cell
 
-Contenders (impl): `project` (models.ElmanRNN, hand-written VJP), `keras`
+Contenders (impl): `project` (models.ElmanRNN, hand-written VJP; its CPU
+kernels built for this CPU), `project_avx2` (the same, its kernels built
+for AVX2, as an AVX2 CPU would run them: on an AVX-512 machine, the code
+with half the vector width and registers), `keras`
 (Keras 3 SimpleRNN in a tf.function), `torch` (nn.RNN), `flax`
 (nn.RNN(nn.SimpleCell)), `trax_gru` (trax's GRU after a Dense to its width,
 for scale: three gates, so three times the work), `project_gru` (the
@@ -42,8 +45,8 @@ sys.path.insert(0, REPO_ROOT)
 
 from rnn_toolkit.runtime import allocator  # noqa: E402  pylint: disable=g-import-not-at-top
 
-IMPLS = ('project', 'keras', 'torch', 'flax', 'trax_gru', 'project_gru',
-         'lax_scan')
+IMPLS = ('project', 'project_avx2', 'keras', 'torch', 'flax', 'trax_gru',
+         'project_gru', 'lax_scan')
 REFERENCE = (64, 128, 128, 256)  # batch, steps, inputs, units
 PASSES = ('fwd', 'fwd_bwd')
 
@@ -103,6 +106,12 @@ def project(shape):
   """The toolkit's ElmanRNN."""
   import models  # pylint: disable=g-import-not-at-top
   return _trax_layer_calls(models.ElmanRNN(shape[3]), shape)
+
+
+def project_avx2(shape):
+  """The toolkit's ElmanRNN, its kernels built for AVX2 (TOOLKIT_RNN_ISA)."""
+  os.environ['TOOLKIT_RNN_ISA'] = 'avx2'
+  return project(shape)
 
 
 def trax_gru(shape):
@@ -279,6 +288,7 @@ def print_table(rows, peak):
   """One block per (allocator, shape, pass), contenders fastest first."""
   keras_ms = {(r['allocator'], r['batch'], r['steps'], r['inputs'], r['units'],
                r['pass']): r['ms'] for r in rows if r['impl'] == 'keras'}
+  print(f'CPU: {cpu_description()}')
   if peak:
     print(f'large float32 matmul: {peak:.0f} GFLOP/s (arithmetic floor)')
   header = (f'{"allocator":9} {"batch":>5} {"steps":>5} {"in":>4} {"units":>5}'
@@ -301,6 +311,61 @@ def print_table(rows, peak):
   if peak:
     floor = matmul_flops(REFERENCE, 'fwd_bwd') / peak / 1e6
     print(f'arithmetic floor at the reference shape, fwd_bwd: {floor:.1f} ms')
+  print_ratios(rows, peak)
+
+
+PEERS = ('keras', 'torch', 'flax', 'lax_scan')
+
+
+def print_ratios(rows, peak):
+  """For each cell, the layer's time over Keras's, over the fastest peer's
+  and over the arithmetic floor: the figures the goals are stated in."""
+  cells = {}
+  for r in rows:
+    cell = (r['allocator'], r['batch'], r['steps'], r['inputs'], r['units'],
+            r['pass'])
+    cells.setdefault(cell, {})[r['impl']] = r['ms']
+  print(f'\n{"allocator":9} {"batch":>5} {"steps":>5} {"units":>5} '
+        f'{"pass":7} {"impl":12} {"/ keras":>7} {"/ fastest peer":>20} '
+        f'{"/ floor":>7}')
+  for cell, ms in sorted(cells.items(),
+                         key=lambda c: (c[0][0], c[0][4], c[0][2], c[0][1],
+                                        c[0][5])):
+    peers = {impl: ms[impl] for impl in PEERS if impl in ms}
+    fastest = min(peers, key=peers.get) if peers else None
+    for impl in ('project', 'project_avx2'):
+      if impl not in ms:
+        continue
+      keras_ratio = ms[impl] / ms['keras'] if 'keras' in ms else float('nan')
+      peer = (f'{ms[impl] / peers[fastest]:.2f} ({fastest})' if fastest
+              else 'n/a')
+      floor = (f'{ms[impl] / (matmul_flops(cell[1:5], cell[5]) / peak / 1e6):7.2f}'
+               if peak else '    n/a')
+      print(f'{cell[0]:9} {cell[1]:5} {cell[2]:5} {cell[4]:5} {cell[5]:7} '
+            f'{impl:12} {keras_ratio:7.2f} {peer:>20} {floor}')
+
+
+def cpu_description():
+  """The CPU's model, widest vector instructions and L2 cache (Linux)."""
+  model, flags = 'unknown CPU', set()
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      for line in f:
+        if line.startswith('model name'):
+          model = line.split(':', 1)[1].strip()
+        elif line.startswith('flags'):
+          flags = set(line.split(':', 1)[1].split())
+  except OSError:
+    pass
+  vectors = ('AVX-512' if 'avx512f' in flags else
+             'AVX2' if 'avx2' in flags else 'no AVX2')
+  try:
+    with open('/sys/devices/system/cpu/cpu0/cache/index2/size',
+              encoding='utf-8') as f:
+      l2 = f.read().strip()
+  except OSError:
+    l2 = '?'
+  return f'{model}, {os.cpu_count()} cores, {vectors}, L2 {l2} per core'
 
 
 def main(argv):

@@ -1,18 +1,22 @@
 """End-to-end training speed of the main char-LM config, against Keras.
 
     TFDS_DATA_DIR=../shared/tensorflow_datasets \
-        python benchmarks/train_throughput.py [--rounds 3] [--json out.json]
+        python benchmarks/train_throughput.py [--cell gru] [--rounds 3] \
+        [--malloc system] [--json out.json]
 
 `toolkit` is `train.py --gin_file configs/char_rnn_shakespeare.gin`, as a
 user runs it (our loop, our TFDS pipeline, tcmalloc when installed), with
-the Elman layer: trained on streams with carried state (`stateful`), and on
+`--cell` (the main config trains the GRU; default elman, the layer with
+CPU kernels): trained on streams with carried state (`toolkit`), and on
 shuffled windows that each start from zeros (`windowed`), the same model
-and batch otherwise.
+and batch otherwise. `toolkit_avx2` is `toolkit` with the Elman layer's
+kernels built for AVX2 (TOOLKIT_RNN_ISA=avx2: what an AVX2 CPU runs).
 `keras` is the same model in Keras 3 on TensorFlow: Embedding(vocab, 512),
-dropout 0.1, SimpleRNN(512), dropout 0.1, Dense(vocab), Adam(0.002,
-global_clipnorm=1), trained with `model.fit` on a `tf.data` pipeline over
-the same TFDS split, with the same batch (64 windows of 128 characters)
-and the same allocator.
+dropout 0.1, SimpleRNN(512) or GRU(512), dropout 0.1, Dense(vocab),
+Adam(0.002, global_clipnorm=1), trained with `model.fit` on a `tf.data`
+pipeline over the same TFDS split, with the same batch (64 windows of 128
+characters) and the same allocator: tcmalloc where installed, or glibc's
+malloc for all with `--malloc system`.
 
 For each, a fresh process per round, rounds interleaved, medians:
 - tokens/s: the median over intervals of `--warmup` steps after the
@@ -42,6 +46,7 @@ sys.path.insert(0, REPO_ROOT)
 from rnn_toolkit.runtime import allocator  # noqa: E402  pylint: disable=g-import-not-at-top
 
 CONFIG = 'configs/char_rnn_shakespeare.gin'
+CONTENDERS = ('toolkit', 'toolkit_avx2', 'windowed', 'keras', 'pipeline')
 BATCH, SEQ_LEN, D_MODEL, DROPOUT, LEARNING_RATE = 64, 128, 512, 0.1, 0.002
 
 
@@ -61,17 +66,18 @@ def run_child(command, env=None):
     return out.read(), usage.ru_maxrss / 1024
 
 
-def toolkit(warmup, steps, streaming=True):
+def toolkit(warmup, steps, cell, streaming=True, env=None):
   """One train.py run: tokens/s, time to first step and peak MiB."""
   with tempfile.TemporaryDirectory() as output_dir:
     stdout, peak = run_child([
         sys.executable, 'train.py', '--gin_file', CONFIG,
         '--output_dir', output_dir,
-        '--gin_param', "RNNLanguageModel.cell = 'elman'",
+        '--gin_param', f'RNNLanguageModel.cell = {cell!r}',
         '--gin_param', f'CharLMInputs.streaming = {streaming}',
         '--gin_param', f'train_and_evaluate.n_steps = {warmup + steps}',
         '--gin_param', f'train_and_evaluate.eval_every = {warmup}',
-        '--gin_param', 'train_and_evaluate.n_eval_batches = 1'])
+        '--gin_param', 'train_and_evaluate.n_eval_batches = 1'],
+        dict(os.environ, **(env or {})))
     with open(os.path.join(output_dir, 'metrics.jsonl'), encoding='utf-8') as f:
       rows = [json.loads(line) for line in f]
   # trax's steps/s covers the steps since the previous evaluation (and not
@@ -83,20 +89,24 @@ def toolkit(warmup, steps, streaming=True):
           'first_step_s': first, 'peak_mib': peak}
 
 
-def windowed(warmup, steps):
-  return toolkit(warmup, steps, streaming=False)
+def windowed(warmup, steps, cell):
+  return toolkit(warmup, steps, cell, streaming=False)
 
 
-def keras(warmup, steps):
+def toolkit_avx2(warmup, steps, cell):
+  return toolkit(warmup, steps, cell, env={'TOOLKIT_RNN_ISA': 'avx2'})
+
+
+def keras(warmup, steps, cell):
   """The same model and batch with Keras model.fit, in a fresh process."""
   # Under the allocator train.py relaunches itself under.
   env = dict(os.environ, KERAS_BACKEND='tensorflow', **allocator.environment())
   stdout, peak = run_child([sys.executable, __file__, '--keras_worker',
-                            str(warmup), str(steps)], env)
+                            str(warmup), str(steps), cell], env)
   return dict(json.loads(stdout.strip().splitlines()[-1]), peak_mib=peak)
 
 
-def keras_worker(warmup, steps):
+def keras_worker(warmup, steps, cell):
   """Trains the Keras model; prints tokens/s and time to first step."""
   import keras as keras_lib  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -118,7 +128,8 @@ def keras_worker(warmup, steps):
       keras_lib.Input((SEQ_LEN,), dtype='int64'),
       keras_lib.layers.Embedding(vocab_size, D_MODEL),
       keras_lib.layers.Dropout(DROPOUT),
-      keras_lib.layers.SimpleRNN(D_MODEL, return_sequences=True),
+      {'elman': keras_lib.layers.SimpleRNN,
+       'gru': keras_lib.layers.GRU}[cell](D_MODEL, return_sequences=True),
       keras_lib.layers.Dropout(DROPOUT),
       keras_lib.layers.Dense(vocab_size)])
   model.compile(
@@ -163,51 +174,65 @@ def pipeline(batches):
 def main(argv):
   """Runs the three measurements in interleaved rounds and reports."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--cell', choices=('elman', 'gru'), default='elman',
+                      help="the recurrent layer (the main config's is gru)")
+  parser.add_argument('--contenders', nargs='+', default=CONTENDERS,
+                      choices=CONTENDERS)
+  parser.add_argument('--malloc', choices=('fast', 'system'), default='fast',
+                      help="'system': all under glibc's malloc "
+                      '(TOOLKIT_MALLOC=system); default: tcmalloc where '
+                      'installed')
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--warmup', type=int, default=20,
                       help='steps before timing starts (compilation)')
   parser.add_argument('--steps', type=int, default=120, help='steps timed')
   parser.add_argument('--pipeline_batches', type=int, default=2000)
   parser.add_argument('--json', help='write the records to this file')
-  parser.add_argument('--keras_worker', nargs=2, type=int,
-                      help=argparse.SUPPRESS)
+  parser.add_argument('--keras_worker', nargs=3, help=argparse.SUPPRESS)
   parser.add_argument('--pipeline_worker', type=int, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.steps % args.warmup:
     parser.error('--steps must be a multiple of --warmup (the evaluation '
                  'interval)')
   if args.keras_worker:
-    return keras_worker(*args.keras_worker)
+    warmup, steps, cell = args.keras_worker
+    return keras_worker(int(warmup), int(steps), cell)
   if args.pipeline_worker:
     return pipeline_worker(args.pipeline_worker)
-  runs = {'toolkit': [], 'windowed': [], 'keras': [], 'pipeline': []}
+  if args.malloc == 'system':
+    os.environ['TOOLKIT_MALLOC'] = 'system'  # train.py's, and allocator's
+  runs = {name: [] for name in args.contenders}
   for round_ in range(args.rounds):
     for name in runs:
       print(f'round {round_ + 1}/{args.rounds}: {name}', file=sys.stderr,
             flush=True)
       runs[name].append(pipeline(args.pipeline_batches) if name == 'pipeline'
-                        else globals()[name](args.warmup, args.steps))
-  report(runs, args.json)
+                        else globals()[name](args.warmup, args.steps,
+                                             args.cell))
+  report(runs, args.cell, args.json)
 
 
-def report(runs, json_path):
+def report(runs, cell, json_path):
   """Prints medians and the ratios docs/performance.md quotes; writes --json."""
   median = {name: {key: statistics.median(r[key] for r in results)
                    for key in results[0]} for name, results in runs.items()}
   preload = allocator.environment().get('LD_PRELOAD', 'none (glibc malloc)')
-  print(f'allocator preloaded: {preload}; batch {BATCH} x {SEQ_LEN} characters')
-  print(f'{"":9} {"tokens/s":>9} {"first step s":>12} {"peak MiB":>9}')
-  for name in ('toolkit', 'windowed', 'keras'):
-    m = median[name]
-    print(f'{name:9} {m["tokens_per_s"]:9,.0f} {m["first_step_s"]:12.1f} '
-          f'{m["peak_mib"]:9,.0f}')
-  speed = median['toolkit']['tokens_per_s']
-  print(f'toolkit / keras tokens/s: {speed / median["keras"]["tokens_per_s"]:.2f}')
-  print(f'stateful / windowed tokens/s: '
-        f'{speed / median["windowed"]["tokens_per_s"]:.2f}')
-  print(f'input pipeline alone: {median["pipeline"]["tokens_per_s"]:,.0f} '
-        f'tokens/s = {median["pipeline"]["tokens_per_s"] / speed:.0f}x what '
-        f'training consumes')
+  print(f'cell {cell}; allocator preloaded: {preload}; batch {BATCH} x '
+        f'{SEQ_LEN} characters')
+  print(f'{"":12} {"tokens/s":>9} {"first step s":>12} {"peak MiB":>9} '
+        f'{"/ keras":>7}')
+  keras_speed = median.get('keras', {}).get('tokens_per_s', float('nan'))
+  for name, m in median.items():
+    if name != 'pipeline':
+      print(f'{name:12} {m["tokens_per_s"]:9,.0f} {m["first_step_s"]:12.1f} '
+            f'{m["peak_mib"]:9,.0f} {m["tokens_per_s"] / keras_speed:7.2f}')
+  if 'toolkit' in median and 'windowed' in median:
+    print(f'stateful / windowed tokens/s: {median["toolkit"]["tokens_per_s"] / median["windowed"]["tokens_per_s"]:.2f}')
+  if 'toolkit' in median and 'pipeline' in median:
+    speed = median['toolkit']['tokens_per_s']
+    print(f'input pipeline alone: {median["pipeline"]["tokens_per_s"]:,.0f} '
+          f'tokens/s = {median["pipeline"]["tokens_per_s"] / speed:.0f}x what '
+          f'training consumes')
   if json_path:
     with open(json_path, 'w', encoding='utf-8') as f:
       json.dump({'medians': median, 'runs': runs}, f, indent=1)

@@ -41,14 +41,19 @@ constexpr int kLanes = 8;
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(float))));
 
-// A register tile of kRowBlock rows by kColVectors vectors of sums, plus the
-// vectors of w it multiplies, fits the 32 AVX-512 or 16 AVX2/NEON registers.
+// Register tiles: R rows by V vectors of sums, plus the V vectors of w they
+// multiply and a broadcast, fit the 32 AVX-512 or 16 AVX2/NEON registers.
+// The recurrences' products use kRowBlock x kColVectors, the weight
+// gradients' long sums kOuterRows x kOuterVectors (measured at the
+// reference shape; AVX2: 6 x 2 is 145 GFLOP/s where 4 x 2, with too few
+// sums in flight to hide the FMA latency, is 75).
 #if defined(__AVX512F__)
-constexpr int kRowBlock = 8;
+constexpr int kRowBlock = 8, kColVectors = 2;
+constexpr int kOuterRows = 8, kOuterVectors = 3;
 #else
-constexpr int kRowBlock = 4;
+constexpr int kRowBlock = 6, kColVectors = 2;
+constexpr int kOuterRows = 6, kOuterVectors = 2;
 #endif
-constexpr int kColVectors = 2;
 
 enum Activation : int32_t { kTanh = 0, kRelu = 1, kSigmoid = 2, kIdentity = 3 };
 
@@ -61,7 +66,11 @@ inline Vec Load(const float* p, int n = kLanes) {
 inline void Store(float* p, Vec v, int n = kLanes) {
   std::memcpy(p, &v, n * sizeof(float));
 }
-inline Vec Splat(float x) { return Vec{} + x; }
+// Every lane x. (Vec{} + x would add a zero, which the compiler must keep:
+// 0 + -0 is +0.)
+inline Vec Splat(float x) {
+  return x - Vec{};
+}
 inline Vec Select(IVec take_a, Vec a, Vec b) { return take_a ? a : b; }
 
 // exp(y) for y <= 0: y = n ln2 + r with |r| <= ln2 / 2, exp(r) by its
@@ -139,27 +148,74 @@ inline Vec LoadAt(const float* p, int lanes) {
   return Partial ? Load(p, lanes) : Load(p);
 }
 
+// panel(Int<V>, std::false_type, col, kLanes) for the V < kVectors whole
+// vectors left at `col`, if V is `left` (one panel, not V panels of one).
+template <int V, typename Panel>
+inline void RemainingVectors(int64_t left, int64_t col, Panel& panel) {
+  if constexpr (V > 0) {
+    if (left == V) return panel(Int<V>{}, std::false_type{}, col, kLanes);
+    RemainingVectors<V - 1>(left, col, panel);
+  }
+}
+
 // Calls panel(Int<V>, partial, col, lanes) for the columns of a row of
-// `units`: panels of kColVectors vectors, single vectors, a partial one.
-template <typename Panel>
+// `units`: panels of kVectors vectors, one panel of the whole vectors left,
+// then a partial vector.
+template <int kVectors = kColVectors, typename Panel>
 inline void OverColumns(int64_t units, Panel&& panel) {
-  constexpr int64_t kWide = kColVectors * kLanes;
+  constexpr int64_t kWide = kVectors * kLanes;
   int64_t col = 0;
   for (; col + kWide <= units; col += kWide) {
-    panel(Int<kColVectors>{}, std::false_type{}, col, kLanes);
+    panel(Int<kVectors>{}, std::false_type{}, col, kLanes);
   }
-  for (; col + kLanes <= units; col += kLanes) {
-    panel(Int<1>{}, std::false_type{}, col, kLanes);
-  }
+  const int64_t whole = (units - col) / kLanes;
+  RemainingVectors<kVectors - 1>(whole, col, panel);
+  col += whole * kLanes;
   if (col < units) panel(Int<1>{}, std::true_type{}, col, int(units - col));
 }
 
-// Calls block(Int<R>, first) for blocks of kRowBlock rows, then single rows.
-template <typename Block>
+// block(Int<R>, row) for the R < kRows rows left at `row`, if R is
+// `left` (a tile of their own, not R tiles of one row).
+template <int R, typename Block>
+inline void RemainingRows(int64_t left, int64_t row, Block& block) {
+  if constexpr (R > 0) {
+    if (left == R) return block(Int<R>{}, row);
+    RemainingRows<R - 1>(left, row, block);
+  }
+}
+
+// Calls block(Int<R>, first) for blocks of kRows rows, then one block of
+// the rows left.
+template <int kRows = kRowBlock, typename Block>
 inline void OverRows(int64_t rows, Block&& block) {
   int64_t row = 0;
-  for (; row + kRowBlock <= rows; row += kRowBlock) block(Int<kRowBlock>{}, row);
-  for (; row < rows; ++row) block(Int<1>{}, row);
+  for (; row + kRows <= rows; row += kRows) block(Int<kRows>{}, row);
+  RemainingRows<kRows - 1>(rows - row, row, block);
+}
+
+// sums[r][v] = Σ_k in[r * ld + k] w[k * units + v * kLanes ...], the
+// products of R rows of `in` (row stride ld) with V vectors of the square
+// matrix w's columns, in registers. Not inlined: on its own the compiler
+// keeps every sum in a register, where, inlined into a caller that also
+// computes activations, GCC spilled half of an AVX2 tile to the stack.
+template <int R, int V, bool Partial>
+__attribute__((noinline)) void TileSums(const float* in, int64_t ld,
+                                        const float* w, int64_t units,
+                                        int lanes, Vec (&sums)[R][V]) {
+  Vec acc[R][V] = {};
+  for (int64_t k = 0; k < units; ++k) {
+    Vec w_v[V];
+    for (int v = 0; v < V; ++v) {
+      w_v[v] = LoadAt<Partial>(w + k * units + v * kLanes, lanes);
+    }
+    for (int r = 0; r < R; ++r) {
+      Vec in_rk = Splat(in[r * ld + k]);
+      for (int v = 0; v < V; ++v) acc[r][v] += in_rk * w_v[v];
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < V; ++v) sums[r][v] = acc[r][v];
+  }
 }
 
 // Rows [row, row + R) of `in` (row stride ld) times w's columns from col,
@@ -168,19 +224,10 @@ template <int R, int V, bool Partial, typename Finish>
 inline void ProductTile(const float* in, int64_t ld, int64_t row,
                         const float* w, int64_t units, int64_t col, int lanes,
                         Finish& finish) {
-  Vec acc[R][V] = {};
-  for (int64_t k = 0; k < units; ++k) {
-    Vec w_v[V];
-    for (int v = 0; v < V; ++v) {
-      w_v[v] = LoadAt<Partial>(w + k * units + col + v * kLanes, lanes);
-    }
-    for (int r = 0; r < R; ++r) {
-      Vec in_rk = Splat(in[(row + r) * ld + k]);
-      for (int v = 0; v < V; ++v) acc[r][v] += in_rk * w_v[v];
-    }
-  }
+  Vec sums[R][V];
+  TileSums<R, V, Partial>(in + row * ld, ld, w + col, units, lanes, sums);
   for (int r = 0; r < R; ++r) {
-    for (int v = 0; v < V; ++v) finish(row + r, col + v * kLanes, acc[r][v], lanes);
+    for (int v = 0; v < V; ++v) finish(row + r, col + v * kLanes, sums[r][v], lanes);
   }
 }
 
@@ -201,7 +248,7 @@ void RowsTimes(const float* in, int64_t ld, int64_t rows, const float* w,
 // c[k, col:] += Σ_i a[i, k] b[i, col:] over rows i < n, for k in
 // [k0, k0 + R): a register tile of c that stays put while a and b stream.
 template <int R, int V, bool Partial>
-inline void OuterTile(const float* a, int64_t lda, const float* b,
+__attribute__((noinline)) void OuterTile(const float* a, int64_t lda, const float* b,
                       int64_t ldb, int64_t n, int64_t k0, int64_t col,
                       int lanes, float* c, int64_t ldc) {
   Vec acc[R][V];
@@ -228,17 +275,20 @@ inline void OuterTile(const float* a, int64_t lda, const float* b,
   }
 }
 
-// How the rows of the batch are cut into blocks: two per thread, so a
-// thread held up by the machine leaves its second block to the others;
-// whole register tiles each.
+// How the rows of the batch are cut into blocks: one per thread, of whole
+// register tiles. Each block multiplies its rows by all of w_hh at every
+// step, so each block streams w_hh through the cache once per step: where
+// w_hh exceeds a core's L2 (512 units: 1 MiB), two blocks per thread took
+// twice as long as one (benchmarks/rnn_layer.py; docs/performance.md).
 struct RowBlocks {
   int64_t size, count;
 };
 
-RowBlocks SplitRows(ffi::ThreadPool& pool, int64_t batch) {
+RowBlocks SplitRows(ffi::ThreadPool& pool, int64_t batch,
+                    int64_t tile = kRowBlock) {
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  int64_t size = (batch + 2 * threads - 1) / (2 * threads);
-  size = std::max<int64_t>(kRowBlock, (size + kRowBlock - 1) / kRowBlock * kRowBlock);
+  int64_t size = (batch + threads - 1) / threads;
+  size = std::max<int64_t>(tile, (size + tile - 1) / tile * tile);
   return {size, (batch + size - 1) / size};
 }
 
@@ -428,7 +478,7 @@ ffi::Error TransposedProductImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
   }
   constexpr int64_t kChunk = 256;  // rows of a and b per pass over c's tiles
   float* out = c->typed_data();
-  ParallelOverRows(pool, SplitRows(pool, k), k, [&](int64_t first, int64_t ks) {
+  ParallelOverRows(pool, SplitRows(pool, k, kOuterRows), k, [&](int64_t first, int64_t ks) {
     for (int64_t r = first; r < first + ks; ++r) {
       std::fill(out + r * j, out + (r + 1) * j, 0.0f);
     }
@@ -436,8 +486,9 @@ ffi::Error TransposedProductImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
       const int64_t rows = std::min(kChunk, n - shift - i0);
       const float* a_i = a.typed_data() + i0 * k;
       const float* b_i = b.typed_data() + (i0 + shift) * j;
-      OverColumns(j, [&](auto v, auto partial, int64_t col, int lanes) {
-        OverRows(ks, [&](auto r, int64_t row) {
+      OverColumns<kOuterVectors>(j, [&](auto v, auto partial, int64_t col,
+                                        int lanes) {
+        OverRows<kOuterRows>(ks, [&](auto r, int64_t row) {
           OuterTile<r.value, v.value, partial.value>(
               a_i, k, b_i, j, rows, first + row, col, lanes, out, j);
         });
@@ -480,3 +531,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ToolkitTransposedProduct, TransposedProductImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b
                                   .Ret<ffi::Buffer<ffi::F32>>()  // c
                                   .Attr<int64_t>("shift"));
+
+// Floats per vector in this build (16: AVX-512, 8: AVX2 or NEON), so the
+// Python side and the tests can see which code was compiled.
+extern "C" int ToolkitVectorLanes() { return kLanes; }

@@ -17,8 +17,14 @@ loaded only if the directory belongs to this user and no group or other
 user can write to it (it is created 0o700), and only if its bytes have the
 recorded SHA-256; otherwise it is built again (where the directory is not
 private, into a private temporary directory, for this process alone).
-Without a compiler, or with TOOLKIT_RNN_KERNEL=xla, `available()` is False
-and models/recurrence.py runs its XLA scan instead, with the same results.
+Without a compiler `available()` is False, and models/recurrence.py runs
+its XLA scan instead, with the same results; where both can run,
+models/kernel_choice.py decides which does.
+
+By default the library is built for this CPU (-march=native).
+TOOLKIT_RNN_ISA=avx2 or avx512 builds it for that x86-64 level instead, so
+the code another CPU would run can be tested and timed here (each build has
+its own FFI target names, so one process can run both).
 """
 
 import ctypes
@@ -42,54 +48,56 @@ ACTIVATION_CODES = {'tanh': 0, 'relu': 1, 'sigmoid': 2, 'identity': 3}
 _FORWARD = 'toolkit_elman_forward'
 _BACKWARD = 'toolkit_elman_backward'
 _TRANSPOSED_PRODUCT = 'toolkit_transposed_product'
-_FLAGS = ['-O3', '-march=native', '-std=c++17', '-shared', '-fPIC']
+_FLAGS = ['-O3', '-std=c++17', '-shared', '-fPIC']
+
+# The instruction sets the kernels can be built for (TOOLKIT_RNN_ISA):
+# 'native' is whatever this CPU has; the others are the x86-64 levels, so
+# that the AVX2 code (8 floats a vector, 16 registers) can be built, tested
+# and timed on an AVX-512 machine too. Each is tuned for this CPU.
+ISA_FLAGS = {
+    'native': ['-march=native'],
+    'avx2': ['-march=x86-64-v3', '-mtune=native'],
+    'avx512': ['-march=x86-64-v4', '-mtune=native'],
+}
+# The CPU flags (/proc/cpuinfo) each explicit instruction set needs.
+_ISA_NEEDS = {'avx2': ('avx2', 'fma'), 'avx512': ('avx512f', 'avx512vl',
+                                                  'avx512bw', 'avx512dq')}
 
 
-def wanted() -> bool:
-  """Whether the kernels should be used: the default backend is the CPU and
-  TOOLKIT_RNN_KERNEL is not 'xla'."""
-  choice = os.environ.get('TOOLKIT_RNN_KERNEL', 'auto')
-  if choice not in ('auto', 'xla'):
-    raise ValueError(f"TOOLKIT_RNN_KERNEL={choice!r}: use 'auto' (the CPU "
-                     "kernels where they can be built) or 'xla' (XLA's scan).")
-  return choice == 'auto' and jax.default_backend() == 'cpu'
+def isa() -> str:
+  """The instruction set the kernels are built for: TOOLKIT_RNN_ISA, by
+  default 'native'. Raises ValueError for an unknown one, or one this CPU
+  lacks (its code would stop the process with an illegal instruction)."""
+  choice = os.environ.get('TOOLKIT_RNN_ISA', 'native')
+  if choice not in ISA_FLAGS:
+    raise ValueError(f'TOOLKIT_RNN_ISA={choice!r}: use one of '
+                     f'{sorted(ISA_FLAGS)} (native: what this CPU has).')
+  if choice not in supported_isas():
+    missing = set(_ISA_NEEDS[choice]) - set(_cpu_flags().split())
+    raise ValueError(f'TOOLKIT_RNN_ISA={choice!r}, but this CPU lacks '
+                     f'{" ".join(sorted(missing))}: kernels built for it '
+                     "would stop the process. Use one of "
+                     f"{supported_isas()} ('native': what this CPU has).")
+  return choice
 
 
-# The kernels cut the batch into blocks of whole 8-row register tiles, two
-# per thread; below 16 rows there is one block, one core does all the work,
-# and XLA's scan is as fast (benchmarks/rnn_layer.py, batch 1 and 8).
-MIN_BATCH = 16
-
-
-def pays_off(batch: int, units: int) -> bool:
-  """Whether the kernels beat XLA's scan for `batch` rows on one device (a
-  device's share, where the batch is split over devices) and this width.
-
-  Each thread multiplies its rows by all of W_hh at every step, so W_hh
-  must stay in the core's L2 cache; wider, XLA's scan, which splits each
-  step's product over the cores, is faster (1024 units on a 1 MiB L2).
-  """
-  return batch >= MIN_BATCH and 4 * units * units <= _l2_cache_bytes()
-
-
-@functools.cache
-def _l2_cache_bytes():
-  """One core's L2 cache (Linux sysfs), or 1 MiB where it can't be read."""
-  for index in sorted(pathlib.Path('/sys/devices/system/cpu/cpu0/cache').glob(
-      'index*')):
-    try:
-      if (index / 'level').read_text().strip() == '2':
-        size = (index / 'size').read_text().strip()  # '1024K'
-        scale = {'K': 2**10, 'M': 2**20}.get(size[-1], 1)
-        return int(size.rstrip('KM')) * scale
-    except (OSError, ValueError):
-      break
-  return 2**20
+def supported_isas() -> list[str]:
+  """The instruction sets this CPU can run kernels built for."""
+  flags = set(_cpu_flags().split())
+  return ['native'] + [name for name, needs in _ISA_NEEDS.items()
+                       if flags.issuperset(needs)]
 
 
 def available() -> bool:
-  """Whether the kernels are wanted, built and registered with XLA."""
-  return wanted() and _load() is not None
+  """Whether JAX's default backend is the CPU and the kernels are built and
+  registered with XLA (models/kernel_choice.py decides where they run)."""
+  return jax.default_backend() == 'cpu' and _load(isa()) is not None
+
+
+def vector_lanes() -> int:
+  """Floats per vector in the built kernels: 16 for AVX-512, 8 for AVX2."""
+  _require()
+  return _load(isa()).ToolkitVectorLanes()
 
 
 def forward(x_proj: jax.Array, mask: jax.Array, h0: jax.Array,
@@ -110,7 +118,7 @@ def forward(x_proj: jax.Array, mask: jax.Array, h0: jax.Array,
     f32, shaped like x_proj: h_t for every t.
   """
   _require()
-  call = jax.ffi.ffi_call(_FORWARD, jax.ShapeDtypeStruct(x_proj.shape,
+  call = jax.ffi.ffi_call(_target(_FORWARD), jax.ShapeDtypeStruct(x_proj.shape,
                                                          np.float32),
                           vmap_method='sequential')
   return call(x_proj, mask, h0, w_hh,
@@ -138,7 +146,7 @@ def backward(d_outputs: jax.Array, d_h_last: jax.Array, states: jax.Array,
   """
   _require()
   call = jax.ffi.ffi_call(
-      _BACKWARD, (jax.ShapeDtypeStruct(d_outputs.shape, np.float32),
+      _target(_BACKWARD), (jax.ShapeDtypeStruct(d_outputs.shape, np.float32),
                   jax.ShapeDtypeStruct(d_h_last.shape, np.float32)),
       vmap_method='sequential')
   return call(d_outputs, d_h_last, states, mask, w_hh.T,
@@ -153,24 +161,30 @@ def transposed_product(a: jax.Array, b: jax.Array, shift: int) -> jax.Array:
   splits the result's rows over the cores."""
   _require()
   call = jax.ffi.ffi_call(
-      _TRANSPOSED_PRODUCT,
+      _target(_TRANSPOSED_PRODUCT),
       jax.ShapeDtypeStruct((a.shape[1], b.shape[1]), np.float32),
       vmap_method='sequential')
   return call(a, b, shift=np.int64(shift))
 
 
 def _require():
-  if _load() is None:
+  if _load(isa()) is None:
     raise RuntimeError('The Elman CPU kernels could not be built; the '
                        'warning logged before says why.')
 
 
+def _target(kernel):
+  """The kernel's FFI target name in the build for this instruction set:
+  each build registers its own, so one process can run both."""
+  return f'{kernel}_{isa()}'
+
+
 @functools.cache
-def _load():
-  """Builds (or finds) the library and registers both kernels; None if the
-  library cannot be built here, with the reason logged once."""
+def _load(instruction_set):
+  """Builds (or finds) the library for `instruction_set` and registers its
+  kernels; None if it cannot be built here, with the reason logged once."""
   try:
-    library = _open_library()
+    library = _open_library(instruction_set)
   except (OSError, subprocess.CalledProcessError) as error:
     detail = getattr(error, 'stderr', '') or error
     logging.warning('The CPU kernels of the Elman layer could not be built, '
@@ -181,12 +195,12 @@ def _load():
       (_FORWARD, library.ToolkitElmanForward),
       (_BACKWARD, library.ToolkitElmanBackward),
       (_TRANSPOSED_PRODUCT, library.ToolkitTransposedProduct)]:
-    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol),
-                                platform='cpu')
+    jax.ffi.register_ffi_target(f'{name}_{instruction_set}',
+                                jax.ffi.pycapsule(symbol), platform='cpu')
   return library
 
 
-def _open_library():
+def _open_library(instruction_set='native'):
   """The kernels' library, loaded from the cache or built.
 
   Loading a library runs its code in this process, so a cached one is
@@ -195,13 +209,13 @@ def _open_library():
   is built again. Where the cache directory is not private, the library is
   built into a private temporary directory instead, loaded, and deleted.
   """
-  name = f'elman_cpu-{_cache_key()}.so'
-  cache = _cache_dir()
-  problem = _cache_dir_problem(cache)
+  name = f'elman_cpu-{cache_key(instruction_set)}.so'
+  cache = cache_dir()
+  problem = cache_dir_problem(cache)
   if problem is None:
     target = cache / name
     if not _matches_recorded_digest(target):
-      _compile(target)
+      _compile(target, instruction_set)
     return ctypes.cdll.LoadLibrary(str(target))
   logging.warning(
       'The kernel cache directory %s is not private (%s), so the Elman CPU '
@@ -211,15 +225,21 @@ def _open_library():
       '(chmod go-w) to cache them.', cache, problem)
   with tempfile.TemporaryDirectory(prefix='elman_cpu-') as private:
     # mkdtemp makes it 0o700; the loaded library stays mapped once deleted.
-    return ctypes.cdll.LoadLibrary(str(_compile(pathlib.Path(private) /
-                                                name)))
+    return ctypes.cdll.LoadLibrary(str(_compile(
+        pathlib.Path(private) / name, instruction_set)))
 
 
-def _cache_key():
-  """A hash of everything the built library depends on: the source, the
-  flags, the compiler, the jaxlib version and the CPU."""
+def _flags(instruction_set):
+  return _FLAGS + ISA_FLAGS[instruction_set]
+
+
+def cache_key(instruction_set: str | None = None) -> str:
+  """A hash of everything the library built for `instruction_set` (default
+  isa()) depends on: the source, the flags, the compiler, the jaxlib
+  version and the CPU."""
+  instruction_set = instruction_set or isa()
   return hashlib.sha256(b'\0'.join([
-      SOURCE.read_bytes(), ' '.join(_FLAGS).encode(), _compiler().encode(),
+      SOURCE.read_bytes(), ' '.join(_flags(instruction_set)).encode(), _compiler().encode(),
       jaxlib.__version__.encode(), platform.machine().encode(),
       _cpu_flags().encode()])).hexdigest()[:16]
 
@@ -228,7 +248,7 @@ def _compiler():
   return os.environ.get('CXX', 'c++')
 
 
-def _cache_dir_problem(directory):
+def cache_dir_problem(directory: pathlib.Path) -> str | None:
   """Why `directory` may not hold libraries this process loads, or None.
 
   Creates it, private (0o700), if it is missing. It must belong to this
@@ -267,8 +287,8 @@ def _matches_recorded_digest(library):
   return actual == recorded
 
 
-def _compile(target):
-  """Compiles the library to `target`, with its SHA-256 beside it in
+def _compile(target, instruction_set='native'):
+  """Compiles the library for `instruction_set` to `target`, with its SHA-256 beside it in
   `target`.sha256; returns `target`.
 
   Both are written beside the target and renamed into place, so processes
@@ -280,7 +300,7 @@ def _compile(target):
     raise OSError(f'no C++ compiler {compiler!r} on PATH (set CXX)')
   with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
     built = pathlib.Path(scratch) / target.name
-    subprocess.run([compiler, *_FLAGS, '-isystem', jax.ffi.include_dir(),
+    subprocess.run([compiler, *_flags(instruction_set), '-isystem', jax.ffi.include_dir(),
                     str(SOURCE), '-o', str(built)],
                    check=True, capture_output=True, text=True)
     digest = _digest_path(built)
@@ -291,7 +311,8 @@ def _compile(target):
   return target
 
 
-def _cache_dir():
+def cache_dir() -> pathlib.Path:
+  """TOOLKIT_CACHE_DIR, by default ~/.cache/trax_rnn_toolkit."""
   default = pathlib.Path.home() / '.cache' / 'trax_rnn_toolkit'
   return pathlib.Path(os.environ.get('TOOLKIT_CACHE_DIR', default))
 

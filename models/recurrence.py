@@ -22,13 +22,12 @@ whose derivative is unknown here, use JAX's autodiff of the plain scan.
 The scans run time-major: XLA slices the leading axis of a scan's inputs
 for free, and the two transposes cost less than strided slicing per step.
 
-On CPU, float32 scans with a named activation, where
-elman_kernel.pays_off (enough rows, W_hh within a core's L2 cache), run
-both scans, and the dW_hh product, in the C++ kernels of
-models/elman_kernel.py instead: they split the batch over the cores (XLA
-runs a scan's steps on one) and read either layout, so batch-major callers
-need no transposes. Elsewhere, or where the kernels cannot be built, the XLA
-scans below.
+On CPU, float32 scans with a named activation can run both scans, and the
+dW_hh product, in the C++ kernels of models/elman_kernel.py instead: they
+split the batch over the cores (XLA runs a scan's steps on one) and read
+either layout, so batch-major callers need no transposes. Which of the two
+runs a shape is timed once per machine (models/kernel_choice.py). Elsewhere,
+or where the kernels cannot be built, the XLA scans below.
 
 With the batch split over devices (data-parallel training: a jitted step
 whose inputs are split along a mesh axis, the weights replicated), each
@@ -50,6 +49,7 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
 from models import elman_kernel
+from models import kernel_choice
 
 ACTIVATIONS = {
     'tanh': jnp.tanh,
@@ -101,6 +101,53 @@ def elman_scan(x_proj: jax.Array, mask: jax.Array | None, h0: jax.Array,
   return jnp.swapaxes(outputs, 0, 1), h_last
 
 
+def input_projection(x: jax.Array, w_xh: jax.Array, b_h: jax.Array
+                     ) -> jax.Array:
+  """x · W_xh + b_h for every row of f32[..., features] x.
+
+  Its weight gradient Σ_i x_iᵀ d_i sums over every step of every sequence
+  into a small result, a product that XLA:CPU runs at about one core's
+  speed. Where the kernels can run, elman_kernel's long-sum product
+  computes it instead, split over the cores (each device summing its own
+  rows, as for dW_hh).
+  """
+  if (x.dtype == jnp.float32 and w_xh.dtype == jnp.float32 and x.size > 0
+      and kernel_choice.kernels_usable()):
+    return _kernel_projection(x, w_xh, b_h)
+  return x @ w_xh + b_h
+
+
+@jax.custom_vjp
+def _kernel_projection(x, w_xh, b_h):
+  return x @ w_xh + b_h
+
+
+def _kernel_projection_forward(x, w_xh, b_h):
+  return x @ w_xh + b_h, (x, w_xh)
+
+
+def _kernel_projection_backward(residuals, d_out):
+  x, w_xh = residuals
+  d_w, = _input_weight_gradient_per_device(x.ndim)(x, d_out)
+  return (d_out @ w_xh.T, d_w,
+          d_out.sum(axis=tuple(range(d_out.ndim - 1))))
+
+
+_kernel_projection.defvjp(_kernel_projection_forward,
+                          _kernel_projection_backward)
+
+
+@functools.cache
+def _input_weight_gradient_per_device(ndim):
+  """(Σ_i x_iᵀ d_i,) over a device's rows of x [rows, ..., features] and d
+  [rows, ..., units]."""
+  def local(x, d_out):
+    return (elman_kernel.transposed_product(
+        x.reshape(-1, x.shape[-1]), d_out.reshape(-1, d_out.shape[-1]), 0),)
+  rows = ' '.join(['b'] + [f't{i}' for i in range(ndim - 2)])
+  return _on_own_rows(local, f'{rows} i, {rows} u -> i u')
+
+
 def elman_scan_time_major(x_proj: jax.Array, mask: jax.Array | None,
                           h0: jax.Array, w_hh: jax.Array,
                           activation: str | Callable = 'tanh'
@@ -126,14 +173,20 @@ def _as_mask(mask, x_proj):
 
 
 def _use_kernels(activation, x_proj, batch):
-  """Whether the kernels may run: `batch` is all the rows, which may be
-  split over devices; each device then chooses again by its own rows
-  (_local_states)."""
+  """Whether the kernels run: `batch` is all the rows, which may be split
+  over devices; each device then chooses again by its own rows
+  (_local_states), whose decisions are made here, while tracing, and not
+  later, in XLA's partitioner."""
   check_activation(activation)
-  return (not callable(activation) and x_proj.dtype == jnp.float32
-          and min(x_proj.shape) > 0
-          and elman_kernel.pays_off(batch, x_proj.shape[-1])
-          and elman_kernel.available())
+  units = x_proj.shape[-1]
+  if not (not callable(activation) and x_proj.dtype == jnp.float32
+          and min(x_proj.shape) > 0 and kernel_choice.kernels_usable()
+          and kernel_choice.use_kernels(batch, units)):
+    return False
+  for devices in range(2, jax.device_count() + 1):
+    if batch % devices == 0:
+      kernel_choice.use_kernels(batch // devices, units)
+  return True
 
 
 def _scan(g, x_proj, mask, h0, w_hh):
@@ -289,12 +342,10 @@ def _deltas_per_device(activation, batch_major):
 
 
 def _local_states(activation, batch_major, x_proj, real, h0, w_hh):
-  """(h_t for every t,) of one device's rows.
-
-  The kernels split those rows over the cores; with too few of them per
-  device (elman_kernel.pays_off), XLA's scan is as fast.
-  """
-  if elman_kernel.pays_off(*h0.shape):
+  """(h_t for every t,) of one device's rows: in the kernels, which split
+  them over the cores, or in XLA's scan, whichever kernel_choice found
+  faster for that many rows."""
+  if kernel_choice.use_kernels(*h0.shape):
     return (elman_kernel.forward(x_proj, real, h0, w_hh, activation,
                                  batch_major),)
   swap = _to_time_major(batch_major)
@@ -306,7 +357,7 @@ def _local_states(activation, batch_major, x_proj, real, h0, w_hh):
 def _local_deltas(activation, batch_major, d_outputs, d_h_last, states, real,
                   h0, w_hh):
   """(d_pre, d_h0, this device's part of dW_hh) of one device's rows."""
-  if elman_kernel.pays_off(*h0.shape):
+  if kernel_choice.use_kernels(*h0.shape):
     d_pre, d_h0 = elman_kernel.backward(d_outputs, d_h_last, states, real,
                                         w_hh, activation, batch_major)
     return d_pre, d_h0, _kernel_weight_gradient(h0, states, d_pre,

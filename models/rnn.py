@@ -20,7 +20,7 @@ from trax import layers as tl
 from trax.layers import initializers as init
 
 from models.gated_rnn import GatedRNN
-from models.recurrence import check_activation, elman_scan
+from models.recurrence import check_activation, elman_scan, input_projection
 from models.sequence_layer import SequenceLayer
 
 
@@ -52,7 +52,7 @@ class ElmanRNN(SequenceLayer):
   def project(self, weights, x):
     """(x · W_xh + b_h,), in x's dtype."""
     w_xh, _, b_h = weights
-    return (x @ w_xh.astype(x.dtype) + b_h.astype(x.dtype),)
+    return (input_projection(x, w_xh.astype(x.dtype), b_h.astype(x.dtype)),)
 
   def _scan(self, weights, projected, mask, h0):
     x_proj, = projected

@@ -1,13 +1,8 @@
 """The hand-written VJP of the Elman recurrence against JAX's autodiff of a
 plain Python loop over time, with the CPU kernels and with XLA's scan."""
 
-import hashlib
 import os
 import shutil
-import stat
-import subprocess
-import sys
-import tempfile
 
 import jax
 from jax import numpy as jnp
@@ -15,7 +10,8 @@ import numpy as np
 import pytest
 
 from models import elman_kernel
-from models.recurrence import ACTIVATIONS, elman_scan, elman_scan_time_major
+from models.recurrence import (ACTIVATIONS, elman_scan, elman_scan_time_major,
+                               input_projection)
 
 # Units and batch that fill neither a vector nor a register tile, so the
 # kernels' edge loops run.
@@ -30,16 +26,24 @@ def _compiler_present():
   return shutil.which(os.environ.get('CXX', 'c++')) is not None
 
 
-@pytest.fixture(autouse=True, params=['auto', 'xla'])
+@pytest.fixture(autouse=True, params=['native', 'avx2', 'xla'])
 def scan_implementation(request, monkeypatch):
-  """Every test runs with the CPU kernels ('auto') and with XLA's scan.
+  """Every test runs every path the layer can take: the CPU kernels as
+  built for this CPU ('native') and for AVX2 (what an AVX2 machine runs;
+  on an AVX-512 one, other code), and XLA's scan.
 
-  Where a C++ compiler is present, 'auto' must have the kernels: if they
-  failed to build, its tests would otherwise run XLA's scan a second time
-  and pass without testing the kernels.
+  Where a C++ compiler is present, the kernels must build: if they failed
+  to, the kernels' tests would run XLA's scan again and pass without
+  testing them.
   """
-  monkeypatch.setenv('TOOLKIT_RNN_KERNEL', request.param)
-  if request.param == 'auto' and _compiler_present():
+  if request.param == 'xla':
+    monkeypatch.setenv('TOOLKIT_RNN_KERNEL', 'xla')
+    return 'xla'
+  if request.param == 'avx2' and 'avx2' not in elman_kernel.supported_isas():
+    pytest.skip('this CPU has no AVX2')
+  monkeypatch.setenv('TOOLKIT_RNN_KERNEL', 'kernel')
+  monkeypatch.setenv('TOOLKIT_RNN_ISA', request.param)
+  if _compiler_present():
     assert elman_kernel.available(), (
         'A C++ compiler is here but the Elman CPU kernels did not build; '
         'the warning logged above says why.')
@@ -47,7 +51,7 @@ def scan_implementation(request, monkeypatch):
 
 
 def _kernels_expected(implementation):
-  return implementation == 'auto' and _compiler_present()
+  return implementation != 'xla' and _compiler_present()
 
 
 def _kernels_in(fn, *args):
@@ -160,12 +164,9 @@ def numpy_elman_with_gradients(x_proj, mask, h0, w_hh, d_outputs, d_h_last):
 @pytest.mark.parametrize('units', [256, 512])
 @pytest.mark.parametrize('masked', [False, True])
 def test_production_widths_against_a_numpy_loop(units, masked,
-                                                scan_implementation,
-                                                monkeypatch):
-  # Widths of whole vectors and register tiles, so the kernels' main tile
-  # runs (UNITS above fills neither), and enough rows for the kernels. The
-  # L2 limit is lifted: 512 units must be tested where W_hh exceeds the L2.
-  monkeypatch.setattr(elman_kernel, '_l2_cache_bytes', lambda: 2**30)
+                                                scan_implementation):
+  # Widths of whole vectors and register tiles, so the kernels' main tiles
+  # run (UNITS above fills neither), and rows for two blocks.
   rows, time = 20, 6
   rng = np.random.default_rng(units)
   x_proj = rng.normal(size=(rows, time, units)).astype(np.float32)
@@ -264,8 +265,8 @@ def test_unknown_activation_is_named():
     elman_scan(x_proj, None, h0, w_hh, activation='softplus')
 
 
-def test_the_cpu_kernels_are_built_and_used(scan_implementation, monkeypatch):
-  if shutil.which(os.environ.get('CXX', 'c++')) is None:
+def test_the_cpu_kernels_are_built_and_used(scan_implementation):
+  if not _compiler_present():
     pytest.skip('no C++ compiler here: the layer runs XLA\'s scan')
   x_proj, mask, h0, w_hh = _inputs(6, masked=True)
 
@@ -274,46 +275,17 @@ def test_the_cpu_kernels_are_built_and_used(scan_implementation, monkeypatch):
     graph = str(jax.make_jaxpr(jax.grad(loss))(w_hh))
     return {name for name in ['toolkit_elman_forward', 'toolkit_elman_backward']
             if name in graph}
-  assert len(kernels_in_gradient(BATCH)) == (
-      2 if scan_implementation == 'auto' else 0)
-  assert not kernels_in_gradient(elman_kernel.MIN_BATCH - 1)  # XLA's turn
-  # A W_hh too large for a core's L2 cache: XLA's scan as well.
-  monkeypatch.setattr(elman_kernel, '_l2_cache_bytes',
-                      lambda: 4 * UNITS * UNITS - 1)
-  assert not kernels_in_gradient(BATCH)
+  # TOOLKIT_RNN_KERNEL=kernel runs them at any size, down to one row.
+  for rows in (BATCH, 1):
+    assert len(kernels_in_gradient(rows)) == (
+        0 if scan_implementation == 'xla' else 2)
 
 
 def test_an_unknown_implementation_is_named(monkeypatch):
   monkeypatch.setenv('TOOLKIT_RNN_KERNEL', 'fast')
   x_proj, _, h0, w_hh = _inputs(4, masked=False)
-  with pytest.raises(ValueError, match="TOOLKIT_RNN_KERNEL='fast'.*'xla'"):
+  with pytest.raises(ValueError, match="TOOLKIT_RNN_KERNEL='fast'.*'kernel'.*'xla'"):
     elman_scan(x_proj, None, h0, w_hh)
-
-
-_WITHOUT_A_COMPILER = """
-import jax, numpy as np
-from models import elman_kernel
-from models.recurrence import elman_scan
-x = np.ones((elman_kernel.MIN_BATCH, 3, 4), np.float32)
-outputs, _ = elman_scan(x, None, np.zeros((len(x), 4), np.float32),
-                        np.eye(4, dtype=np.float32))
-assert not elman_kernel.available()
-np.testing.assert_allclose(outputs[:, 0], np.tanh(1.0), rtol=1e-6)
-"""
-
-
-def test_without_a_compiler_the_layer_warns_and_runs_xla(tmp_path,
-                                                          scan_implementation):
-  if scan_implementation == 'xla':
-    pytest.skip('the fallback is what TOOLKIT_RNN_KERNEL=xla chooses anyway')
-  env = dict(os.environ, CXX=str(tmp_path / 'no-such-compiler'),
-             TOOLKIT_CACHE_DIR=str(tmp_path / 'cache'))
-  run = subprocess.run([sys.executable, '-c', _WITHOUT_A_COMPILER], env=env,
-                       capture_output=True, text=True, timeout=300,
-                       cwd=os.path.dirname(os.path.dirname(__file__)))
-  assert run.returncode == 0, run.stderr[-3000:]
-  assert "could not be built, so it runs XLA's scan" in run.stderr
-  assert 'no-such-compiler' in run.stderr
 
 
 def _time_major_as_batch_major(x_proj, mask, h0, w_hh):
@@ -331,147 +303,22 @@ def test_time_major_scan_equals_the_batch_major_one(masked):
                          (x_proj, h0, w_hh, mask), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('shift', [0, 1, 5, 40])
-def test_the_shifted_product_kernel_against_numpy(shift, scan_implementation):
-  if scan_implementation == 'xla' or not elman_kernel.available():
-    pytest.skip('the kernel, where it is built')
-  # Row and column counts that fill neither a vector nor a register tile.
-  rng = np.random.default_rng(shift)
-  a = rng.normal(size=(40, 19)).astype(np.float32)
-  b = rng.normal(size=(40, 35)).astype(np.float32)
-  want = sum(np.outer(a[i], b[i + shift]) for i in range(40 - shift))
-  got = elman_kernel.transposed_product(a, b, shift)
-  np.testing.assert_allclose(got, np.zeros((19, 35)) + want, rtol=1e-5,
-                             atol=1e-5)
-
-
-# The kernel cache: a library found there runs in this process, so it must
-# come from a private directory and still have the digest it was built with.
-# pylint: disable=protected-access
-
-_COMPILE = elman_kernel._compile
-
-
-@pytest.fixture
-def kernel_cache(tmp_path, monkeypatch, scan_implementation):
-  """An empty TOOLKIT_CACHE_DIR, and the list of builds made into it or
-  elsewhere (elman_kernel._compile records each target it compiles)."""
-  if scan_implementation == 'xla' or not _compiler_present():
-    pytest.skip('builds the kernels: once, and only with a C++ compiler')
-  cache = tmp_path / 'cache'
-  monkeypatch.setenv('TOOLKIT_CACHE_DIR', str(cache))
-  builds = []
-
-  def recorded_compile(target):
-    builds.append(target)
-    return _COMPILE(target)
-  monkeypatch.setattr(elman_kernel, '_compile', recorded_compile)
-  return cache, builds
-
-
-@pytest.fixture(scope='module')
-def _library_built_once(tmp_path_factory):
-  return _COMPILE(  # not a build that kernel_cache records
-      tmp_path_factory.mktemp('built') /
-      f'elman_cpu-{elman_kernel._cache_key()}.so')
-
-
-@pytest.fixture
-def built_library(kernel_cache, request, monkeypatch):
-  """A library built once, with its digest, to copy into test caches
-  (built after kernel_cache has skipped the tests that build nothing).
-
-  The builds kernel_cache records are then copies of it, made as _compile
-  makes a build (the library and its digest renamed into place): the real
-  build is test_a_fresh_build_is_cached_with_its_digest_then_loaded's.
-  """
-  _, builds = kernel_cache
-  library = request.getfixturevalue('_library_built_once')
-
-  def recorded_copy(target):
-    builds.append(target)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-      for path, name in ((library, target.name),
-                         (library.with_name(library.name + '.sha256'),
-                          target.name + '.sha256')):
-        shutil.copy(path, os.path.join(scratch, name))
-        os.replace(os.path.join(scratch, name), target.with_name(name))
-    return target
-  monkeypatch.setattr(elman_kernel, '_compile', recorded_copy)
-  return library
-
-
-def _cached_copy(library, cache):
-  """`library` and its digest copied into `cache`: the cached library."""
-  cache.mkdir(mode=0o700)
-  for path in (library, library.with_name(library.name + '.sha256')):
-    shutil.copy(path, cache / path.name)
-  return cache / library.name
-
-
-def _sha256(path):
-  return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_a_fresh_build_is_cached_with_its_digest_then_loaded(kernel_cache):
-  cache, builds = kernel_cache
-  library = elman_kernel._open_library()
-  cached = cache / f'elman_cpu-{elman_kernel._cache_key()}.so'
-  assert builds == [cached] and library._name == str(cached)
-  assert (cache / (cached.name + '.sha256')).read_text().strip() == (
-      _sha256(cached))
-  assert stat.S_IMODE(cache.stat().st_mode) == 0o700
-  again = elman_kernel._open_library()
-  assert builds == [cached]  # loaded from the cache, not built again
-  assert again._name == str(cached) and again.ToolkitElmanForward
-
-
-def test_a_tampered_cached_library_is_rebuilt_not_loaded(kernel_cache,
-                                                         built_library,
-                                                         caplog):
-  cache, builds = kernel_cache
-  cached = _cached_copy(built_library, cache)
-  with open(cached, 'ab') as f:  # still a loadable library, other bytes
-    f.write(b'\0changed')
-  elman_kernel._open_library()
-  assert builds == [cached]
-  assert not cached.read_bytes().endswith(b'\0changed')
-  assert _sha256(cached) == (
-      cache / (cached.name + '.sha256')).read_text().strip()
-  assert 'do not have the SHA-256 recorded' in caplog.text
-
-
-def _assert_built_privately_not_cached(cache, builds, caplog):
-  """The cache is not used: the library is built elsewhere, loaded, and
-  deleted, and the cache's files are left as they were."""
-  before = {p.name: p.read_bytes() for p in cache.iterdir()}
-  library = elman_kernel._open_library()
-  assert len(builds) == 1 and cache not in builds[0].parents
-  assert library._name == str(builds[0]) and library.ToolkitElmanForward
-  assert not builds[0].parent.exists()
-  assert {p.name: p.read_bytes() for p in cache.iterdir()} == before
-  assert 'is not private' in caplog.text
-
-
-def test_a_cache_directory_others_can_write_is_not_trusted(kernel_cache,
-                                                           built_library,
-                                                           caplog):
-  cache, builds = kernel_cache
-  _cached_copy(built_library, cache)
-  cache.chmod(0o777)
-  _assert_built_privately_not_cached(cache, builds, caplog)
-  assert 'mode 777' in caplog.text
-
-
-def test_a_cache_directory_of_another_user_is_not_trusted(kernel_cache,
-                                                          built_library,
-                                                          caplog):
-  cache, builds = kernel_cache
-  _cached_copy(built_library, cache)
-  other = os.geteuid() + 4242
-  try:
-    os.chown(cache, other, -1)
-  except PermissionError:
-    pytest.skip('only root can give a directory to another user')
-  _assert_built_privately_not_cached(cache, builds, caplog)
-  assert f'belongs to uid {other}' in caplog.text
+@pytest.mark.parametrize('shape', [(BATCH, TIME, 13), (40, 13)])
+def test_input_projection_gradients_against_autodiff(shape,
+                                                     scan_implementation):
+  # dW_xh is the kernels' long sum over every row (and step); the rest, and
+  # the reference, are XLA's.
+  rng = np.random.default_rng(len(shape))
+  x = rng.normal(size=shape).astype(np.float32)
+  w_xh = rng.normal(size=(13, UNITS)).astype(np.float32)
+  b_h = rng.normal(size=(UNITS,)).astype(np.float32)
+  readout = rng.normal(size=shape[:-1] + (UNITS,)).astype(np.float32)
+  ours = lambda *a: jnp.sum(input_projection(*a) * readout)
+  reference = lambda x, w, b: jnp.sum((x @ w + b) * readout)
+  got = jax.jit(jax.grad(ours, argnums=(0, 1, 2)))(x, w_xh, b_h)
+  want = jax.grad(reference, argnums=(0, 1, 2))(x, w_xh, b_h)
+  for name, g, w in zip(['x', 'w_xh', 'b_h'], got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4, err_msg=name)
+  text = jax.jit(jax.grad(ours, argnums=1)).lower(x, w_xh, b_h).as_text()
+  assert ('toolkit_transposed_product' in text) == _kernels_expected(
+      scan_implementation)

@@ -29,7 +29,7 @@ import jax
 from jax import numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from trax import shapes
-from models import elman_kernel, rnn
+from models import elman_kernel, kernel_choice, rnn
 
 FEATURES, TIME, UNITS = {features}, {time}, {units}
 KERNELS = ('toolkit_elman_forward', 'toolkit_elman_backward',
@@ -57,12 +57,17 @@ def hlo_facts(text):
     if op:
       collectives.append((op.group(2), re.findall(r'\\w+\\[[\\d,]*\\]',
                                                   op.group(1))))
-    call = re.search(r'custom_call_target="(toolkit_\\w+)"', line)
+    call = re.search(r'custom_call_target="(toolkit_\\w+)_(?:native|avx2|'
+                     r'avx512)"', line)
     if call:
       operands = re.search(r'operand_layout_constraints=\\{{(.*?)\\}}, ', line)
       kernels.append((call.group(1),
                       re.findall(r'\\w+\\[[\\d,]*\\]', operands.group(1))))
   return collectives, kernels
+
+
+for (rows, units), kernel in {held}:
+  kernel_choice.hold(rows, units, kernel)
 
 
 def measure(rows, implementation):
@@ -91,7 +96,7 @@ def measure(rows, implementation):
       'rows': rows, 'implementation': implementation,
       'devices': len(jax.devices()), 'collectives': collectives,
       'kernels': kernels, 'relative_errors': errors,
-      'kernels_built': elman_kernel.available() if implementation == 'auto'
+      'kernels_built': elman_kernel.available() if implementation != 'xla'
                        else None,
       'weight_shapes': [list(w.shape) for w in layer.weights]}}))
 
@@ -101,9 +106,11 @@ for rows, implementation in {cases}:
 '''
 
 
-def _measure(n_devices, cases):
+def _measure(n_devices, cases, held=()):
+  """Records of the (rows, implementation) cases, with the decisions `held`
+  ((rows, units), kernels or not) in place of timed ones."""
   code = _MEASURE.format(features=FEATURES, time=TIME, units=UNITS,
-                         cases=cases)
+                         cases=cases, held=list(held))
   result = run_on_devices(code, n_devices, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   records = [json.loads(line) for line in result.stdout.splitlines()
@@ -145,16 +152,17 @@ def _assert_same_as_one_device(record):
 def _assert_kernels_on_rows(record, rows_per_device):
   """All three kernels run, each on this device's rows only."""
   assert record['kernels_built']
-  calls = {name: operands for name, operands in record['kernels']}
-  assert set(calls) == {'toolkit_elman_forward', 'toolkit_elman_backward',
-                        'toolkit_transposed_product'}
-  assert _shape(calls['toolkit_elman_forward'][0]) == [
-      rows_per_device, TIME, UNITS]
-  assert _shape(calls['toolkit_elman_backward'][0]) == [
-      rows_per_device, TIME, UNITS]
-  # dW_hh's product reads the batch-major states flattened: rows × steps.
-  assert _shape(calls['toolkit_transposed_product'][0]) == [
-      rows_per_device * TIME, UNITS]
+  calls = {}
+  for name, operands in record['kernels']:
+    calls.setdefault(name, []).append(_shape(operands[0]))
+  assert calls == {
+      'toolkit_elman_forward': [[rows_per_device, TIME, UNITS]],
+      'toolkit_elman_backward': [[rows_per_device, TIME, UNITS]],
+      # dW_hh's and dW_xh's products read the batch-major states and
+      # inputs flattened: rows × steps.
+      'toolkit_transposed_product': calls['toolkit_transposed_product']}
+  assert sorted(calls['toolkit_transposed_product']) == sorted(
+      [[rows_per_device * TIME, UNITS], [rows_per_device * TIME, FEATURES]])
 
 
 def _needs_kernels():
@@ -164,8 +172,8 @@ def _needs_kernels():
 
 def test_two_devices_run_the_kernels_on_their_own_rows():
   _needs_kernels()
-  records = _measure(2, [(64, 'auto'), (64, 'xla')])
-  kernels = records[64, 'auto']
+  records = _measure(2, [(64, 'kernel'), (64, 'xla')])
+  kernels = records[64, 'kernel']
   _assert_kernels_on_rows(kernels, 32)
   _assert_rows_stay_on_their_device(kernels)
   _assert_same_as_one_device(kernels)
@@ -178,12 +186,16 @@ def test_two_devices_run_the_kernels_on_their_own_rows():
 
 def test_eight_devices_choose_by_the_rows_each_has():
   _needs_kernels()
-  records = _measure(8, [(256, 'auto'), (64, 'auto')])
+  # As if timing had found the kernels faster for 32 rows (and the whole
+  # batches) and XLA's scan for 8.
+  held = [((256, UNITS), True), ((64, UNITS), True), ((32, UNITS), True),
+          ((8, UNITS), False)]
+  records = _measure(8, [(256, 'auto'), (64, 'auto')], held)
   _assert_kernels_on_rows(records[256, 'auto'], 32)
-  # 8 rows per device are too few for the kernels (elman_kernel.MIN_BATCH):
-  # each device runs XLA's scan on its rows, although 64 rows in all are
-  # enough.
-  assert not records[64, 'auto']['kernels']
+  # Each device runs XLA's scan on its 8 rows, although the kernels were
+  # chosen for 64 rows in all. (dW_xh's long sum is still the kernel.)
+  assert {name for name, _ in records[64, 'auto']['kernels']} == {
+      'toolkit_transposed_product'}
   for record in records.values():
     _assert_rows_stay_on_their_device(record)
     _assert_same_as_one_device(record)
