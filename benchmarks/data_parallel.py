@@ -8,9 +8,8 @@ with the Elman layer (JAX fixes its devices when a process starts). On a CPU,
 XLA_FLAGS=--xla_force_host_platform_device_count=N splits the host into N
 devices that share its cores, so the figures show what splitting the batch
 costs rather than a speed-up. Each device runs the Elman layer on its own
-batch / N rows: in the C++ kernels at 16 rows or more (1, 2 and 4 devices
-at the default batch of 64), in XLA's scan below that (8 devices; see
-models/recurrence.py). With --platform gpu the real GPUs are used
+batch / N rows: in the C++ kernels or in XLA's scan, whichever was timed
+faster for that many rows on this machine (models/kernel_choice.py). With --platform gpu the real GPUs are used
 (CUDA_VISIBLE_DEVICES picks the first N).
 
 Throughput is trax's steps/s over the steps after the first evaluation

@@ -25,6 +25,12 @@ matrix products of a tanh RNN (three times that for the GRU); the
 arithmetic floor is that count at the speed of one large float32 matrix
 product on this machine (measured in the `project` worker). Needs the `bench` extra: pip install -e '.[bench]'.
 
+`--isa avx2` runs every contender as on an AVX2 CPU, to measure that kind
+of machine on an AVX-512 one: the toolkit's kernels built for AVX2, and
+each library's own dispatch capped at AVX2 (AVX2_ENVIRONMENT: XLA, so JAX
+and Flax; PyTorch; oneDNN and MKL under TensorFlow and PyTorch). What it
+cannot change is the cache and memory of this CPU.
+
 The allocator matters on CPU (see docs/performance.md): by default every
 contender runs under both glibc malloc (`system`) and tcmalloc, if
 libtcmalloc_minimal (or jemalloc) is installed, and ratios are taken under
@@ -49,6 +55,15 @@ IMPLS = ('project', 'project_avx2', 'keras', 'torch', 'flax', 'trax_gru',
          'project_gru', 'lax_scan')
 REFERENCE = (64, 128, 128, 256)  # batch, steps, inputs, units
 PASSES = ('fwd', 'fwd_bwd')
+# Each library's switch to stop at AVX2 (and FMA) on a CPU with AVX-512.
+AVX2_ENVIRONMENT = {
+    'TOOLKIT_RNN_ISA': 'avx2',
+    'XLA_FLAGS': '--xla_cpu_max_isa=AVX2',
+    'ATEN_CPU_CAPABILITY': 'avx2',
+    'ONEDNN_MAX_CPU_ISA': 'AVX2',
+    'DNNL_MAX_CPU_ISA': 'AVX2',
+    'MKL_ENABLE_INSTRUCTIONS': 'AVX2',
+}
 
 
 def sweep_shapes():
@@ -239,9 +254,11 @@ def worker(impl, shapes):
   print(json.dumps(result))
 
 
-def run_worker(impl, shapes, allocator_name):
-  """Times `impl` at `shapes` in a fresh process under `allocator_name`."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+def run_worker(impl, shapes, allocator_name, isa):
+  """Times `impl` at `shapes` in a fresh process under `allocator_name`,
+  as on an AVX2 CPU if `isa` is 'avx2'."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3',
+             **(AVX2_ENVIRONMENT if isa == 'avx2' else {}))
   env.pop('LD_PRELOAD', None)
   if allocator_name != 'system':
     _, path, extra = allocator.find()
@@ -255,7 +272,7 @@ def run_worker(impl, shapes, allocator_name):
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(impls, shapes, allocators, rounds):
+def measure(impls, shapes, allocators, rounds, isa):
   """{(allocator, impl, shape, pass): [ms, ...]} and the peak GFLOP/s."""
   times, peaks = {}, []
   for round_ in range(rounds):
@@ -264,7 +281,7 @@ def measure(impls, shapes, allocators, rounds):
       for impl in order:
         print(f'round {round_ + 1}/{rounds} [{allocator_name}] {impl}',
               file=sys.stderr, flush=True)
-        result = run_worker(impl, shapes, allocator_name)
+        result = run_worker(impl, shapes, allocator_name, isa)
         peaks += [result.pop('peak_gflops')] if 'peak_gflops' in result else []
         for shape, by_pass in result.items():
           for pass_, ms in by_pass.items():
@@ -377,6 +394,8 @@ def main(argv):
   parser.add_argument('--allocators', nargs='+',
                       choices=('system', 'tcmalloc', 'jemalloc'), default=None,
                       help='default: glibc and the one installed')
+  parser.add_argument('--isa', choices=('native', 'avx2'), default='native',
+                      help='avx2: every contender as on an AVX2 CPU')
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--json', help='write the records to this file')
   parser.add_argument('--worker', help=argparse.SUPPRESS)
@@ -391,8 +410,10 @@ def main(argv):
                  f'({fast}); Debian/Ubuntu: apt-get install '
                  'libtcmalloc-minimal4')
   shapes = [list(REFERENCE)] if args.quick else [list(s) for s in sweep_shapes()]
-  times, peak = measure(list(args.impls), shapes, allocators, args.rounds)
+  times, peak = measure(list(args.impls), shapes, allocators, args.rounds,
+                        args.isa)
   rows = records(times)
+  print(f'instruction set: {args.isa}')
   print_table(rows, peak)
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:

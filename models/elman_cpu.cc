@@ -11,7 +11,8 @@
 // fused so a row block stays in cache.
 //
 // Portable C++17 with GCC/Clang vector extensions: the compiler maps them to
-// AVX-512, AVX2 or NEON, whatever -march=native finds. Float32 only; the
+// AVX-512, AVX2 or NEON, whatever the -march flag allows (elman_kernel.py's
+// TOOLKIT_RNN_ISA: this CPU's, or x86-64-v3 or -v4). Float32 only; the
 // Python side (models/elman_kernel.py) builds this file, registers the
 // kernels and falls back to XLA's scan for other dtypes.
 
@@ -42,7 +43,8 @@ typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(float))));
 
 // Register tiles: R rows by V vectors of sums, plus the V vectors of w they
-// multiply and a broadcast, fit the 32 AVX-512 or 16 AVX2/NEON registers.
+// multiply and a broadcast, fit the 32 AVX-512 or 16 AVX2 registers (NEON's
+// 32 take the AVX2 tile).
 // The recurrences' products use kRowBlock x kColVectors, the weight
 // gradients' long sums kOuterRows x kOuterVectors (measured at the
 // reference shape; AVX2: 6 x 2 is 145 GFLOP/s where 4 x 2, with too few

@@ -8,12 +8,13 @@ kept, in memory and in
     $TOOLKIT_CACHE_DIR (default ~/.cache/trax_rnn_toolkit)/kernel_choice-<key>.json
 
 where the key hashes the kernels' build (source, flags, compiler, jaxlib
-version, CPU flags) and the CPU's model and L2 cache, so another machine,
-another jaxlib or changed kernels decide afresh. Shapes share a decision
-by bucket: the rows (one device's share of the batch) and the units, each
-rounded up to a power of two. Timing a bucket takes a second or two, once
-per machine. A later run reads the decision back, so a resumed training
-runs the same code as the run it resumes.
+version, CPU flags), the CPU's model and caches, the cores the process may
+use and JAX's device count, so another machine, another jaxlib or changed
+kernels decide afresh. Shapes share a decision by bucket: the rows (one
+device's share of the batch) and the units, each rounded up to a power of
+two. Timing a bucket takes 1-5 s (up to a minute for the widest layers),
+once per machine. A later run reads the decision back, so a resumed
+training runs the same code as the run it resumes.
 
 TOOLKIT_RNN_KERNEL chooses: 'auto' (the default) as above, 'kernel' the
 kernels wherever they are built, 'xla' XLA's scan.
@@ -21,6 +22,7 @@ kernels wherever they are built, 'xla' XLA's scan.
 
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -32,6 +34,10 @@ import threading
 import time
 from collections.abc import Iterator
 
+try:
+  import fcntl  # pylint: disable=g-import-not-at-top
+except ImportError:  # not POSIX: processes may time the same bucket twice
+  fcntl = None
 import jax
 import numpy as np
 
@@ -41,14 +47,17 @@ MODES = ('auto', 'kernel', 'xla')
 # Work per timed call, in multiply-adds of the recurrence: 64 steps up to
 # 256 rows of 256 units (~30 ms a call), fewer beyond, but at least 16: with
 # fewer, the costs paid once per call (the weight gradients' products)
-# would weigh more than in training and tilt the choice. A bucket takes
-# 1-5 s to time.
+# would weigh more than in training and tilt the choice.
 _WORK_PER_CALL = 4e9
 _MIN_STEPS, _MAX_STEPS = 16, 64
-_TIMED_CALLS = 7
+# Buckets of more rows are timed at this many: beyond it both paths' cost
+# grows in proportion to the rows, and timing stays within seconds.
+_MAX_TIMED_ROWS = 256
+_TIMED_CALLS, _TIMED_CALLS_IF_SLOW, _SLOW_MS = 7, 3, 300
 
-_decided: dict[str, dict] = {}
-_lock = threading.Lock()
+_decided: dict[str, dict] = {}  # cache key -> bucket -> record
+_held: dict[str, tuple[bool, bool]] = {}  # bucket -> (training, inference)
+_lock = threading.RLock()
 _forced = threading.local()
 
 
@@ -69,9 +78,13 @@ def kernels_usable() -> bool:
   return mode() != 'xla' and elman_kernel.available()
 
 
-def use_kernels(rows: int, units: int) -> bool:
+def use_kernels(rows: int, units: int, may_time: bool = True,
+                pass_: str = 'training') -> bool:
   """Whether the kernels run the recurrence for `rows` rows (one device's)
-  of `units` units: timed once per bucket under 'auto'."""
+  of `units` units, for `pass_`: 'training' (forward and backward) or
+  'forward' (alone, as in inference); timed once per bucket under 'auto'.
+  With `may_time` False (inside XLA's partitioner, where nothing may be
+  run), a bucket not decided yet runs XLA's scan, with a warning."""
   if not kernels_usable():
     return False
   forced = getattr(_forced, 'choice', None)
@@ -79,7 +92,8 @@ def use_kernels(rows: int, units: int) -> bool:
     return forced
   if mode() == 'kernel':
     return True
-  return decision(rows, units)['kernel']
+  record = decision(rows, units, may_time)
+  return record['kernel' if pass_ == 'training' else 'forward_kernel']
 
 
 def bucket(rows: int, units: int) -> str:
@@ -88,37 +102,41 @@ def bucket(rows: int, units: int) -> str:
   return f'{up(rows)}x{up(units)}'
 
 
-def decision(rows: int, units: int) -> dict:
+def decision(rows: int, units: int, may_time: bool = True) -> dict:
   """The record of the bucket of (rows, units): {'kernel': bool,
-  'kernel_ms': ..., 'xla_ms': ..., 'steps': ...}, read from the cache or
-  timed now and stored."""
+  'kernel_ms': ..., 'xla_ms': ..., 'steps': ..., 'rows': ...}, held, read
+  from the cache, or timed now and stored."""
   key = bucket(rows, units)
+  if key in _held:
+    kernel, forward_kernel = _held[key]
+    return {'kernel': kernel, 'forward_kernel': forward_kernel, 'held': True}
   with _lock:
-    decisions = _decided.setdefault(_cache_key(), _read(_cache_file()))
+    decisions = _decisions()
     if key not in decisions:
-      decisions[key] = _measure_elsewhere(*map(int, key.split('x')))
-      _write(_cache_file(), decisions)
-      logging.info('Elman recurrence, %s rows x units: %s (kernels %.2f ms, '
-                   "XLA's scan %.2f ms, %d steps forward and back)", key,
-                   'kernels' if decisions[key]['kernel'] else "XLA's scan",
-                   decisions[key]['kernel_ms'], decisions[key]['xla_ms'],
-                   decisions[key]['steps'])
+      if not may_time:
+        logging.warning(
+            'The Elman recurrence of %s rows x units was not timed before '
+            "XLA partitioned the step, so it runs XLA's scan there.", key)
+        return {'kernel': False, 'forward_kernel': False, 'untimed': True}
+      decisions[key] = _decide_now(key)
     return dict(decisions[key])
 
 
-def hold(rows: int, units: int, kernel: bool) -> None:
-  """Holds `kernel` as the decision for the bucket of (rows, units) in this
-  process, without timing it or writing it to the cache (tests use it to
-  know which path each shape takes)."""
-  with _lock:
-    decisions = _decided.setdefault(_cache_key(), _read(_cache_file()))
-    decisions[bucket(rows, units)] = {'kernel': kernel, 'held': True}
+def hold(rows: int, units: int, kernel: bool,
+         forward_kernel: bool | None = None) -> None:
+  """Holds `kernel` (training) and `forward_kernel` (inference; by default
+  `kernel`) as the decisions for the bucket of (rows, units) in this
+  process, without timing them; never written to the cache (tests use it
+  to know which path each shape takes)."""
+  _held[bucket(rows, units)] = (kernel, kernel if forward_kernel is None
+                                else forward_kernel)
 
 
 def forget_in_memory() -> None:
-  """Drops the decisions held in memory (not the cache file)."""
+  """Drops the decisions held or read in memory (not the cache file)."""
   with _lock:
     _decided.clear()
+    _held.clear()
 
 
 @contextlib.contextmanager
@@ -133,6 +151,58 @@ def forced(kernel: bool) -> Iterator[None]:
     _forced.choice = before
 
 
+def _decisions():
+  """This machine's decisions in memory, read from its file once."""
+  key = _cache_key()
+  if key not in _decided:
+    _decided[key] = _read(_cache_file())
+  return _decided[key]
+
+
+def _decide_now(key):
+  """Times the bucket `key` and stores the record. Processes on one machine
+  take turns (a lock file): each times on cores the others are not timing
+  on, and takes a record another wrote while it waited."""
+  path = _cache_file()
+  with _file_lock(path):
+    recorded = _read(path).get(key)
+    if recorded is not None:
+      return recorded
+    rows, units = map(int, key.split('x'))
+    try:
+      record = _measure_elsewhere(rows, units)
+    except Exception as error:  # pylint: disable=broad-except
+      # Whatever went wrong (memory, a kernel's error), the layer still
+      # runs: on XLA's scan, this process only.
+      logging.warning("Timing the Elman recurrence of %s rows x units failed "
+                      "(%s), so it runs XLA's scan.", key, error)
+      return {'kernel': False, 'forward_kernel': False, 'failed': str(error)}
+    _write(path, key, record)
+  name = lambda kernel: 'kernels' if kernel else "XLA's scan"
+  logging.info('Elman recurrence, %s rows x units, %d rows and %d steps '
+               'timed: training on %s (kernels %.2f ms, XLA %.2f ms), '
+               'inference on %s (%.2f ms, %.2f ms)', key, record['rows'],
+               record['steps'], name(record['kernel']), record['kernel_ms'],
+               record['xla_ms'], name(record['forward_kernel']),
+               record['forward_kernel_ms'], record['forward_xla_ms'])
+  return record
+
+
+@contextlib.contextmanager
+def _file_lock(path):
+  """An exclusive lock on `path`.lock, where the directory is private and
+  the platform has flock; otherwise none."""
+  if fcntl is None or elman_kernel.cache_dir_problem(path.parent) is not None:
+    yield
+    return
+  with open(path.with_name(path.name + '.lock'), 'a') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _measure_elsewhere(rows, units):
   """measure(), in a thread of its own: called while a function is being
   traced, it must run its own computations, outside that trace (JAX's
@@ -142,49 +212,73 @@ def _measure_elsewhere(rows, units):
 
 
 def measure(rows: int, units: int) -> dict:
-  """Times a training pass (outputs and every gradient) of the recurrence
-  with the kernels and with XLA's scan at [rows, steps, units], in turns;
-  the record keeps the medians and the faster one."""
+  """Times a training pass (outputs and every gradient) and a forward pass
+  of the recurrence with the kernels and with XLA's scan at [rows, steps,
+  units] (rows at most _MAX_TIMED_ROWS), in turns, each first in every
+  other round; the record keeps the medians and the faster of each."""
   from models import recurrence  # pylint: disable=g-import-not-at-top
+  rows = min(rows, _MAX_TIMED_ROWS)
   steps = int(np.clip(_WORK_PER_CALL / (rows * units * units * 3),
                       _MIN_STEPS, _MAX_STEPS))
   rng = np.random.default_rng(0)
-  x_proj = rng.normal(size=(rows, steps, units)).astype(np.float32)
-  h0 = np.zeros((rows, units), np.float32)
-  w_hh = (rng.normal(size=(units, units)) / np.sqrt(units)).astype(np.float32)
+  args = jax.device_put((
+      rng.normal(size=(rows, steps, units)).astype(np.float32),
+      np.zeros((rows, units), np.float32),
+      (rng.normal(size=(units, units)) / np.sqrt(units)).astype(np.float32)))
 
   def loss(x_proj, h0, w_hh):
     outputs, h_last = recurrence.elman_scan(x_proj, None, h0, w_hh)
     return outputs.sum() + h_last.sum()
 
-  calls = {}
-  for kernel in (True, False):
-    with forced(kernel):
-      # Traced (lowered) while the choice is in force.
-      compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(
-          x_proj, h0, w_hh).compile()
-    calls[kernel] = lambda compiled=compiled: jax.block_until_ready(
-        compiled(x_proj, h0, w_hh))
-  times = {True: [], False: []}
-  for _ in range(2):  # warm-up
-    for call in calls.values():
-      call()
-  for _ in range(_TIMED_CALLS):
-    for kernel, call in calls.items():
+  def timed(pass_fn):
+    """{kernel?: [ms, ...]} of pass_fn, compiled once for each path."""
+    calls = {}
+    for kernel in (True, False):
+      with forced(kernel):  # traced (lowered) while the choice is in force
+        compiled = jax.jit(pass_fn).lower(*args).compile()
+      calls[kernel] = lambda compiled=compiled: jax.block_until_ready(
+          compiled(*args))
+    times = {True: [], False: []}
+    for kernel, call in calls.items():  # warm-up
       began = time.perf_counter()
       call()
       times[kernel].append((time.perf_counter() - began) * 1e3)
-  kernel_ms, xla_ms = (statistics.median(times[k]) for k in (True, False))
-  return {'kernel': kernel_ms < xla_ms, 'kernel_ms': round(kernel_ms, 3),
-          'xla_ms': round(xla_ms, 3), 'steps': steps}
+    slow = max(max(t) for t in times.values()) > _SLOW_MS
+    times = {True: [], False: []}
+    for round_ in range(_TIMED_CALLS_IF_SLOW if slow else _TIMED_CALLS):
+      for kernel in ((True, False) if round_ % 2 == 0 else (False, True)):
+        began = time.perf_counter()
+        calls[kernel]()
+        times[kernel].append((time.perf_counter() - began) * 1e3)
+    return [round(statistics.median(times[k]), 3) for k in (True, False)]
+
+  kernel_ms, xla_ms = timed(jax.grad(loss, argnums=(0, 1, 2)))
+  forward_kernel_ms, forward_xla_ms = timed(loss)
+  return {'kernel': kernel_ms < xla_ms, 'kernel_ms': kernel_ms,
+          'xla_ms': xla_ms, 'forward_kernel': forward_kernel_ms < forward_xla_ms,
+          'forward_kernel_ms': forward_kernel_ms,
+          'forward_xla_ms': forward_xla_ms, 'rows': rows, 'steps': steps}
 
 
 def _cache_key():
   """The kernels' build for this instruction set (source, flags, compiler,
-  jaxlib, CPU flags), and the CPU's model and caches."""
-  return hashlib.sha256('\0'.join([
-      elman_kernel.cache_key(), _cpu_model(), str(_cache_sizes()),
-      jax.__version__]).encode()).hexdigest()[:16]
+  jaxlib, CPU flags), the CPU's model and caches, the cores this process
+  may use and JAX's devices (simulated CPU devices share the cores)."""
+  return _hashed(elman_kernel.cache_key(), _cpu_model(), str(_cache_sizes()),
+                 str(_usable_cores()), str(jax.device_count()),
+                 jax.__version__)
+
+
+@functools.cache
+def _hashed(*parts):
+  return hashlib.sha256('\0'.join(parts).encode()).hexdigest()[:16]
+
+
+def _usable_cores():
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    return os.cpu_count()
 
 
 def _cache_file():
@@ -207,6 +301,7 @@ def _read(path: pathlib.Path) -> dict:
   decisions = recorded.get('decisions') if isinstance(recorded, dict) else None
   if not isinstance(decisions, dict) or not all(
       isinstance(d, dict) and isinstance(d.get('kernel'), bool)
+      and isinstance(d.get('forward_kernel'), bool)
       for d in decisions.values()):
     logging.warning('The kernel decisions in %s are not in the expected form; '
                     'the shapes used are timed again.', path)
@@ -214,19 +309,25 @@ def _read(path: pathlib.Path) -> dict:
   return decisions
 
 
-def _write(path: pathlib.Path, decisions: dict) -> None:
-  """Writes the decisions, merged with any another process wrote since,
-  atomically (a reader never sees half a file); not where the directory is
-  not private."""
+def _write(path: pathlib.Path, key: str, record: dict) -> None:
+  """Adds `record` to the decisions in `path`, atomically (a reader never
+  sees half a file); not where the directory is not private, and with a
+  warning where it can't be written."""
   if elman_kernel.cache_dir_problem(path.parent) is not None:
     return
-  merged = {**_read(path), **decisions}
-  record = {'cpu': _cpu_model(), 'caches': _cache_sizes(),
-            'instruction_set': elman_kernel.isa(), 'jax': jax.__version__,
-            'decisions': dict(sorted(merged.items()))}
+  decisions = dict(sorted({**_read(path), key: record}.items()))
+  content = {'cpu': _cpu_model(), 'caches': _cache_sizes(),
+             'cores': _usable_cores(), 'devices': jax.device_count(),
+             'instruction_set': elman_kernel.isa(), 'jax': jax.__version__,
+             'decisions': decisions}
   scratch = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-  scratch.write_text(json.dumps(record, indent=1) + '\n')
-  os.replace(scratch, path)
+  try:
+    scratch.write_text(json.dumps(content, indent=1) + '\n')
+    os.replace(scratch, path)
+  except OSError as error:
+    scratch.unlink(missing_ok=True)
+    logging.warning('The kernel decision could not be written to %s (%s); '
+                    'it holds for this process only.', path, error)
 
 
 def _cpu_model():

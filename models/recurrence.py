@@ -111,8 +111,8 @@ def input_projection(x: jax.Array, w_xh: jax.Array, b_h: jax.Array
   computes it instead, split over the cores (each device summing its own
   rows, as for dW_hh).
   """
-  if (x.dtype == jnp.float32 and w_xh.dtype == jnp.float32 and x.size > 0
-      and kernel_choice.kernels_usable()):
+  if (x.ndim >= 2 and x.dtype == jnp.float32 and w_xh.dtype == jnp.float32
+      and x.size > 0 and kernel_choice.kernels_usable()):
     return _kernel_projection(x, w_xh, b_h)
   return x @ w_xh + b_h
 
@@ -172,20 +172,21 @@ def _as_mask(mask, x_proj):
   return None if mask is None else (mask != 0).astype(x_proj.dtype)
 
 
-def _use_kernels(activation, x_proj, batch):
-  """Whether the kernels run: `batch` is all the rows, which may be split
-  over devices; each device then chooses again by its own rows
-  (_local_states), whose decisions are made here, while tracing, and not
-  later, in XLA's partitioner."""
+def _use_kernels(activation, x_proj, batch, pass_='training'):
+  """Whether the kernels run `pass_` ('training': forward and backward, or
+  'forward' alone): `batch` is all the rows, which may be split over
+  devices; each device then chooses again by its own rows (_local_states),
+  whose decisions are made here, while tracing, and not later, in XLA's
+  partitioner."""
   check_activation(activation)
   units = x_proj.shape[-1]
   if not (not callable(activation) and x_proj.dtype == jnp.float32
           and min(x_proj.shape) > 0 and kernel_choice.kernels_usable()
-          and kernel_choice.use_kernels(batch, units)):
+          and kernel_choice.use_kernels(batch, units, pass_=pass_)):
     return False
   for devices in range(2, jax.device_count() + 1):
     if batch % devices == 0:
-      kernel_choice.use_kernels(batch // devices, units)
+      kernel_choice.use_kernels(batch // devices, units, pass_=pass_)
   return True
 
 
@@ -213,7 +214,14 @@ def _scan(g, x_proj, mask, h0, w_hh):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _fast_scan(activation, x_proj, mask, h0, w_hh):
-  """(outputs [time, batch, units], final state), with the VJP below."""
+  """(outputs [time, batch, units], final state), with the VJP below.
+
+  Not differentiated (inference), this runs instead: in the kernels where
+  they were timed faster for the forward pass alone.
+  """
+  if _use_kernels(activation, x_proj, x_proj.shape[1], 'forward'):
+    return _kernel_scan_forward(activation, False, x_proj, mask, h0, w_hh,
+                                'forward')[0]
   return _scan(ACTIVATIONS[activation], x_proj, mask, h0, w_hh)[0]
 
 
@@ -282,15 +290,26 @@ _fast_scan.defvjp(_fast_scan_forward, _fast_scan_backward)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _kernel_scan(activation, batch_major, x_proj, mask, h0, w_hh):
   """`_fast_scan` with both scans in elman_kernel's CPU kernels, on
-  [batch, time, ...] inputs and outputs if batch_major, else time-major."""
-  return _kernel_scan_forward(activation, batch_major, x_proj, mask, h0,
-                              w_hh)[0]
+  [batch, time, ...] inputs and outputs if batch_major, else time-major.
+
+  Not differentiated (inference), this runs instead: in XLA's scan where it
+  was timed faster for the forward pass alone (one row, or a few).
+  """
+  if _use_kernels(activation, x_proj, x_proj.shape[0 if batch_major else 1],
+                  'forward'):
+    return _kernel_scan_forward(activation, batch_major, x_proj, mask, h0,
+                                w_hh, 'forward')[0]
+  swap = _to_time_major(batch_major)
+  (outputs, h_last), _ = _scan(ACTIVATIONS[activation], swap(x_proj),
+                               None if mask is None else swap(mask), h0, w_hh)
+  return swap(outputs), h_last
 
 
-def _kernel_scan_forward(activation, batch_major, x_proj, mask, h0, w_hh):
+def _kernel_scan_forward(activation, batch_major, x_proj, mask, h0, w_hh,
+                         pass_='training'):
   real = jnp.ones(x_proj.shape[:2], x_proj.dtype) if mask is None else mask
-  states, = _states_per_device(activation, batch_major)(x_proj, real, h0,
-                                                         w_hh)
+  states, = _states_per_device(activation, batch_major, pass_)(x_proj, real,
+                                                                h0, w_hh)
   outputs = states if mask is None else jnp.where(real[..., None] > 0,
                                                   states, 0.0)
   h_last = states[:, -1] if batch_major else states[-1]
@@ -327,9 +346,9 @@ def _weight_gradient_per_device():
 
 
 @functools.cache
-def _states_per_device(activation, batch_major):
+def _states_per_device(activation, batch_major, pass_):
   return _on_own_rows(
-      functools.partial(_local_states, activation, batch_major),
+      functools.partial(_local_states, activation, batch_major, pass_),
       _layout(batch_major, 'b t u, b t, b u, u v -> b t u'))
 
 
@@ -341,11 +360,13 @@ def _deltas_per_device(activation, batch_major):
               'b t u, b u, b t u, b t, b u, u v -> b t u, b u, u v'))
 
 
-def _local_states(activation, batch_major, x_proj, real, h0, w_hh):
+def _local_states(activation, batch_major, pass_, x_proj, real, h0, w_hh):
   """(h_t for every t,) of one device's rows: in the kernels, which split
   them over the cores, or in XLA's scan, whichever kernel_choice found
-  faster for that many rows."""
-  if kernel_choice.use_kernels(*h0.shape):
+  faster for that many rows and `pass_`. (Under a batch split this runs in
+  XLA's partitioner, where nothing may be timed: _use_kernels decided while
+  tracing.)"""
+  if kernel_choice.use_kernels(*h0.shape, may_time=False, pass_=pass_):
     return (elman_kernel.forward(x_proj, real, h0, w_hh, activation,
                                  batch_major),)
   swap = _to_time_major(batch_major)
@@ -357,7 +378,7 @@ def _local_states(activation, batch_major, x_proj, real, h0, w_hh):
 def _local_deltas(activation, batch_major, d_outputs, d_h_last, states, real,
                   h0, w_hh):
   """(d_pre, d_h0, this device's part of dW_hh) of one device's rows."""
-  if kernel_choice.use_kernels(*h0.shape):
+  if kernel_choice.use_kernels(*h0.shape, may_time=False):
     d_pre, d_h0 = elman_kernel.backward(d_outputs, d_h_last, states, real,
                                         w_hh, activation, batch_major)
     return d_pre, d_h0, _kernel_weight_gradient(h0, states, d_pre,

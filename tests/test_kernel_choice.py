@@ -5,6 +5,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 from jax import numpy as jnp
@@ -12,7 +14,10 @@ import numpy as np
 import pytest
 
 from models import elman_kernel, kernel_choice
-from models.recurrence import elman_scan
+from models.recurrence import elman_scan, elman_scan_time_major
+from test_recurrence import loop_elman
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # pylint: disable=protected-access
 
@@ -47,11 +52,15 @@ def test_a_decision_read_from_the_cache_equals_the_one_made(cache, caplog):
   caplog.set_level(logging.INFO)
   made = kernel_choice.decision(64, 256)
   assert made['kernel'] == (made['kernel_ms'] < made['xla_ms'])
+  assert made['forward_kernel'] == (
+      made['forward_kernel_ms'] < made['forward_xla_ms'])
+  path = lambda kernel: 'kernels' if kernel else "XLA's scan"
   assert _timings(caplog) == [
-      f"Elman recurrence, 64x256 rows x units: "
-      f"{'kernels' if made['kernel'] else 'XLA' + chr(39) + 's scan'} "
-      f"(kernels {made['kernel_ms']:.2f} ms, XLA's scan "
-      f"{made['xla_ms']:.2f} ms, {made['steps']} steps forward and back)"]
+      f"Elman recurrence, 64x256 rows x units, 64 rows and {made['steps']} "
+      f"steps timed: training on {path(made['kernel'])} (kernels "
+      f"{made['kernel_ms']:.2f} ms, XLA {made['xla_ms']:.2f} ms), inference "
+      f"on {path(made['forward_kernel'])} ({made['forward_kernel_ms']:.2f} "
+      f"ms, {made['forward_xla_ms']:.2f} ms)"]
   recorded = json.loads(kernel_choice._cache_file().read_text())
   assert recorded['decisions'] == {'64x256': made}
   kernel_choice.forget_in_memory()  # as a new process would start
@@ -61,32 +70,53 @@ def test_a_decision_read_from_the_cache_equals_the_one_made(cache, caplog):
   assert not _timings(caplog)  # read, not timed again
 
 
-def test_the_cached_decision_is_what_timing_again_finds(cache):
-  # At the reference width, 64 rows, the kernels win by a wide margin
-  # (about 1.5x, docs/performance.md): timing again must agree with the
-  # decision read back, which a mixed-up key or record would not.
-  kernel_choice.decision(64, 256)
-  kernel_choice.forget_in_memory()
-  cached = kernel_choice.decision(64, 256)
-  again = kernel_choice.measure(64, 256)
-  assert again['kernel'] == cached['kernel'] == True  # noqa: E712
+_DECIDE = """
+import json, logging
+logging.basicConfig(level=logging.INFO)
+from models import kernel_choice
+print(json.dumps(kernel_choice.decision(8, 16)))
+"""
+
+
+def test_a_new_process_reads_the_decision_another_made(cache):
+  # As a resumed training reads what the run it resumes decided: the same
+  # record, with nothing timed again.
+  def decide():
+    done = subprocess.run([sys.executable, '-c', _DECIDE], env=dict(
+        os.environ, TOOLKIT_CACHE_DIR=str(cache)), capture_output=True,
+                          text=True, timeout=300, cwd=REPO_ROOT, check=True)
+    return json.loads(done.stdout.splitlines()[-1]), done.stderr
+  made, log = decide()
+  assert 'Elman recurrence, 8x16 rows x units' in log
+  read, log = decide()
+  assert read == made and 'Elman recurrence' not in log
 
 
 def test_another_cpu_decides_afresh(cache, monkeypatch, caplog):
   caplog.set_level(logging.INFO)
-  kernel_choice.hold(8, 16, False)
-  kernel_choice.decision(8, 16)  # held, not timed
-  assert not _timings(caplog)
+  kernel_choice.decision(8, 16)
   monkeypatch.setattr(kernel_choice, '_cpu_model', lambda: 'Another CPU')
   kernel_choice.decision(8, 16)
-  assert len(_timings(caplog)) == 1
-  assert len(list(cache.glob('kernel_choice-*.json'))) == 1  # held: unwritten
+  assert len(_timings(caplog)) == 2
+  assert len(list(cache.glob('kernel_choice-*.json'))) == 2
+
+
+def test_a_held_decision_is_not_timed_nor_written(cache, caplog):
+  caplog.set_level(logging.INFO)
+  kernel_choice.hold(8, 16, False)
+  assert kernel_choice.decision(8, 16) == {
+      'kernel': False, 'forward_kernel': False, 'held': True}
+  assert not _timings(caplog)
+  kernel_choice.decision(16, 16)  # timed, and written
+  assert list(json.loads(kernel_choice._cache_file().read_text())[
+      'decisions']) == ['16x16']
 
 
 def test_a_damaged_cache_file_is_timed_again_and_rewritten(cache, caplog):
   caplog.set_level(logging.INFO)
   path = kernel_choice._cache_file()
-  path.write_text('{"decisions": {"8x16": {"kernel": "yes"}}}')
+  path.write_text('{"decisions": {"8x16": {"kernel": "yes", '
+                  '"forward_kernel": true}}}')
   made = kernel_choice.decision(8, 16)
   assert 'not in the expected form' in caplog.text
   assert len(_timings(caplog)) == 1
@@ -96,7 +126,8 @@ def test_a_damaged_cache_file_is_timed_again_and_rewritten(cache, caplog):
 def test_a_cache_others_can_write_is_neither_read_nor_written(cache, caplog):
   caplog.set_level(logging.INFO)
   path = kernel_choice._cache_file()
-  path.write_text(json.dumps({'decisions': {'8x16': {'kernel': True}}}))
+  path.write_text(json.dumps({'decisions': {'8x16': {
+      'kernel': True, 'forward_kernel': True}}}))
   before = path.read_text()
   cache.chmod(0o777)
   try:
@@ -105,6 +136,18 @@ def test_a_cache_others_can_write_is_neither_read_nor_written(cache, caplog):
     cache.chmod(0o700)
   assert len(_timings(caplog)) == 1  # the file's decision was not taken
   assert path.read_text() == before
+
+
+def test_an_unwritable_cache_keeps_the_decision_in_memory(cache, caplog):
+  cache.chmod(0o500)  # private, but read-only
+  try:
+    made = kernel_choice.decision(8, 16)
+    assert kernel_choice.decision(8, 16) == made
+  finally:
+    cache.chmod(0o700)
+  if os.geteuid() != 0:  # root writes anyway
+    assert 'could not be written' in caplog.text
+    assert not list(cache.glob('*.json')) and not list(cache.glob('.*tmp'))
 
 
 def test_forced_modes_and_an_unknown_one(cache, monkeypatch):
@@ -118,17 +161,30 @@ def test_forced_modes_and_an_unknown_one(cache, monkeypatch):
   assert not list(cache.glob('kernel_choice-*.json'))  # nothing was timed
 
 
-@pytest.mark.parametrize('kernel', [True, False])
-def test_a_jitted_gradient_follows_the_decision(cache, kernel):
+@pytest.mark.parametrize('kernel,forward_kernel',
+                         [(True, False), (False, True)])
+@pytest.mark.parametrize('time_major', [False, True])
+def test_training_and_inference_follow_their_decisions(
+    cache, kernel, forward_kernel, time_major):
+  # The forward pass alone (inference: no VJP) has a decision of its own.
   rows, units = 24, 40
-  kernel_choice.hold(rows, units, kernel)
+  kernel_choice.hold(rows, units, kernel, forward_kernel)
   rng = np.random.default_rng(0)
   x = rng.normal(size=(rows, 5, units)).astype(np.float32)
   h0 = np.zeros((rows, units), np.float32)
   w = (rng.normal(size=(units, units)) / units).astype(np.float32)
-  loss = lambda w: elman_scan(x, None, h0, w)[0].sum()
-  text = jax.jit(jax.grad(loss)).lower(w).as_text()
-  assert ('toolkit_elman_backward' in text) == kernel
+  if time_major:
+    scan = lambda w: elman_scan_time_major(x.swapaxes(0, 1), None, h0, w)
+  else:
+    scan = lambda w: elman_scan(x, None, h0, w)
+  loss = lambda w: scan(w)[0].sum()
+  training = jax.jit(jax.grad(loss)).lower(w).as_text()
+  assert ('toolkit_elman_backward' in training) == kernel
+  assert ('toolkit_elman_forward' in training) == kernel
+  inference = jax.jit(loss).lower(w).as_text()
+  assert ('toolkit_elman_forward' in inference) == forward_kernel
+  want = loop_elman(x, None, h0, w, jnp.tanh)[0].sum()
+  np.testing.assert_allclose(jax.jit(loss)(w), want, rtol=1e-5)
 
 
 def test_decided_while_tracing(cache, caplog):

@@ -186,10 +186,10 @@ def test_two_devices_run_the_kernels_on_their_own_rows():
 
 def test_eight_devices_choose_by_the_rows_each_has():
   _needs_kernels()
-  # As if timing had found the kernels faster for 32 rows (and the whole
-  # batches) and XLA's scan for 8.
-  held = [((256, UNITS), True), ((64, UNITS), True), ((32, UNITS), True),
-          ((8, UNITS), False)]
+  # As if timing had found the kernels faster for 16 rows or more, and
+  # XLA's scan for 8: every share of 256 and 64 rows over 2, 4 or 8
+  # devices, so that nothing is timed.
+  held = [((rows, UNITS), rows >= 16) for rows in (256, 128, 64, 32, 16, 8)]
   records = _measure(8, [(256, 'auto'), (64, 'auto')], held)
   _assert_kernels_on_rows(records[256, 'auto'], 32)
   # Each device runs XLA's scan on its 8 rows, although the kernels were
