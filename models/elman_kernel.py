@@ -118,8 +118,8 @@ def forward(x_proj: jax.Array, mask: jax.Array, h0: jax.Array,
     f32, shaped like x_proj: h_t for every t.
   """
   _require()
-  call = jax.ffi.ffi_call(_target(_FORWARD), jax.ShapeDtypeStruct(x_proj.shape,
-                                                         np.float32),
+  call = jax.ffi.ffi_call(_target(_FORWARD),
+                          jax.ShapeDtypeStruct(x_proj.shape, np.float32),
                           vmap_method='sequential')
   return call(x_proj, mask, h0, w_hh,
               activation=np.int32(ACTIVATION_CODES[activation]),
@@ -146,8 +146,9 @@ def backward(d_outputs: jax.Array, d_h_last: jax.Array, states: jax.Array,
   """
   _require()
   call = jax.ffi.ffi_call(
-      _target(_BACKWARD), (jax.ShapeDtypeStruct(d_outputs.shape, np.float32),
-                  jax.ShapeDtypeStruct(d_h_last.shape, np.float32)),
+      _target(_BACKWARD),
+      (jax.ShapeDtypeStruct(d_outputs.shape, np.float32),
+       jax.ShapeDtypeStruct(d_h_last.shape, np.float32)),
       vmap_method='sequential')
   return call(d_outputs, d_h_last, states, mask, w_hh.T,
               activation=np.int32(ACTIVATION_CODES[activation]),
@@ -237,11 +238,17 @@ def cache_key(instruction_set: str | None = None) -> str:
   """A hash of everything the library built for `instruction_set` (default
   isa()) depends on: the source, the flags, the compiler, the jaxlib
   version and the CPU."""
-  instruction_set = instruction_set or isa()
+  return _hashed_build(instruction_set or isa(), _compiler())
+
+
+@functools.cache
+def _hashed_build(instruction_set, compiler):
+  """cache_key's hash, once per process: kernel_choice asks for it at every
+  decision it looks up while tracing."""
   return hashlib.sha256(b'\0'.join([
-      SOURCE.read_bytes(), ' '.join(_flags(instruction_set)).encode(), _compiler().encode(),
-      jaxlib.__version__.encode(), platform.machine().encode(),
-      _cpu_flags().encode()])).hexdigest()[:16]
+      SOURCE.read_bytes(), ' '.join(_flags(instruction_set)).encode(),
+      compiler.encode(), jaxlib.__version__.encode(),
+      platform.machine().encode(), _cpu_flags().encode()])).hexdigest()[:16]
 
 
 def _compiler():
@@ -288,8 +295,8 @@ def _matches_recorded_digest(library):
 
 
 def _compile(target, instruction_set='native'):
-  """Compiles the library for `instruction_set` to `target`, with its SHA-256 beside it in
-  `target`.sha256; returns `target`.
+  """Compiles the library for `instruction_set` to `target`, with its
+  SHA-256 beside it in `target`.sha256; returns `target`.
 
   Both are written beside the target and renamed into place, so processes
   building at the same time never load a half-written file; a reader that
@@ -300,8 +307,8 @@ def _compile(target, instruction_set='native'):
     raise OSError(f'no C++ compiler {compiler!r} on PATH (set CXX)')
   with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
     built = pathlib.Path(scratch) / target.name
-    subprocess.run([compiler, *_flags(instruction_set), '-isystem', jax.ffi.include_dir(),
-                    str(SOURCE), '-o', str(built)],
+    subprocess.run([compiler, *_flags(instruction_set), '-isystem',
+                    jax.ffi.include_dir(), str(SOURCE), '-o', str(built)],
                    check=True, capture_output=True, text=True)
     digest = _digest_path(built)
     digest.write_text(hashlib.sha256(built.read_bytes()).hexdigest() + '\n')
@@ -319,10 +326,17 @@ def cache_dir() -> pathlib.Path:
 
 def _cpu_flags():
   """The CPU's feature flags (Linux), so -march=native builds per CPU."""
+  return cpuinfo_line(('flags', 'Features')) or platform.processor()
+
+
+@functools.cache
+def cpuinfo_line(prefixes: str | tuple[str, ...]) -> str | None:
+  """The first line of /proc/cpuinfo that starts with `prefixes`, or None
+  (not Linux)."""
   try:
     for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-      if line.startswith(('flags', 'Features')):
+      if line.startswith(prefixes):
         return line
   except OSError:
     pass
-  return platform.processor()
+  return None

@@ -255,7 +255,8 @@ def measure(rows: int, units: int) -> dict:
   kernel_ms, xla_ms = timed(jax.grad(loss, argnums=(0, 1, 2)))
   forward_kernel_ms, forward_xla_ms = timed(loss)
   return {'kernel': kernel_ms < xla_ms, 'kernel_ms': kernel_ms,
-          'xla_ms': xla_ms, 'forward_kernel': forward_kernel_ms < forward_xla_ms,
+          'xla_ms': xla_ms,
+          'forward_kernel': forward_kernel_ms < forward_xla_ms,
           'forward_kernel_ms': forward_kernel_ms,
           'forward_xla_ms': forward_xla_ms, 'rows': rows, 'steps': steps}
 
@@ -331,15 +332,13 @@ def _write(path: pathlib.Path, key: str, record: dict) -> None:
 
 
 def _cpu_model():
-  try:
-    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-      if line.startswith('model name'):
-        return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
+  line = elman_kernel.cpuinfo_line('model name')
+  if line:
+    return line.split(':', 1)[1].strip()
   return platform.processor() or platform.machine()
 
 
+@functools.cache
 def _cache_sizes():
   """The CPU's caches from Linux sysfs, e.g. ['L1 Data 32K', 'L2 Unified
   1024K', ...]; empty where they can't be read."""
