@@ -73,9 +73,10 @@ def mode() -> str:
 
 
 def kernels_usable() -> bool:
-  """Whether the kernels may run at all: not TOOLKIT_RNN_KERNEL=xla, on the
-  CPU, and built."""
-  return mode() != 'xla' and elman_kernel.available()
+  """Whether the kernels may run at all: not TOOLKIT_RNN_KERNEL=xla nor
+  `portable()`, on the CPU, and built."""
+  return (mode() != 'xla' and getattr(_forced, 'choice', None) is not False
+          and elman_kernel.available())
 
 
 def use_kernels(rows: int, units: int, may_time: bool = True,
@@ -149,6 +150,18 @@ def forced(kernel: bool) -> Iterator[None]:
     yield
   finally:
     _forced.choice = before
+
+
+def portable() -> contextlib.AbstractContextManager[None]:
+  """Traces XLA's scan everywhere in this thread, the CPU's branch too.
+
+  jax.export refuses the kernels (custom calls with no compatibility
+  guarantee), and an artifact must run on any CPU, not only one like this
+  machine, so exported functions are traced under this
+  (rnn_toolkit/evaluation/export.py). It acts when a function is traced:
+  a jax.jit function traced before, outside it, keeps that trace.
+  """
+  return forced(False)
 
 
 def _decisions():

@@ -91,14 +91,34 @@ def elman_scan(x_proj: jax.Array, mask: jax.Array | None, h0: jax.Array,
   Returns:
     (outputs f32[batch, time, units], final state f32[batch, units]).
   """
-  if _use_kernels(activation, x_proj, batch=x_proj.shape[0]):
-    return _kernel_scan(activation, True, x_proj, _as_mask(mask, x_proj),
-                        h0.astype(x_proj.dtype), w_hh.astype(x_proj.dtype))
-  outputs, h_last = elman_scan_time_major(
-      jnp.swapaxes(x_proj, 0, 1),
-      None if mask is None else jnp.swapaxes(mask, 0, 1), h0, w_hh,
-      activation)
-  return jnp.swapaxes(outputs, 0, 1), h_last
+  def xla_scan(x_proj, mask, h0, w_hh):
+    outputs, h_last = _xla_time_major(
+        activation, jnp.swapaxes(x_proj, 0, 1),
+        None if mask is None else jnp.swapaxes(mask, 0, 1), h0, w_hh)
+    return jnp.swapaxes(outputs, 0, 1), h_last
+
+  def kernel_scan(x_proj, mask, h0, w_hh):
+    return _kernel_scan(activation, True, x_proj, mask, h0, w_hh)
+
+  mask = _as_mask(mask, x_proj)
+  h0 = h0.astype(x_proj.dtype)  # the carry keeps one dtype through the scan
+  if not _use_kernels(activation, x_proj, batch=x_proj.shape[0]):
+    return xla_scan(x_proj, mask, h0, w_hh)
+  return kernels_on_cpu(kernel_scan, xla_scan, x_proj, mask, h0,
+                        w_hh.astype(x_proj.dtype))
+
+
+def kernels_on_cpu(kernels: Callable, xla: Callable, *args):
+  """kernels(*args) where XLA compiles for a CPU, xla(*args) elsewhere.
+
+  The kernels are CPU custom calls: a GPU or TPU cannot run them, and
+  jax.export cannot serialize them. Chosen per platform from one trace
+  (lax.platform_dependent), a function traced on a CPU host still lowers
+  for 'cuda' and 'tpu' with XLA's scan alone, and compiled for the CPU it
+  holds only the kernels' branch. An artifact for several platforms,
+  the CPU among them, is traced under kernel_choice.portable().
+  """
+  return jax.lax.platform_dependent(*args, cpu=kernels, default=xla)
 
 
 def input_projection(x: jax.Array, w_xh: jax.Array, b_h: jax.Array
@@ -113,7 +133,11 @@ def input_projection(x: jax.Array, w_xh: jax.Array, b_h: jax.Array
   """
   if (x.ndim >= 2 and x.dtype == jnp.float32 and w_xh.dtype == jnp.float32
       and x.size > 0 and kernel_choice.kernels_usable()):
-    return _kernel_projection(x, w_xh, b_h)
+    return kernels_on_cpu(_kernel_projection, _projection, x, w_xh, b_h)
+  return _projection(x, w_xh, b_h)
+
+
+def _projection(x, w_xh, b_h):
   return x @ w_xh + b_h
 
 
@@ -159,11 +183,19 @@ def elman_scan_time_major(x_proj: jax.Array, mask: jax.Array | None,
   check_activation(activation)
   mask = _as_mask(mask, x_proj)
   h0 = h0.astype(x_proj.dtype)  # the carry keeps one dtype through the scan
+  if not _use_kernels(activation, x_proj, batch=x_proj.shape[1]):
+    return _xla_time_major(activation, x_proj, mask, h0, w_hh)
+  return kernels_on_cpu(
+      functools.partial(_kernel_scan, activation, False),
+      functools.partial(_xla_time_major, activation), x_proj, mask, h0,
+      w_hh.astype(x_proj.dtype))
+
+
+def _xla_time_major(activation, x_proj, mask, h0, w_hh):
+  """The recurrence in XLA's scan, time-major: with the hand-written VJP
+  for a named activation, JAX's autodiff for a callable."""
   if callable(activation):
     return _scan(activation, x_proj, mask, h0, w_hh)[0]
-  if _use_kernels(activation, x_proj, batch=x_proj.shape[1]):
-    return _kernel_scan(activation, False, x_proj, mask, h0,
-                        w_hh.astype(x_proj.dtype))
   return _fast_scan(activation, x_proj, mask, h0, w_hh)
 
 
@@ -219,10 +251,16 @@ def _fast_scan(activation, x_proj, mask, h0, w_hh):
   Not differentiated (inference), this runs instead: in the kernels where
   they were timed faster for the forward pass alone.
   """
-  if _use_kernels(activation, x_proj, x_proj.shape[1], 'forward'):
+  def xla_scan(x_proj, mask, h0, w_hh):
+    return _scan(ACTIVATIONS[activation], x_proj, mask, h0, w_hh)[0]
+
+  def kernel_scan(x_proj, mask, h0, w_hh):
     return _kernel_scan_forward(activation, False, x_proj, mask, h0, w_hh,
                                 'forward')[0]
-  return _scan(ACTIVATIONS[activation], x_proj, mask, h0, w_hh)[0]
+
+  if not _use_kernels(activation, x_proj, x_proj.shape[1], 'forward'):
+    return xla_scan(x_proj, mask, h0, w_hh)
+  return kernels_on_cpu(kernel_scan, xla_scan, x_proj, mask, h0, w_hh)
 
 
 def _fast_scan_forward(activation, x_proj, mask, h0, w_hh):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from models import elman_kernel
+from models import kernel_choice
 from models.recurrence import (ACTIVATIONS, elman_scan, elman_scan_time_major,
                                input_projection)
 
@@ -56,7 +57,10 @@ def _kernels_expected(implementation):
 
 def _kernels_in(fn, *args):
   """The CPU kernels in the HLO that jax.jit(fn) lowers to at `args`."""
-  text = jax.jit(fn).lower(*args).as_text()
+  return _kernels_named_in(jax.jit(fn).lower(*args).as_text())
+
+
+def _kernels_named_in(text):
   return {name for name in KERNELS if name in text}
 
 
@@ -322,3 +326,47 @@ def test_input_projection_gradients_against_autodiff(shape,
   text = jax.jit(jax.grad(ours, argnums=1)).lower(x, w_xh, b_h).as_text()
   assert ('toolkit_transposed_product' in text) == _kernels_expected(
       scan_implementation)
+
+
+@pytest.mark.parametrize('masked', [False, True])
+def test_one_trace_lowers_for_every_platform(masked, scan_implementation):
+  # The gradient of the whole layer (input projection and recurrence),
+  # traced once here: compiled for this CPU it runs the kernels; lowered
+  # for CUDA or TPU it holds XLA's scan alone.
+  x_proj, mask, h0, w_hh = _inputs(8, masked)
+  x = x_proj[..., :5]
+  w_xh = np.random.default_rng(9).normal(size=(5, UNITS)).astype(np.float32)
+
+  def loss(x, w_xh, h0, w_hh):
+    projected = input_projection(x, w_xh, jnp.zeros(UNITS))
+    outputs, h_last = elman_scan(projected, mask, h0, w_hh)
+    return jnp.sum(outputs ** 2) + jnp.sum(h_last)
+
+  traced = jax.jit(jax.grad(loss, argnums=(1, 3))).trace(x, w_xh, h0, w_hh)
+  on_cpu = traced.lower(lowering_platforms=('cpu',)).compile().as_text()
+  assert _kernels_named_in(on_cpu) == (
+      set(KERNELS) if _kernels_expected(scan_implementation) else set())
+  for platform in ('cuda', 'tpu'):
+    assert not _kernels_named_in(
+        traced.lower(lowering_platforms=(platform,)).as_text())
+
+
+def test_a_portable_export_runs_anywhere_and_agrees(scan_implementation):
+  # Traced under kernel_choice.portable(), one artifact serves the CPU,
+  # CUDA and TPU (XLA's scan on each), and on this CPU it computes what
+  # the NumPy loop does. Without it, jax.export refuses the kernels.
+  x_proj, mask, h0, w_hh = _inputs(10, masked=True)
+  def scan():  # a new function each time: jax.jit keeps a trace it made
+    return jax.jit(lambda x_proj: elman_scan(x_proj, mask, h0, w_hh)[0])
+  if _kernels_expected(scan_implementation):
+    with pytest.raises(ValueError, match='compatibility guarantees'):
+      jax.export.export(scan(), platforms=('cpu',))(x_proj)
+  with kernel_choice.portable():
+    exported = jax.export.export(scan(), platforms=('cpu', 'cuda', 'tpu'))(
+        x_proj)
+  assert not _kernels_named_in(exported.mlir_module())
+  restored = jax.export.deserialize(exported.serialize())
+  reference, _, _ = numpy_elman_with_gradients(
+      x_proj, mask, h0, w_hh, np.zeros_like(x_proj), np.zeros_like(h0))
+  np.testing.assert_allclose(restored.call(x_proj), reference, rtol=1e-5,
+                             atol=1e-5)

@@ -13,14 +13,22 @@ import inspect
 import json
 import math
 import os
+import re
+from unittest import mock
 
 import gin
+import jax
+import numpy as np
 import pytest
+from trax import layers as tl
+from trax import shapes
 
 from rnn_toolkit import configurables
+from rnn_toolkit import Run
 import mock_data_run
 from conftest import REPO_ROOT, committed_steps
 from data import generated
+import models
 import train as train_py
 
 CONFIGS = sorted(os.path.relpath(path, REPO_ROOT) for path in
@@ -70,16 +78,35 @@ def dataset_bindings(mock_dataset, generated_dir):
   return bindings
 
 
+@pytest.fixture(scope='module')
+def trained(dataset_bindings, tmp_path_factory):
+  """config -> the run directory of `config` trained one step, shrunk.
+
+  Each config trains once in the module (make test runs a file's tests in
+  one worker), when a test first asks for it.
+  """
+  runs = {}
+
+  def run_of(config):
+    if config not in runs:
+      inputs, dataset, model = _what_it_trains(config)
+      output_dir = str(tmp_path_factory.mktemp('run') / 'run')
+      params = [*dataset_bindings(inputs.name, dataset),
+                *_shrunk(model, SMALL_MODEL), *_shrunk(inputs, SMALL_INPUTS),
+                'train_and_evaluate.n_eval_batches = 1']
+      train_py.main(['--gin_file', config, '--output_dir', output_dir,
+                     '--steps', '1',
+                     *[a for p in params for a in ('--gin_param', p)]])
+      runs[config] = output_dir
+    return runs[config]
+  return run_of
+
+
 @pytest.mark.parametrize('config', CONFIGS,
                          ids=[os.path.basename(c) for c in CONFIGS])
-def test_shipped_config_trains_a_step(config, dataset_bindings, tmp_path):
-  inputs, dataset, model = _what_it_trains(config)
-  output_dir = str(tmp_path / 'run')
-  params = [*dataset_bindings(inputs.name, dataset),
-            *_shrunk(model, SMALL_MODEL), *_shrunk(inputs, SMALL_INPUTS),
-            'train_and_evaluate.n_eval_batches = 1']
-  train_py.main(['--gin_file', config, '--output_dir', output_dir,
-              '--steps', '1', *[a for p in params for a in ('--gin_param', p)]])
+def test_shipped_config_trains_a_step(config, trained):
+  inputs, _, model = _what_it_trains(config)
+  output_dir = trained(config)
   assert committed_steps(output_dir) == [1]
   with open(os.path.join(output_dir, 'metrics.jsonl')) as f:
     [record] = [json.loads(line) for line in f]
@@ -91,3 +118,70 @@ def test_shipped_config_trains_a_step(config, dataset_bindings, tmp_path):
     saved = f.read()
   assert f'experiment.model = @{model.name}' in saved
   assert f'experiment.inputs = @{inputs.name}()' in saved
+
+
+# Custom calls that mean CPU-only code: the toolkit's kernels, and LAPACK
+# and the like as XLA:CPU's JAX lowerings call them.
+CPU_CUSTOM_CALL = re.compile(r'custom_call @(toolkit_\w+|lapack_\w+|\w*cpu\w*)')
+
+
+def _steps_of(run):
+  """name -> (jitted step, its arguments, the model): the training step (the loss and
+  its gradients), the evaluation step and, for a generating model, the
+  predict-mode step (one token in, its state carried), of the run's model
+  as its config builds it."""
+  batch = tuple(next(iter(run.inputs.eval_batches(run.vocab))))
+  model_input = batch[0] if len(batch) == 3 else batch[:-2]
+  signature = shapes.signature(model_input)
+  rng = jax.random.PRNGKey(0)
+  steps = {}
+  for mode in ('train', 'eval'):
+    model = tl.Serial(run.model(mode, signature),
+                      tl.WeightedCategoryCrossEntropy())
+    def loss(weights, state, batch, model=model):
+      return model.pure_fn(batch, weights, state, rng)[0]
+    step = jax.value_and_grad(loss) if mode == 'train' else loss
+    steps[mode] = (jax.jit(step), (model.weights, model.state, batch), model)
+  if run.task.name == 'language_model':
+    model = run.model('predict', shapes.ShapeDtype((2, 1), np.int32),
+                      dimensions={'vocab_size': run.vocab.size})
+    step_input = np.zeros((2, 1), np.int32)
+  elif run.task.generates:
+    model = run.generator(2)._model  # what decoding runs, at two rows
+    context = run.inputs.context_signature()
+    step_input = (np.zeros((2, *context.shape[1:]), context.dtype),
+                  np.zeros((2, 1), np.int32))
+  else:
+    return steps
+  def predict(weights, state, tokens, model=model):
+    return model.pure_fn(tokens, weights, state, rng)
+  steps['predict'] = (jax.jit(predict),
+                      (model.weights, model.state, step_input), model)
+  return steps
+
+
+@pytest.mark.parametrize('config', CONFIGS,
+                         ids=[os.path.basename(c) for c in CONFIGS])
+def test_shipped_config_lowers_for_gpu_and_tpu(config, trained):
+  """Traced on this CPU machine, with the CPU kernels chosen wherever they
+  may run, each step of the config's model lowers for CUDA and TPU, and
+  holds no CPU-only custom call there: what a GPU or TPU would compile."""
+  run = Run.load(trained(config))
+  with mock.patch.dict(os.environ, TOOLKIT_RNN_KERNEL='kernel'):
+    for name, (step, args, model) in _steps_of(run).items():
+      exported = jax.export.export(step, platforms=('cuda', 'tpu'))(*args)
+      assert exported.platforms == ('cuda', 'tpu')
+      cpu_only = CPU_CUSTOM_CALL.findall(exported.mlir_module())
+      assert not cpu_only, (name, cpu_only)
+      if name == 'train':
+        # Compiled here, the same trace holds the kernels wherever the
+        # model has an Elman layer: the check above saw the steps that run
+        # them on a CPU.
+        compiled = step.lower(*args).compile().as_text()
+        assert ('toolkit_elman' in compiled) == _has_elman_layer(model), name
+
+
+def _has_elman_layer(layer):
+  """Whether `layer` is, or holds at any depth, an ElmanRNN."""
+  return isinstance(layer, models.ElmanRNN) or any(
+      _has_elman_layer(sublayer) for sublayer in layer.sublayers)
