@@ -102,7 +102,10 @@ class EmbeddedRecurrence(base.Layer):
 
 def _projected(recurrence, weights, table, tokens):
   """The recurrence's projected inputs at every step of `tokens`."""
-  if table.shape[0] < tokens.size:
+  # With a symbolic number of tokens (jax.export), the table can't be
+  # compared with it, and each token is projected.
+  if (not jax.export.is_symbolic_dim(tokens.size)
+      and table.shape[0] < tokens.size):
     # Looked up in float32, so that the gradient's sum over every step
     # that reads a row is taken in float32 whatever the compute dtype.
     return tuple(jnp.take(rows.astype(jnp.float32), tokens,

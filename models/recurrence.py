@@ -131,8 +131,10 @@ def input_projection(x: jax.Array, w_xh: jax.Array, b_h: jax.Array
   computes it instead, split over the cores (each device summing its own
   rows, as for dW_hh).
   """
-  if (x.ndim >= 2 and x.dtype == jnp.float32 and w_xh.dtype == jnp.float32
-      and x.size > 0 and kernel_choice.kernels_usable()):
+  # kernels_usable() first: under portable() the shapes may be symbolic.
+  if (kernel_choice.kernels_usable() and x.ndim >= 2
+      and x.dtype == jnp.float32 and w_xh.dtype == jnp.float32
+      and x.size > 0):
     return kernels_on_cpu(_kernel_projection, _projection, x, w_xh, b_h)
   return _projection(x, w_xh, b_h)
 
@@ -212,8 +214,9 @@ def _use_kernels(activation, x_proj, batch, pass_='training'):
   partitioner."""
   check_activation(activation)
   units = x_proj.shape[-1]
-  if not (not callable(activation) and x_proj.dtype == jnp.float32
-          and min(x_proj.shape) > 0 and kernel_choice.kernels_usable()
+  # kernels_usable() first: under portable() the shapes may be symbolic.
+  if not (kernel_choice.kernels_usable() and not callable(activation)
+          and x_proj.dtype == jnp.float32 and min(x_proj.shape) > 0
           and kernel_choice.use_kernels(batch, units, pass_=pass_)):
     return False
   for devices in range(2, jax.device_count() + 1):

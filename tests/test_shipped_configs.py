@@ -14,6 +14,8 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 from unittest import mock
 
 import gin
@@ -25,6 +27,7 @@ from trax import shapes
 
 from rnn_toolkit import configurables
 from rnn_toolkit import Run
+from rnn_toolkit.errors import UsageError
 import mock_data_run
 from conftest import REPO_ROOT, committed_steps
 from data import generated
@@ -185,3 +188,66 @@ def _has_elman_layer(layer):
   """Whether `layer` is, or holds at any depth, an ElmanRNN."""
   return isinstance(layer, models.ElmanRNN) or any(
       _has_elman_layer(sublayer) for sublayer in layer.sublayers)
+
+
+# What the served example may not import: it runs on jax and numpy alone.
+NOT_FOR_SERVING = ('trax', 'tensorflow', 'tensorflow_datasets', 'gin',
+                   'rnn_toolkit', 'models', 'data')
+SERVE_EXAMPLE = os.path.join(REPO_ROOT, 'docs', 'serve_exported.py')
+
+
+def _serve(artifact, *flags, cwd):
+  """The lines docs/serve_exported.py prints for `flags`, run where none of
+  NOT_FOR_SERVING can be imported."""
+  code = '\n'.join([
+      'import runpy, sys',
+      f'for name in {NOT_FOR_SERVING!r}: sys.modules[name] = None',
+      f'sys.argv = {[SERVE_EXAMPLE, artifact, *flags]!r}',
+      f'runpy.run_path({SERVE_EXAMPLE!r}, run_name="__main__")'])
+  done = subprocess.run([sys.executable, '-c', code], cwd=cwd, text=True,
+                        capture_output=True, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done.stdout
+
+
+def _items_to_predict(run):
+  """Inputs for the run's --predict: words of its vocabulary, unknown
+  words, capitals and punctuation; or a vector classifier's numbers."""
+  if run.task.name == 'vector_classification':
+    n = run.inputs.n_features
+    return [' '.join(str(0.5 * i - k) for i in range(n)) for k in range(3)]
+  words = run.vocab.words[:6]
+  return [' '.join(words), f'{words[0].upper()}, never-seen word!',
+          ' '.join(reversed(words[:4]))]
+
+
+@pytest.mark.parametrize('config', CONFIGS,
+                         ids=[os.path.basename(c) for c in CONFIGS])
+def test_shipped_config_exports_and_serves_without_the_toolkit(
+    config, trained, tmp_path):
+  """The exported artifact of each config's model, loaded with jax and
+  numpy alone by the example in docs/, prints what evaluate.py prints."""
+  run = Run.load(trained(config))
+  artifact = str(tmp_path / 'model.jax')
+  if run.task.generates and run.task.name != 'language_model':
+    with pytest.raises(UsageError, match='cannot export yet'):
+      run.export(artifact)
+    assert not os.listdir(tmp_path)
+    return
+  description = run.export(artifact)
+  assert description['platforms'] == ['cpu', 'cuda', 'tpu']
+  if run.task.name == 'language_model':
+    expected = ''.join(f'--- sample {i + 1} ---\n{text}\n\n'
+                       for i, text in enumerate(run.generate(
+                           'ab', n_samples=2, length=12, temperature=0.8,
+                           seed=4)))
+    served = _serve(artifact, '--generate', '2', '--prompt', 'ab',
+                    '--length', '12', '--temperature', '0.8', '--seed', '4',
+                    cwd=tmp_path)
+  else:
+    items = _items_to_predict(run)
+    expected = ''.join(f'{run.task.show(item, result)}\n'
+                       for item, result in zip(items, run.apply(items)))
+    served = _serve(artifact, *[a for item in items
+                                for a in ('--predict', item)], cwd=tmp_path)
+  assert served == expected

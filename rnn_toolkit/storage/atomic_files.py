@@ -17,11 +17,16 @@ def write_text_atomically(path: str, text: str) -> None:
   rename itself survives a power cut. A failure before the rename leaves
   `path` as it was.
   """
+  write_bytes_atomically(path, text.encode('utf-8'))
+
+
+def write_bytes_atomically(path: str, data: bytes) -> None:
+  """`write_text_atomically` for bytes."""
   directory, name = os.path.split(os.path.abspath(path))
   descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f'.{name}.')
   try:
-    with os.fdopen(descriptor, 'w', encoding='utf-8') as f:
-      f.write(text)
+    with os.fdopen(descriptor, 'wb') as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     # mkstemp makes it private; keep the mode the file had, else rw-r--r--.

@@ -1,0 +1,225 @@
+"""A trained run as one jax.export artifact, for serving without the toolkit.
+
+    python export.py --output_dir runs/sst2_rnn --out sst2.jax
+    Run.load('runs/sst2_rnn').export('sst2.jax')
+
+writes two files: OUT, the serialized `jax.export.Exported` of the model's
+inference function with the checkpoint's weights inside it, and OUT.json,
+what a server needs beside it: the vocabulary, the class names, how text
+becomes ids, and the function's inputs and outputs. Loading needs only jax
+and numpy (docs/serve_exported.py).
+
+- Classifiers and taggers: `probabilities(ids)`, token ids (or a vector
+  classifier's numbers) of any batch and length in, probabilities out.
+- Language models: `step(state, ids)`, the state and a chunk of ids in
+  (one token, or a prompt), the new state and the log-probabilities of the
+  next token out, so that a server carries each stream's state.
+
+The function is traced under `kernel_choice.portable()`: XLA's scan on
+every platform, since the CPU kernels carry no compatibility guarantee.
+Translators and captioners are not exported yet.
+"""
+
+import json
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+from jax import numpy as jnp
+import numpy as np
+from trax import shapes
+
+from models import kernel_choice
+from rnn_toolkit.errors import UsageError
+from rnn_toolkit.storage import run_dir
+from rnn_toolkit.storage.atomic_files import write_bytes_atomically
+from rnn_toolkit.storage.atomic_files import write_text_atomically
+from rnn_toolkit.token_ids import FIRST_CHAR_ID, PAD_ID, UNK_ID
+
+PLATFORMS = ('cpu', 'cuda', 'tpu')
+FORMAT = 'trax-rnn-toolkit export 1'
+# The rows a predict-mode model is built for, to tell its batch axis from
+# its other axes when its state is made symbolic in the batch.
+_BUILD_ROWS = 7
+
+
+def export(run: Any, out: str, platforms: Sequence[str] = PLATFORMS,
+           overwrite: bool = False) -> dict:
+  """Writes `run`'s inference function to `out` and its description to
+  `out`.json; returns the description.
+
+  Raises:
+    UsageError: an unknown platform, `out` or `out`.json existing without
+      `overwrite`, or a model of a task that is not exported yet; found
+      before anything is written.
+  """
+  platforms = check_platforms(platforms)
+  check_out(out, overwrite)
+  make = _EXPORTERS.get(run.task.name)
+  if make is None:
+    raise UsageError(
+        f'{run.output_dir} holds a {run.task.model_noun}, which export.py '
+        f'cannot export yet: classifiers, taggers and language models '
+        f'can. Serve it with evaluate.py, or point --output_dir at a run '
+        f'of one of those.')
+  with kernel_choice.portable():
+    exported, description = make(run, platforms)
+  description = {
+      'format': FORMAT, 'task': run.task.name, 'platforms': list(platforms),
+      'run': os.path.abspath(run.output_dir), 'step': run.step,
+      **description, 'tokens': _tokens(run), 'first_id': FIRST_CHAR_ID,
+      'vocabulary': _vocabulary_record(run)}
+  write_bytes_atomically(out, exported.serialize())
+  write_text_atomically(description_path(out),
+                        json.dumps(description, indent=1) + '\n')
+  return description
+
+
+def description_path(out: str) -> str:
+  """Where the description of the artifact `out` goes: beside it."""
+  return f'{out}.json'
+
+
+def check_platforms(platforms: Sequence[str]) -> tuple[str, ...]:
+  """`platforms` as a tuple; UsageError if one is not a JAX export platform."""
+  platforms = tuple(platforms)
+  unknown = [p for p in platforms if p not in PLATFORMS]
+  if unknown or not platforms:
+    raise UsageError(
+        f'--platforms {",".join(platforms)!r} names no platform JAX exports '
+        f'for{": " + ", ".join(map(repr, unknown)) if unknown else ""}. '
+        f'Choose among {", ".join(PLATFORMS)} (comma-separated; the '
+        f'default is all three).')
+  return platforms
+
+
+def check_out(out: str, overwrite: bool) -> None:
+  """Raises UsageError unless `out` (and its description) may be written."""
+  for path in (out, description_path(out)):
+    if os.path.isdir(path):
+      raise UsageError(f'--out {out} would write {path}, which is a '
+                       f'directory. Give the path of a file.')
+    if os.path.exists(path) and not overwrite:
+      raise UsageError(f'{path} exists, and export.py does not replace it '
+                       f'unless told to. Pass --overwrite to replace it, or '
+                       f'choose another --out.')
+  directory = os.path.dirname(os.path.abspath(out))
+  if not os.path.isdir(directory):
+    raise UsageError(f'--out {out}: the directory {directory} does not '
+                     f'exist. Create it first, or choose another --out.')
+
+
+def _probabilities(run, platforms):
+  """The eval-mode model as probabilities(ids) for any batch and length."""
+  example = _example_input(run)
+  model = run.model('eval', shapes.signature(example))
+  weights, state = model.weights, model.state
+
+  def probabilities(ids):
+    log_probs = model.pure_fn(ids, weights, state, jax.random.PRNGKey(0))[0]
+    return jnp.exp(log_probs)
+
+  if run.task.name == 'vector_classification':
+    dims = (*jax.export.symbolic_shape('batch'), *example.shape[1:])
+  else:
+    dims = jax.export.symbolic_shape('batch, length')
+  spec = jax.ShapeDtypeStruct(dims, example.dtype)
+  exported = jax.export.export(jax.jit(probabilities),
+                               platforms=platforms)(spec)
+  tagging = run.task.name == 'tagging'
+  return exported, {
+      'function': 'probabilities',
+      'inputs': _input_text(run),
+      'outputs': (f'f32[batch, length, {len(run.vocab.labels)}]: each '
+                  f'word\'s tag probabilities' if tagging else
+                  f'f32[batch, {len(run.vocab.labels)}]: the class '
+                  f'probabilities'),
+      'class_names': list(run.vocab.labels)}
+
+
+def _streaming_step(run, platforms):
+  """The predict-mode language model as step(state, ids) -> (state,
+  log-probabilities of the next token)."""
+  model = run.model('predict',
+                    shapes.ShapeDtype((_BUILD_ROWS, 1), np.int32),
+                    dimensions={'vocab_size': run.vocab.size})
+  weights = model.weights
+  leaves, tree = jax.tree.flatten(model.state)
+  batch, length = jax.export.symbolic_shape('batch, length')
+  state_specs = [_batch_symbolic(leaf, batch) for leaf in leaves]
+
+  def step(state, ids):
+    log_probs, new_state = model.pure_fn(
+        ids, weights, jax.tree.unflatten(tree, state), jax.random.PRNGKey(0))
+    return jax.tree.leaves(new_state), log_probs[:, -1]
+
+  ids = jax.ShapeDtypeStruct((batch, length), np.int32)
+  exported = jax.export.export(jax.jit(step), platforms=platforms)(
+      state_specs, ids)
+  return exported, {
+      'function': 'step',
+      'inputs': ('(state, ids): the state, a list of arrays (all zeros '
+                 'before a stream\'s first token; see "state"), and ids '
+                 f'int32[batch, length], the tokens to feed, {PAD_ID} '
+                 'before the first character'),
+      'outputs': (f'(new state, f32[batch, {run.vocab.size}]): the state '
+                  'after the ids, and the log-probabilities of the next '
+                  'token'),
+      'state': [{'shape': [None if d is batch else int(d)
+                           for d in spec.shape],
+                 'dtype': np.dtype(spec.dtype).name}
+                for spec in state_specs]}
+
+
+def _batch_symbolic(leaf, batch):
+  """The ShapeDtypeStruct of a state array, its batch axis `batch`."""
+  shape = np.shape(leaf)
+  if shape and shape[0] == _BUILD_ROWS:
+    shape = (batch, *shape[1:])
+  return jax.ShapeDtypeStruct(shape, jnp.asarray(leaf).dtype)
+
+
+def _example_input(run):
+  """A small batch of the model's input: ids, or a vector classifier's
+  numbers."""
+  signature = run.inputs.input_signature()
+  if run.task.name == 'vector_classification':
+    return np.zeros((2, *signature.shape[1:]), np.float32)
+  return np.full((2, 3), FIRST_CHAR_ID, np.int32)
+
+
+def _input_text(run):
+  if run.task.name == 'vector_classification':
+    return (f'f32[batch, {run.inputs.n_features}]: each example\'s numbers, '
+            f'as in the dataset\'s feature')
+  return (f'int32[batch, length]: token ids, {PAD_ID} padding at the end of '
+          f'shorter rows, {UNK_ID} unknown words; see "tokens"')
+
+
+def _tokens(run):
+  """How the run's inputs turn text into ids, for a server to repeat."""
+  inputs, task = run.inputs, run.task.name
+  if task == 'language_model':
+    return {'split': 'characters', 'lowercase': False}
+  if task == 'vector_classification':
+    return {'split': 'numbers', 'n_features': inputs.n_features,
+            'scale': inputs.scale}
+  if task == 'tagging':
+    return {'split': 'whitespace', 'lowercase': bool(inputs.lowercase),
+            'max_len': inputs.max_len}
+  return {'split': 'words', 'lowercase': True, 'max_len': inputs.max_len}
+
+
+def _vocabulary_record(run):
+  """The run's vocab.json, as train.py saved it."""
+  with open(os.path.join(run.output_dir, run_dir.VOCAB_FILE),
+            encoding='utf-8') as f:
+    return json.load(f)
+
+
+_EXPORTERS: dict[str, Callable] = {
+    'classification': _probabilities,
+    'vector_classification': _probabilities,
+    'tagging': _probabilities,
+    'language_model': _streaming_step,
+}
