@@ -204,6 +204,12 @@ def _lstm_run(projected, mask, state0, recurrent):
   return lstm_scan(*projected, mask, state0, *recurrent)
 
 
+def _cast(weights, dtype):
+  """The weights in the compute dtype; their gradients reach the float32
+  weights through the cast."""
+  return tuple(w.astype(dtype) for w in weights)
+
+
 # cell: (state width per unit, weights, x-part products, recurrent
 # weights, scan).
 _CELLS = {
@@ -218,7 +224,9 @@ class GatedRNN(SequenceLayer):
 
   Its inputs, outputs and predict mode are SequenceLayer's
   (models/sequence_layer.py); its state is h, or the LSTM's (c, h) side by
-  side. It computes in float32, as trax's cells do.
+  side. It computes in its input's dtype (bfloat16 under a model's
+  compute_dtype; trax's cells compute in float32 whatever the input), its
+  float32 weights cast to it.
   """
 
   def __init__(self, cell: str, n_units: int, use_mask: bool = False,
@@ -233,21 +241,20 @@ class GatedRNN(SequenceLayer):
                      return_state, mode)
     self._cell = cell
 
-  def compute_dtype(self, dtype):
-    return jnp.float32
-
   def project(self, weights, x):
     """The x_t parts of every step's products, biases included."""
-    return _CELLS[self._cell][2](x.astype(jnp.float32), weights)
+    return _CELLS[self._cell][2](x, _cast(weights, x.dtype))
 
   def _scan(self, weights, projected, mask, h0):
     """(outputs [batch, time, units], final state), scanning time-major."""
     _, _, _, recurrent, run = _CELLS[self._cell]
+    dtype = projected[0].dtype
     mask = None if mask is None else jnp.swapaxes(
-        (mask != 0).astype(jnp.float32), 0, 1)
+        (mask != 0).astype(dtype), 0, 1)
     n_features = weights[0].shape[0] - self._n_units
     outputs, h_last = run(tuple(jnp.swapaxes(p, 0, 1) for p in projected),
-                          mask, h0, recurrent(weights, n_features))
+                          mask, h0.astype(dtype),
+                          _cast(recurrent(weights, n_features), dtype))
     return jnp.swapaxes(outputs, 0, 1), h_last
 
   def _init_weights(self, n_features):
