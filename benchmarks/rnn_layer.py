@@ -31,6 +31,13 @@ each library's own dispatch capped at AVX2 (AVX2_ENVIRONMENT: XLA, so JAX
 and Flax; PyTorch; oneDNN and MKL under TensorFlow and PyTorch). What it
 cannot change is the cache and memory of this CPU.
 
+`--masked` gives the rows ragged lengths (the longest all the steps, the
+shortest a quarter of them), each contender masking the padding its own
+way: a mask input, `seq_lengths` (Flax), packed sequences (PyTorch).
+`--device gpu` runs the JAX contenders on the GPU JAX finds and PyTorch on
+CUDA (cuDNN); Keras and the AVX2 build are CPU-only
+(benchmarks/device_check.py runs it so on a GPU machine).
+
 The allocator matters on CPU (see docs/performance.md): by default every
 contender runs under both glibc malloc (`system`) and tcmalloc, if
 libtcmalloc_minimal (or jemalloc) is installed, and ratios are taken under
@@ -54,6 +61,8 @@ from rnn_toolkit.runtime import allocator  # noqa: E402  pylint: disable=g-impor
 IMPLS = ('project', 'project_avx2', 'keras', 'torch', 'flax', 'trax_gru',
          'project_gru', 'lax_scan')
 REFERENCE = (64, 128, 128, 256)  # batch, steps, inputs, units
+# The worker's --device and --masked, for the contenders.
+OPTIONS = {'device': 'cpu', 'masked': False}
 PASSES = ('fwd', 'fwd_bwd')
 # Each library's switch to stop at AVX2 (and FMA) on a CPU with AVX-512.
 AVX2_ENVIRONMENT = {
@@ -105,22 +114,42 @@ def _random_input(shape):
       size=(batch, steps, inputs)).astype(np.float32)
 
 
+def _lengths(shape):
+  """int32[batch]: each row's real steps under --masked (else all): from
+  all of them down to a quarter, spread over the rows."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  batch, steps, _, _ = shape
+  if not OPTIONS['masked']:
+    return np.full(batch, steps, np.int32)
+  return np.linspace(steps, max(1, steps // 4), batch).round().astype(np.int32)
+
+
+def _mask(shape):
+  """f32[batch, steps]: 1 at each row's real steps."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return (np.arange(shape[1])[None] < _lengths(shape)[:, None]).astype(
+      np.float32)
+
+
 def _trax_layer_calls(layer, shape):
-  """Calls of a trax layer initialised for `shape`, its weights the params."""
+  """Calls of a trax layer initialised for `shape`, its weights the params;
+  given the mask as its second input under --masked."""
   from trax import shapes as trax_shapes  # pylint: disable=g-import-not-at-top
   x = _random_input(shape)
-  layer.init(trax_shapes.signature(x))
+  extra = (_mask(shape),) if OPTIONS['masked'] else ()
+  layer.init(trax_shapes.signature((x, *extra) if extra else x))
   state, rng = layer.state, layer.rng
 
   def apply(weights, x):
-    return layer.pure_fn(x, weights, state, rng)[0]
+    return layer.pure_fn((x, *extra) if extra else x, weights, state, rng)[0]
   return _jax_calls(apply, layer.weights, x)
 
 
 def project(shape):
   """The toolkit's ElmanRNN."""
   import models  # pylint: disable=g-import-not-at-top
-  return _trax_layer_calls(models.ElmanRNN(shape[3]), shape)
+  return _trax_layer_calls(
+      models.ElmanRNN(shape[3], use_mask=OPTIONS['masked']), shape)
 
 
 def project_avx2(shape):
@@ -156,14 +185,17 @@ def lax_scan(shape):
             jax.random.normal(keys[1], (units, units)) / units**0.5,
             jnp.zeros(units))
 
+  mask = jnp.swapaxes(jnp.asarray(_mask(shape)), 0, 1)[..., None]
+
   def apply(params, x):
     w_xh, w_hh, b = params
-    def step(h, a_t):
-      h = jnp.tanh(a_t + h @ w_hh)
-      return h, h
+    def step(h, inputs):
+      a_t, m_t = inputs
+      y = jnp.tanh(a_t + h @ w_hh)
+      return m_t * y + (1 - m_t) * h, m_t * y
     x_proj = jnp.swapaxes(x @ w_xh + b, 0, 1)
     h0 = jnp.zeros((x.shape[0], units), x.dtype)
-    return jnp.swapaxes(jax.lax.scan(step, h0, x_proj)[1], 0, 1)
+    return jnp.swapaxes(jax.lax.scan(step, h0, (x_proj, mask))[1], 0, 1)
   return _jax_calls(apply, params, _random_input(shape))
 
 
@@ -174,7 +206,11 @@ def flax(shape):
   x = _random_input(shape)
   model = nn.RNN(nn.SimpleCell(features=shape[3]))
   params = model.init(jax.random.PRNGKey(0), x)
-  return _jax_calls(model.apply, params, x)
+  if not OPTIONS['masked']:
+    return _jax_calls(model.apply, params, x)
+  lengths = jax.numpy.asarray(_lengths(shape))
+  return _jax_calls(lambda p, x: model.apply(p, x, seq_lengths=lengths),
+                    params, x)
 
 
 def keras(shape):
@@ -183,17 +219,18 @@ def keras(shape):
   import keras as keras_lib  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   x = tf.constant(_random_input(shape))
+  mask = tf.constant(_mask(shape) > 0) if OPTIONS['masked'] else None
   layer = keras_lib.layers.SimpleRNN(shape[3], return_sequences=True)
-  layer(x)
+  layer(x, mask=mask)
 
   @tf.function
   def forward(x):
-    return layer(x)
+    return layer(x, mask=mask)
 
   @tf.function
   def grad(x):
     with tf.GradientTape() as tape:
-      loss = tf.reduce_sum(layer(x))
+      loss = tf.reduce_sum(layer(x, mask=mask))
     return tape.gradient(loss, layer.trainable_weights)
   return {'fwd': lambda: forward(x).numpy(),
           'fwd_bwd': lambda: [g.numpy() for g in grad(x)]}
@@ -202,16 +239,32 @@ def keras(shape):
 def torch(shape):
   """PyTorch's nn.RNN (tanh), batch first."""
   import torch as torch_lib  # pylint: disable=g-import-not-at-top
-  x = torch_lib.from_numpy(_random_input(shape))
-  rnn = torch_lib.nn.RNN(shape[2], shape[3], batch_first=True)
+  from torch.nn.utils import rnn as rnn_utils  # pylint: disable=g-import-not-at-top
+  device = 'cuda' if OPTIONS['device'] == 'gpu' else 'cpu'
+  x = torch_lib.from_numpy(_random_input(shape)).to(device)
+  rnn = torch_lib.nn.RNN(shape[2], shape[3], batch_first=True).to(device)
+  lengths = torch_lib.from_numpy(_lengths(shape))
+
+  def outputs():
+    if not OPTIONS['masked']:
+      return rnn(x)[0]
+    packed = rnn_utils.pack_padded_sequence(x, lengths, batch_first=True,
+                                            enforce_sorted=False)
+    return rnn(packed)[0].data  # the real steps' outputs
+
+  def done():  # CUDA runs asynchronously
+    if device == 'cuda':
+      torch_lib.cuda.synchronize()
 
   def forward():
     with torch_lib.no_grad():
-      return rnn(x)[0]
+      outputs()
+    done()
 
   def fwd_bwd():
     rnn.zero_grad(set_to_none=True)
-    rnn(x)[0].sum().backward()
+    outputs().sum().backward()
+    done()
   return {'fwd': forward, 'fwd_bwd': fwd_bwd}
 
 
@@ -256,7 +309,7 @@ def worker(impl, shapes):
 
 def run_worker(impl, shapes, allocator_name, isa):
   """Times `impl` at `shapes` in a fresh process under `allocator_name`,
-  as on an AVX2 CPU if `isa` is 'avx2'."""
+  as on an AVX2 CPU if `isa` is 'avx2', with OPTIONS."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3',
              **(AVX2_ENVIRONMENT if isa == 'avx2' else {}))
   env.pop('LD_PRELOAD', None)
@@ -265,8 +318,9 @@ def run_worker(impl, shapes, allocator_name, isa):
     env.update(extra, LD_PRELOAD=path)
   done = subprocess.run(
       [sys.executable, __file__, '--worker', impl, '--shapes',
-       json.dumps(shapes)], env=env, capture_output=True, text=True,
-      check=False)
+       json.dumps(shapes), '--device', OPTIONS['device'],
+       *(['--masked'] if OPTIONS['masked'] else [])], env=env,
+      capture_output=True, text=True, check=False)
   if done.returncode != 0:
     raise RuntimeError(f'{impl} worker failed:\n{done.stderr[-3000:]}')
   return json.loads(done.stdout.strip().splitlines()[-1])
@@ -397,12 +451,20 @@ def main(argv):
   parser.add_argument('--isa', choices=('native', 'avx2'), default='native',
                       help='avx2: every contender as on an AVX2 CPU')
   parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--masked', action='store_true',
+                      help='ragged rows, the padding masked')
+  parser.add_argument('--device', choices=('cpu', 'gpu'), default='cpu',
+                      help='gpu: JAX on its GPU, PyTorch on CUDA')
   parser.add_argument('--json', help='write the records to this file')
   parser.add_argument('--worker', help=argparse.SUPPRESS)
   parser.add_argument('--shapes', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  OPTIONS.update(device=args.device, masked=args.masked)
   if args.worker:
     return worker(args.worker, json.loads(args.shapes))
+  if args.device == 'gpu' and {'keras', 'project_avx2'} & set(args.impls):
+    parser.error('--device gpu times the JAX contenders and PyTorch; leave '
+                 'out keras and project_avx2 (CPU-only here).')
   fast = allocator.find()[0] if allocator.find() else None
   allocators = args.allocators or ['system'] + ([fast] if fast else [])
   if any(a not in ('system', fast) for a in allocators):
@@ -413,7 +475,8 @@ def main(argv):
   times, peak = measure(list(args.impls), shapes, allocators, args.rounds,
                         args.isa)
   rows = records(times)
-  print(f'instruction set: {args.isa}')
+  print(f'instruction set: {args.isa}; device: {args.device}; '
+        f'{"masked (ragged rows)" if args.masked else "unmasked"}')
   print_table(rows, peak)
   if args.json:
     with open(args.json, 'w', encoding='utf-8') as f:

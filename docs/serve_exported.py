@@ -4,6 +4,7 @@
     python docs/serve_exported.py ner.jax --predict 'EU rejects German call'
     python docs/serve_exported.py lm.jax --generate 2 --prompt 'ROMEO:' \
         --length 100 --temperature 0.8
+    python docs/serve_exported.py dates.jax --translate 'Wed 25 Nov 2026'
 
 It prints what `evaluate.py` prints for the same flags, from the artifact
 (MODEL) and its description (MODEL.json) only: no trax, no toolkit. Copy
@@ -50,7 +51,8 @@ def ids_of(texts, description):
     return np.asarray([[float(v) for v in text.replace(',', ' ').split()]
                        for text in texts], np.float32) * tokens['scale']
   vocabulary = description['vocabulary']
-  known = vocabulary.get('words') or vocabulary['chars']
+  known = next(vocabulary[key] for key in ('words', 'chars', 'tokens')
+               if key in vocabulary)
   table = {token: description['first_id'] + i for i, token in enumerate(known)}
   rows = [[table.get(t, vocabulary['unk_id'])
            for t in split(text, description['tokens'])] for text in texts]
@@ -74,11 +76,57 @@ def predict(exported, description, texts):
           for text, p in zip(texts, probabilities)]
 
 
+def initial_state(description, rows):
+  """The state before a stream's (or sequence's) first token, of `rows`."""
+  return [np.full([rows if d is None else d for d in s['shape']], s['fill'],
+                  s['dtype']) for s in description['state']]
+
+
+def decode(exported, description, context):
+  """evaluate.py --translate or --caption with --beam_width 1: the
+  likeliest token at each step, fed back until the end of sequence."""
+  vocabulary, first = description['vocabulary'], description['first_id']
+  rows = len(context)
+  state = initial_state(description, rows)
+  token = np.full((rows, 1), vocabulary['pad_id'], np.int32)
+  output = np.full((rows, description['max_length']), vocabulary['pad_id'])
+  done = np.zeros(rows, bool)
+  for t in range(description['max_length']):
+    state, log_probs = exported.call(state, token, context)
+    best = np.where(done, vocabulary['pad_id'], np.argmax(log_probs, -1))
+    output[:, t] = best
+    done |= best == vocabulary['eos_id']
+    if done.all():
+      break
+    token = best[:, None].astype(np.int32)
+  texts = []
+  for row in output:
+    pieces = []
+    for i in row:
+      if i == vocabulary['eos_id']:
+        break
+      if i >= first:
+        pieces.append(vocabulary['tokens'][i - first])
+      elif i == vocabulary['unk_id']:
+        pieces.append('?' if vocabulary['level'] == 'char' else '<unk>')
+    texts.append(('' if vocabulary['level'] == 'char' else ' ').join(pieces))
+  return texts
+
+
+def sources(texts, description):
+  """A translator's context: each text's ids, padded to the source length."""
+  ids = ids_of(texts, description)
+  width = description['context_shape'][1]
+  if ids.shape[1] > width:
+    raise SystemExit(f'a text is longer than the {width} tokens the model '
+                     'reads')
+  return np.pad(ids, ((0, 0), (0, width - ids.shape[1])))
+
+
 def generate(exported, description, n, prompt, length, temperature, seed):
   """evaluate.py --generate's samples: the state carried from token to
   token, each drawn as the toolkit draws it (never padding or unknown)."""
-  state = [np.zeros([n if d is None else d for d in s['shape']], s['dtype'])
-           for s in description['state']]
+  state = initial_state(description, n)
   vocabulary, first = description['vocabulary'], description['first_id']
   # The model is fed the previous token: padding before the first one.
   context = np.array([[vocabulary['pad_id']] + [
@@ -103,6 +151,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('model', help='the file export.py wrote (--out).')
   parser.add_argument('--predict', action='append', metavar='TEXT')
+  parser.add_argument('--translate', action='append', metavar='TEXT')
+  parser.add_argument('--caption', action='append', metavar='IMAGE_NPY',
+                      help='an image as evaluate.py reads it, saved with '
+                      'numpy.save: f32[size, size, 3] in [0, 1]')
   parser.add_argument('--generate', type=int, metavar='N')
   parser.add_argument('--prompt', default='')
   parser.add_argument('--length', type=int, default=300)
@@ -110,7 +162,17 @@ def main():
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()
   exported, description = load(args.model)
-  if args.generate:
+  if args.translate:
+    outputs = decode(exported, description,
+                     sources(args.translate, description))
+    print('\n'.join(f'{text}\t{output}'
+                    for text, output in zip(args.translate, outputs)))
+  elif args.caption:
+    outputs = decode(exported, description,
+                     np.stack([np.load(path) for path in args.caption]))
+    print('\n'.join(f'{path}\t{output}'
+                    for path, output in zip(args.caption, outputs)))
+  elif args.generate:
     for i, text in enumerate(generate(exported, description, args.generate,
                                       args.prompt, args.length,
                                       args.temperature, args.seed)):

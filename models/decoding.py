@@ -117,6 +117,24 @@ class SequenceGenerator:
       context = jax.device_put(context, self._rows)
     return self._remember(self._context_weights, state[:-1], context, copies)
 
+  def context_outputs(self, context: jax.Array, state: Any) -> tuple:
+    """`remember`'s outputs, unjitted: a pure function of `context` and the
+    model's predict-mode `state` for its rows (`initial_state`), for a
+    caller that traces it (rnn_toolkit/evaluation/export.py)."""
+    return self._apply_context_part(self._context_weights, state[:-1],
+                                    context, 1)
+
+  def next_log_probs(self, memory: tuple, state: Any,
+                     tokens: jax.Array) -> tuple[jax.Array, Any]:
+    """(f32[rows, vocab] log-probabilities of the next token, new decoder
+    state) after `tokens` int32[rows, length], unjitted; `state` is the
+    decoder's part (the last) of the model's state."""
+    return self._apply_decoder(self._decoder_weights, state, memory, tokens)
+
+  def initial_state(self, context: np.ndarray) -> Any:
+    """The model's predict-mode state for contexts like `context`'s rows."""
+    return self._initial_state(context.shape[0], context)
+
   def _initial_state(self, rows, context):
     """The model's predict-mode state for `rows` contexts like `context`'s."""
     key = (rows, context.shape[1:], str(context.dtype))

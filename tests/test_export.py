@@ -50,9 +50,3 @@ def test_a_run_without_a_committed_checkpoint_is_refused(capsys, tmp_path):
   _export_fails(capsys, tmp_path, '--output_dir', str(run), '--out',
                 str(tmp_path / 'model.jax'),
                 words=('no committed checkpoint',))
-
-
-def test_a_translator_is_not_exported_yet(capsys, tmp_path):
-  _export_fails(capsys, tmp_path, '--output_dir', TRANSLATOR_RUN, '--out',
-                str(tmp_path / 'model.jax'),
-                words=('translator', 'cannot export yet'))

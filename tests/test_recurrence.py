@@ -40,6 +40,8 @@ def scan_implementation(request, monkeypatch):
   if request.param == 'xla':
     monkeypatch.setenv('TOOLKIT_RNN_KERNEL', 'xla')
     return 'xla'
+  if jax.default_backend() != 'cpu':  # benchmarks/device_check.py on a GPU
+    pytest.skip('the CPU kernels run where JAX computes on the CPU')
   if request.param == 'avx2' and 'avx2' not in elman_kernel.supported_isas():
     pytest.skip('this CPU has no AVX2')
   monkeypatch.setenv('TOOLKIT_RNN_KERNEL', 'kernel')

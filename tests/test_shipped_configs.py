@@ -27,7 +27,6 @@ from trax import shapes
 
 from rnn_toolkit import configurables
 from rnn_toolkit import Run
-from rnn_toolkit.errors import UsageError
 import mock_data_run
 from conftest import REPO_ROOT, committed_steps
 from data import generated
@@ -211,14 +210,35 @@ def _serve(artifact, *flags, cwd):
 
 
 def _items_to_predict(run):
-  """Inputs for the run's --predict: words of its vocabulary, unknown
-  words, capitals and punctuation; or a vector classifier's numbers."""
+  """Inputs for the run's --predict or --translate: words of its
+  vocabulary, unknown words, capitals and punctuation; or a vector
+  classifier's numbers."""
   if run.task.name == 'vector_classification':
     n = run.inputs.n_features
     return [' '.join(str(0.5 * i - k) for i in range(n)) for k in range(3)]
-  words = run.vocab.words[:6]
-  return [' '.join(words), f'{words[0].upper()}, never-seen word!',
-          ' '.join(reversed(words[:4]))]
+  known = next(getattr(run.vocab, key) for key in ('words', 'tokens')
+               if hasattr(run.vocab, key))
+  separator = '' if getattr(run.vocab, 'level', 'word') == 'char' else ' '
+  words = known[:6]
+  return [separator.join(words), f'{words[0].upper()}, never-seen!',
+          separator.join(reversed(words[:4]))]
+
+
+def _images(run, directory):
+  """(PNG files of two random images, the same images as evaluate.py
+  reads them, saved with numpy.save)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  size = run.inputs.image_size
+  pixels = np.random.default_rng(0).integers(0, 256, (2, size, size, 3),
+                                             np.uint8)
+  pngs, arrays = [], []
+  for i, image in enumerate(pixels):
+    png, array = directory / f'image{i}.png', directory / f'image{i}.npy'
+    png.write_bytes(tf.io.encode_png(image).numpy())
+    np.save(array, run.inputs.load_image(str(png)))
+    pngs.append(str(png))
+    arrays.append(str(array))
+  return pngs, arrays
 
 
 @pytest.mark.parametrize('config', CONFIGS,
@@ -226,14 +246,11 @@ def _items_to_predict(run):
 def test_shipped_config_exports_and_serves_without_the_toolkit(
     config, trained, tmp_path):
   """The exported artifact of each config's model, loaded with jax and
-  numpy alone by the example in docs/, prints what evaluate.py prints."""
+  numpy alone by the example in docs/, prints what evaluate.py prints
+  (translators and captioners: with --beam_width 1, the example's greedy
+  decoding)."""
   run = Run.load(trained(config))
   artifact = str(tmp_path / 'model.jax')
-  if run.task.generates and run.task.name != 'language_model':
-    with pytest.raises(UsageError, match='cannot export yet'):
-      run.export(artifact)
-    assert not os.listdir(tmp_path)
-    return
   description = run.export(artifact)
   assert description['platforms'] == ['cpu', 'cuda', 'tpu']
   if run.task.name == 'language_model':
@@ -244,10 +261,18 @@ def test_shipped_config_exports_and_serves_without_the_toolkit(
     served = _serve(artifact, '--generate', '2', '--prompt', 'ab',
                     '--length', '12', '--temperature', '0.8', '--seed', '4',
                     cwd=tmp_path)
+  elif run.task.name == 'captioning':
+    pngs, arrays = _images(run, tmp_path)
+    expected = ''.join(f'{array}\t{caption}\n' for array, caption in
+                       zip(arrays, run.caption(pngs, beam_width=1)))
+    served = _serve(artifact, *[a for path in arrays
+                                for a in ('--caption', path)], cwd=tmp_path)
   else:
     items = _items_to_predict(run)
-    expected = ''.join(f'{run.task.show(item, result)}\n'
-                       for item, result in zip(items, run.apply(items)))
-    served = _serve(artifact, *[a for item in items
-                                for a in ('--predict', item)], cwd=tmp_path)
+    options = {'beam_width': 1} if run.task.generates else {}
+    flag = '--translate' if run.task.generates else '--predict'
+    expected = ''.join(f'{run.task.show(item, result)}\n' for item, result
+                       in zip(items, run.apply(items, **options)))
+    served = _serve(artifact, *[a for item in items for a in (flag, item)],
+                    cwd=tmp_path)
   assert served == expected

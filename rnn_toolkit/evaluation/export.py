@@ -14,10 +14,12 @@ and numpy (docs/serve_exported.py).
 - Language models: `step(state, ids)`, the state and a chunk of ids in
   (one token, or a prompt), the new state and the log-probabilities of the
   next token out, so that a server carries each stream's state.
+- Translators and captioners: `step(state, ids, context)`, the decoder's
+  step, the same way; at a sequence's first token it reads the context
+  (the source ids, or the image) into the state.
 
 The function is traced under `kernel_choice.portable()`: XLA's scan on
 every platform, since the CPU kernels carry no compatibility guarantee.
-Translators and captioners are not exported yet.
 """
 
 import json
@@ -34,7 +36,7 @@ from rnn_toolkit.errors import UsageError
 from rnn_toolkit.storage import run_dir
 from rnn_toolkit.storage.atomic_files import write_bytes_atomically
 from rnn_toolkit.storage.atomic_files import write_text_atomically
-from rnn_toolkit.token_ids import FIRST_CHAR_ID, PAD_ID, UNK_ID
+from rnn_toolkit.token_ids import EOS_ID, FIRST_CHAR_ID, PAD_ID, UNK_ID
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 FORMAT = 'trax-rnn-toolkit export 1'
@@ -49,25 +51,19 @@ def export(run: Any, out: str, platforms: Sequence[str] = PLATFORMS,
   `out`.json; returns the description.
 
   Raises:
-    UsageError: an unknown platform, `out` or `out`.json existing without
-      `overwrite`, or a model of a task that is not exported yet; found
-      before anything is written.
+    UsageError: an unknown platform, or `out` or `out`.json existing
+      without `overwrite`; found before anything is written.
   """
   platforms = check_platforms(platforms)
   check_out(out, overwrite)
-  make = _EXPORTERS.get(run.task.name)
-  if make is None:
-    raise UsageError(
-        f'{run.output_dir} holds a {run.task.model_noun}, which export.py '
-        f'cannot export yet: classifiers, taggers and language models '
-        f'can. Serve it with evaluate.py, or point --output_dir at a run '
-        f'of one of those.')
+  make = _EXPORTERS[run.task.name]
   with kernel_choice.portable():
     exported, description = make(run, platforms)
   description = {
       'format': FORMAT, 'task': run.task.name, 'platforms': list(platforms),
       'run': os.path.abspath(run.output_dir), 'step': run.step,
-      **description, 'tokens': _tokens(run), 'first_id': FIRST_CHAR_ID,
+      **description, 'tokens': _tokens(run),
+      'first_id': getattr(run.vocab, 'FIRST_ID', FIRST_CHAR_ID),
       'vocabulary': _vocabulary_record(run)}
   write_bytes_atomically(out, exported.serialize())
   write_text_atomically(description_path(out),
@@ -158,17 +154,94 @@ def _streaming_step(run, platforms):
       state_specs, ids)
   return exported, {
       'function': 'step',
-      'inputs': ('(state, ids): the state, a list of arrays (all zeros '
-                 'before a stream\'s first token; see "state"), and ids '
+      'inputs': ('(state, ids): the state, a list of arrays (each filled '
+                 'with its "fill" before a stream\'s first token; see '
+                 '"state"), and ids '
                  f'int32[batch, length], the tokens to feed, {PAD_ID} '
                  'before the first character'),
       'outputs': (f'(new state, f32[batch, {run.vocab.size}]): the state '
                   'after the ids, and the log-probabilities of the next '
                   'token'),
-      'state': [{'shape': [None if d is batch else int(d)
-                           for d in spec.shape],
-                 'dtype': np.dtype(spec.dtype).name}
-                for spec in state_specs]}
+      'state': _state_description(state_specs, batch, leaves)}
+
+
+def _decoding_step(run, platforms):
+  """A translator's or captioner's decoder as step(state, ids, context) ->
+  (state, log-probabilities of the next token); at a stream's first call
+  (its state all zeros) the step reads the context first."""
+  generator = run.generator(_BUILD_ROWS)
+  signature = run.inputs.context_signature()
+  example = np.zeros((_BUILD_ROWS, *signature.shape[1:]), signature.dtype)
+  initial = generator.initial_state(example)
+  memory = generator.context_outputs(example, initial)
+  decoder_leaves, decoder_tree = jax.tree.flatten(initial[-1])
+  batch = jax.export.symbolic_shape('batch')[0]
+  memory_specs = [_batch_symbolic(m, batch) for m in memory]
+  state_specs = [jax.ShapeDtypeStruct((), np.bool_), *memory_specs,
+                 *[_batch_symbolic(leaf, batch) for leaf in decoder_leaves]]
+
+  def step(state, ids, context):
+    started, *rest = state
+    memory, decoder = rest[:len(memory_specs)], rest[len(memory_specs):]
+    memory = jax.lax.cond(
+        started, lambda: tuple(memory),
+        lambda: generator.context_outputs(
+            context, _rows_of(initial, context.shape[0])))
+    log_probs, decoder = generator.next_log_probs(
+        memory, jax.tree.unflatten(decoder_tree, decoder), ids)
+    return [jnp.array(True), *memory, *jax.tree.leaves(decoder)], log_probs
+
+  ids = jax.ShapeDtypeStruct((batch, 1), np.int32)
+  context = jax.ShapeDtypeStruct((batch, *signature.shape[1:]),
+                                 signature.dtype)
+  exported = jax.export.export(jax.jit(step), platforms=platforms)(
+      state_specs, ids, context)
+  what = ('int32[batch, source length] source token ids, padded with '
+          f'{PAD_ID}' if run.task.name == 'translation' else
+          'f32[batch, size, size, 3] images, RGB in [0, 1]')
+  return exported, {
+      'function': 'step',
+      'inputs': ('(state, ids, context): the state, a list of arrays (each '
+                 'filled with its "fill" before a sequence\'s first token; '
+                 'see "state"), '
+                 'ids int32[batch, 1], the previous token '
+                 f'({PAD_ID} before the first), and the context: {what}; '
+                 'at the first token the step reads the context, after it '
+                 'only the state'),
+      'outputs': (f'(new state, f32[batch, {run.vocab.size}]): the state '
+                  'after the ids, and the log-probabilities of the next '
+                  f'token; {EOS_ID} ends the sequence'),
+      'context_shape': [None, *map(int, signature.shape[1:])],
+      'max_length': (run.decoding.max_length or run.inputs.max_target_len),
+      # The memory is read from the context at the first token: any fill.
+      'state': _state_description(
+          state_specs, batch, [False, *[0] * len(memory), *decoder_leaves])}
+
+
+def _rows_of(tree, rows):
+  """`tree`, a predict-mode state as it starts, for `rows` rows: its arrays
+  of _BUILD_ROWS rows filled anew with the value they start at."""
+  return jax.tree.map(
+      lambda a: (jnp.full((rows, *a.shape[1:]), _fill(a), a.dtype)
+                 if a.ndim and a.shape[0] == _BUILD_ROWS else a), tree)
+
+
+def _state_description(specs, batch, initial):
+  """Each state array's shape (None for the batch axis), dtype, and the
+  value all its entries start at (`initial`, the model's own)."""
+  return [{'shape': [None if d is batch else int(d) for d in spec.shape],
+           'dtype': np.dtype(spec.dtype).name, 'fill': _fill(value)}
+          for spec, value in zip(specs, initial, strict=True)]
+
+
+def _fill(value):
+  """The one value every entry of `value` holds, as JSON."""
+  value = np.asarray(value)
+  if value.size and not (value == value.flat[0]).all():
+    raise ValueError('A predict-mode state array starts with different '
+                     'values in its entries; the description cannot give '
+                     'it as one value.')
+  return value.flat[0].item() if value.size else 0
 
 
 def _batch_symbolic(leaf, batch):
@@ -204,6 +277,13 @@ def _tokens(run):
   if task == 'vector_classification':
     return {'split': 'numbers', 'n_features': inputs.n_features,
             'scale': inputs.scale}
+  if run.task.generates:
+    tokens = {'split': ('characters' if run.vocab.level == 'char'
+                        else 'words'),
+              'lowercase': run.vocab.level != 'char'}
+    if task == 'translation':
+      tokens['max_len'] = inputs.max_source_len
+    return tokens
   if task == 'tagging':
     return {'split': 'whitespace', 'lowercase': bool(inputs.lowercase),
             'max_len': inputs.max_len}
@@ -222,4 +302,6 @@ _EXPORTERS: dict[str, Callable] = {
     'vector_classification': _probabilities,
     'tagging': _probabilities,
     'language_model': _streaming_step,
+    'translation': _decoding_step,
+    'captioning': _decoding_step,
 }
