@@ -122,7 +122,7 @@ def time_layers(platform, rounds, masked):
   return {(r['impl'], r['pass']): r['ms'] for r in records}
 
 
-def print_table(device, tests, training, layers):
+def print_table(platform, device, tests, training, layers):
   print(f'\ndevice: {device}')
   passed, failed, skipped, seconds = tests
   print(f'tests ({len(DEVICE_TESTS)} files): {passed} passed, {failed} '
@@ -136,11 +136,12 @@ def print_table(device, tests, training, layers):
         'medians')
   columns = [(masked, pass_) for masked in (False, True)
              for pass_ in ('fwd', 'fwd_bwd')]
-  print(f'{"":10}' + ''.join(
+  print(f'{"":12}' + ''.join(
       f'{("masked " if m else "") + p:>16}' for m, p in columns))
+  names = {'project': 'toolkit',
+           'torch': 'torch cuDNN' if platform == 'gpu' else 'torch'}
   for impl in LAYER_IMPLS:
-    label = {'torch': 'torch cuDNN', 'project': 'toolkit'}.get(impl, impl)
-    print(f'{label:10}' + ''.join(
+    print(f'{names.get(impl, impl):12}' + ''.join(
         f'{layers[m].get((impl, p), float("nan")):16.2f}' for m, p in columns))
 
 
@@ -166,7 +167,7 @@ def main(argv):
   training = dict(train(args.platform, args.steps), steps=args.steps)
   layers = {masked: time_layers(args.platform, args.rounds, masked)
             for masked in (False, True)}
-  print_table(device, tests, training, layers)
+  print_table(args.platform, device, tests, training, layers)
 
 
 if __name__ == '__main__':

@@ -22,6 +22,7 @@ import gin
 import jax
 import numpy as np
 import pytest
+import trax
 from trax import layers as tl
 from trax import shapes
 
@@ -136,14 +137,28 @@ def _steps_of(run):
   model_input = batch[0] if len(batch) == 3 else batch[:-2]
   signature = shapes.signature(model_input)
   rng = jax.random.PRNGKey(0)
-  steps = {}
+  losses = {}
   for mode in ('train', 'eval'):
     model = tl.Serial(run.model(mode, signature),
                       tl.WeightedCategoryCrossEntropy())
     def loss(weights, state, batch, model=model):
       return model.pure_fn(batch, weights, state, rng)[0]
-    step = jax.value_and_grad(loss) if mode == 'train' else loss
-    steps[mode] = (jax.jit(step), (model.weights, model.state, batch), model)
+    losses[mode] = loss, model
+  optimizer = _optimizer_of_the_run()
+  train_model, eval_model = losses['train'][1], losses['eval'][1]
+  slots, opt_params = optimizer.tree_init(train_model.weights)
+
+  def train(weights, slots, state, batch):
+    value, gradients = jax.value_and_grad(losses['train'][0])(
+        weights, state, batch)
+    weights, slots, _ = optimizer.tree_update(0, gradients, weights, slots,
+                                              opt_params)
+    return value, weights, slots
+  steps = {
+      'train': (jax.jit(train), (train_model.weights, slots,
+                                 train_model.state, batch), train_model),
+      'eval': (jax.jit(losses['eval'][0]),
+               (eval_model.weights, eval_model.state, batch), eval_model)}
   if run.task.name == 'language_model':
     model = run.model('predict', shapes.ShapeDtype((2, 1), np.int32),
                       dimensions={'vocab_size': run.vocab.size})
@@ -181,6 +196,15 @@ def test_shipped_config_lowers_for_gpu_and_tpu(config, trained):
         # them on a CPU.
         compiled = step.lower(*args).compile().as_text()
         assert ('toolkit_elman' in compiled) == _has_elman_layer(model), name
+
+
+def _optimizer_of_the_run():
+  """The optimizer the run's config (gin's now) trains with."""
+  try:
+    return gin.query_parameter(
+        'train_and_evaluate.optimizer').scoped_configurable_fn()
+  except ValueError:  # not bound: train_and_evaluate's default
+    return trax.optimizers.Adam()
 
 
 def _has_elman_layer(layer):
