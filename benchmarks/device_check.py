@@ -56,13 +56,13 @@ def pinned(package):
 
 
 def install():
-  """JAX's CUDA 12 build and PyTorch's CUDA build, at the pinned versions."""
-  for requirement in (f'jax[cuda12]=={pinned("jax")}',
-                      f'torch=={pinned("torch")}'):
-    print(f'installing {requirement}', file=sys.stderr, flush=True)
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q',
-                    '-c', os.path.join(REPO_ROOT, 'constraints.txt'),
-                    requirement], check=True)
+  """JAX's CUDA 12 build and PyTorch's CUDA build, at the pinned versions,
+  in one pip call, so that one set of NVIDIA libraries serves both."""
+  requirements = [f'jax[cuda12]=={pinned("jax")}', f'torch=={pinned("torch")}']
+  print(f'installing {" ".join(requirements)}', file=sys.stderr, flush=True)
+  subprocess.run([sys.executable, '-m', 'pip', 'install', '-q',
+                  '-c', os.path.join(REPO_ROOT, 'constraints.txt'),
+                  *requirements], check=True)
 
 
 def device_name(platform):

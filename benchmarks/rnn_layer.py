@@ -33,7 +33,9 @@ cannot change is the cache and memory of this CPU.
 
 `--masked` gives the rows ragged lengths (the longest all the steps, the
 shortest a quarter of them), each contender masking the padding its own
-way: a mask input, `seq_lengths` (Flax), packed sequences (PyTorch).
+way: a mask input, `seq_lengths` (Flax), packed sequences (PyTorch). Each
+loss is the sum of the real steps' outputs (padding's are zeroed). The
+GRUs are left out.
 `--device gpu` runs the JAX contenders on the GPU JAX finds and PyTorch on
 CUDA (cuDNN); Keras and the AVX2 build are CPU-only
 (benchmarks/device_check.py runs it so on a GPU machine).
@@ -185,13 +187,16 @@ def lax_scan(shape):
             jax.random.normal(keys[1], (units, units)) / units**0.5,
             jnp.zeros(units))
 
-  mask = jnp.swapaxes(jnp.asarray(_mask(shape)), 0, 1)[..., None]
+  mask = (jnp.swapaxes(jnp.asarray(_mask(shape)), 0, 1)[..., None]
+          if OPTIONS['masked'] else None)
 
   def apply(params, x):
     w_xh, w_hh, b = params
     def step(h, inputs):
       a_t, m_t = inputs
       y = jnp.tanh(a_t + h @ w_hh)
+      if m_t is None:
+        return y, y
       return m_t * y + (1 - m_t) * h, m_t * y
     x_proj = jnp.swapaxes(x @ w_xh + b, 0, 1)
     h0 = jnp.zeros((x.shape[0], units), x.dtype)
@@ -209,8 +214,10 @@ def flax(shape):
   if not OPTIONS['masked']:
     return _jax_calls(model.apply, params, x)
   lengths = jax.numpy.asarray(_lengths(shape))
-  return _jax_calls(lambda p, x: model.apply(p, x, seq_lengths=lengths),
-                    params, x)
+  mask = jax.numpy.asarray(_mask(shape))[..., None]
+  # Flax computes outputs past a row's length too: zeroed, as the others'.
+  return _jax_calls(
+      lambda p, x: model.apply(p, x, seq_lengths=lengths) * mask, params, x)
 
 
 def keras(shape):
@@ -221,16 +228,23 @@ def keras(shape):
   x = tf.constant(_random_input(shape))
   mask = tf.constant(_mask(shape) > 0) if OPTIONS['masked'] else None
   layer = keras_lib.layers.SimpleRNN(shape[3], return_sequences=True)
-  layer(x, mask=mask)
+
+  def outputs(x):
+    if mask is None:
+      return layer(x)
+    # Keras repeats a row's last output at its padding: zeroed, as the
+    # others' are.
+    return layer(x, mask=mask) * tf.cast(mask, x.dtype)[..., None]
+  outputs(x)
 
   @tf.function
   def forward(x):
-    return layer(x, mask=mask)
+    return outputs(x)
 
   @tf.function
   def grad(x):
     with tf.GradientTape() as tape:
-      loss = tf.reduce_sum(layer(x, mask=mask))
+      loss = tf.reduce_sum(outputs(x))
     return tape.gradient(loss, layer.trainable_weights)
   return {'fwd': lambda: forward(x).numpy(),
           'fwd_bwd': lambda: [g.numpy() for g in grad(x)]}
@@ -462,6 +476,9 @@ def main(argv):
   OPTIONS.update(device=args.device, masked=args.masked)
   if args.worker:
     return worker(args.worker, json.loads(args.shapes))
+  if args.masked and {'trax_gru', 'project_gru'} & set(args.impls):
+    parser.error('--masked times the Elman RNNs; leave out trax_gru and '
+                 'project_gru.')
   if args.device == 'gpu' and {'keras', 'project_avx2'} & set(args.impls):
     parser.error('--device gpu times the JAX contenders and PyTorch; leave '
                  'out keras and project_avx2 (CPU-only here).')

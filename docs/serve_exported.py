@@ -35,11 +35,11 @@ def split(text, tokens):
   if tokens['lowercase']:
     text = text.lower()
   if tokens['split'] == 'words':  # punctuation marks are words of their own
-    text = re.sub(r'<br\s*/?>', ' ', text)
+    text = re.sub(r'<br[ \t\n\r\f]*/?>', ' ', text)  # RE2's \s: ASCII only
     text = ''.join(c if c.isalnum() or c in " '\t\n\r\f" else f' {c} '
                    for c in text)
-  return re.split(r'[ \t\n\r\f\v]+', text.strip(' \t\n\r\f\v'))[
-      :tokens['max_len']]
+  return [word for word in re.split(r'[ \t\n\r\f\v]+', text)
+          if word][:tokens.get('max_len')]
 
 
 def ids_of(texts, description):
@@ -56,6 +56,10 @@ def ids_of(texts, description):
   table = {token: description['first_id'] + i for i, token in enumerate(known)}
   rows = [[table.get(t, vocabulary['unk_id'])
            for t in split(text, description['tokens'])] for text in texts]
+  for text, row in zip(texts, rows):
+    if not row:
+      raise SystemExit(f'{text!r} has no tokens; pass a text with at least '
+                       'one.')
   ids = np.full((len(rows), max(map(len, rows))), vocabulary['pad_id'],
                 np.int32)
   for row, row_ids in zip(ids, rows):
@@ -78,8 +82,9 @@ def predict(exported, description, texts):
 
 def initial_state(description, rows):
   """The state before a stream's (or sequence's) first token, of `rows`."""
+  # jax's dtype names bfloat16, which numpy alone does not know.
   return [np.full([rows if d is None else d for d in s['shape']], s['fill'],
-                  s['dtype']) for s in description['state']]
+                  jax.numpy.dtype(s['dtype'])) for s in description['state']]
 
 
 def decode(exported, description, context):
@@ -161,6 +166,8 @@ def main():
   parser.add_argument('--temperature', type=float, default=0.8)
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()
+  if not (args.predict or args.translate or args.caption or args.generate):
+    parser.error('give --predict, --translate, --caption or --generate.')
   exported, description = load(args.model)
   if args.translate:
     outputs = decode(exported, description,

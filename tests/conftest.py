@@ -1,6 +1,5 @@
 """Shared fixtures: tiny TFDS datasets, the prepared one, and a clean gin state."""
 
-import glob
 import os
 import shutil
 import subprocess
@@ -209,10 +208,13 @@ def fails_with(capsys, main, argv, *words):
 
 
 def snapshot(directory):
-  """{path: bytes} of every file below `directory`."""
+  """{path: bytes} of every file below `directory`, hidden ones (a
+  temporary file left behind) included."""
   found = {}
-  for path in sorted(glob.glob(os.path.join(directory, '**'), recursive=True)):
-    if os.path.isfile(path):
-      with open(path, 'rb') as f:
-        found[path] = f.read()
+  for root, _, names in os.walk(directory):
+    for name in sorted(names):
+      path = os.path.join(root, name)
+      if os.path.isfile(path):
+        with open(path, 'rb') as f:
+          found[path] = f.read()
   return found

@@ -32,6 +32,7 @@ import mock_data_run
 from conftest import REPO_ROOT, committed_steps
 from data import generated
 import models
+from models import elman_kernel
 import train as train_py
 
 CONFIGS = sorted(os.path.relpath(path, REPO_ROOT) for path in
@@ -83,25 +84,26 @@ def dataset_bindings(mock_dataset, generated_dir):
 
 @pytest.fixture(scope='module')
 def trained(dataset_bindings, tmp_path_factory):
-  """config -> the run directory of `config` trained one step, shrunk.
+  """(config, *bindings) -> the run directory of `config` trained one
+  step, shrunk, with gin `bindings` added.
 
-  Each config trains once in the module (make test runs a file's tests in
-  one worker), when a test first asks for it.
+  Each trains once in the module (make test runs a file's tests in one
+  worker), when a test first asks for it.
   """
   runs = {}
 
-  def run_of(config):
-    if config not in runs:
+  def run_of(config, *bindings):
+    if (config, *bindings) not in runs:
       inputs, dataset, model = _what_it_trains(config)
       output_dir = str(tmp_path_factory.mktemp('run') / 'run')
       params = [*dataset_bindings(inputs.name, dataset),
                 *_shrunk(model, SMALL_MODEL), *_shrunk(inputs, SMALL_INPUTS),
-                'train_and_evaluate.n_eval_batches = 1']
+                'train_and_evaluate.n_eval_batches = 1', *bindings]
       train_py.main(['--gin_file', config, '--output_dir', output_dir,
                      '--steps', '1',
                      *[a for p in params for a in ('--gin_param', p)]])
-      runs[config] = output_dir
-    return runs[config]
+      runs[(config, *bindings)] = output_dir
+    return runs[(config, *bindings)]
   return run_of
 
 
@@ -195,7 +197,8 @@ def test_shipped_config_lowers_for_gpu_and_tpu(config, trained):
         # model has an Elman layer: the check above saw the steps that run
         # them on a CPU.
         compiled = step.lower(*args).compile().as_text()
-        assert ('toolkit_elman' in compiled) == _has_elman_layer(model), name
+        assert ('toolkit_elman' in compiled) == (
+            _has_elman_layer(model) and elman_kernel.available()), name
 
 
 def _optimizer_of_the_run():
@@ -265,18 +268,28 @@ def _images(run, directory):
   return pngs, arrays
 
 
-@pytest.mark.parametrize('config', CONFIGS,
-                         ids=[os.path.basename(c) for c in CONFIGS])
+# Besides the shipped configs: a bfloat16 language model, whose state
+# arrays are bfloat16 (a dtype numpy alone can't name).
+EXPORTED = [(c,) for c in CONFIGS] + [
+    ('configs/char_rnn_tiny.gin', "RNNLanguageModel.cell = 'gru'",
+     "RNNLanguageModel.compute_dtype = 'bfloat16'")]
+
+
+@pytest.mark.parametrize('config', EXPORTED,
+                         ids=[' '.join([os.path.basename(c[0]), *c[1:]])
+                              for c in EXPORTED])
 def test_shipped_config_exports_and_serves_without_the_toolkit(
     config, trained, tmp_path):
   """The exported artifact of each config's model, loaded with jax and
   numpy alone by the example in docs/, prints what evaluate.py prints
   (translators and captioners: with --beam_width 1, the example's greedy
   decoding)."""
-  run = Run.load(trained(config))
+  run = Run.load(trained(*config))
   artifact = str(tmp_path / 'model.jax')
   description = run.export(artifact)
   assert description['platforms'] == ['cpu', 'cuda', 'tpu']
+  if any('bfloat16' in binding for binding in config[1:]):
+    assert 'bfloat16' in {s['dtype'] for s in description['state']}
   if run.task.name == 'language_model':
     expected = ''.join(f'--- sample {i + 1} ---\n{text}\n\n'
                        for i, text in enumerate(run.generate(

@@ -40,9 +40,9 @@ from rnn_toolkit.token_ids import EOS_ID, FIRST_CHAR_ID, PAD_ID, UNK_ID
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 FORMAT = 'trax-rnn-toolkit export 1'
-# The rows a predict-mode model is built for, to tell its batch axis from
-# its other axes when its state is made symbolic in the batch.
-_BUILD_ROWS = 7
+# Predict-mode models are built for two numbers of rows: an axis whose size
+# differs between the two is a batch axis, made symbolic in the export.
+_BUILD_ROWS = (7, 5)
 
 
 def export(run: Any, out: str, platforms: Sequence[str] = PLATFORMS,
@@ -66,8 +66,12 @@ def export(run: Any, out: str, platforms: Sequence[str] = PLATFORMS,
       'first_id': getattr(run.vocab, 'FIRST_ID', FIRST_CHAR_ID),
       'vocabulary': _vocabulary_record(run)}
   write_bytes_atomically(out, exported.serialize())
-  write_text_atomically(description_path(out),
-                        json.dumps(description, indent=1) + '\n')
+  try:
+    write_text_atomically(description_path(out),
+                          json.dumps(description, indent=1) + '\n')
+  except BaseException:
+    os.remove(out)  # an artifact without its description is of no use
+    raise
   return description
 
 
@@ -80,12 +84,13 @@ def check_platforms(platforms: Sequence[str]) -> tuple[str, ...]:
   """`platforms` as a tuple; UsageError if one is not a JAX export platform."""
   platforms = tuple(platforms)
   unknown = [p for p in platforms if p not in PLATFORMS]
-  if unknown or not platforms:
+  if unknown or not platforms or len(set(platforms)) < len(platforms):
     raise UsageError(
-        f'--platforms {",".join(platforms)!r} names no platform JAX exports '
-        f'for{": " + ", ".join(map(repr, unknown)) if unknown else ""}. '
-        f'Choose among {", ".join(PLATFORMS)} (comma-separated; the '
-        f'default is all three).')
+        f'--platforms {",".join(platforms)!r} is not a list of distinct '
+        f'platforms JAX exports for'
+        f'{" (unknown: " + ", ".join(map(repr, unknown)) + ")" if unknown else ""}'
+        f'. Choose among {", ".join(PLATFORMS)}, each once, comma-separated '
+        f'(the default is all three).')
   return platforms
 
 
@@ -136,13 +141,13 @@ def _probabilities(run, platforms):
 def _streaming_step(run, platforms):
   """The predict-mode language model as step(state, ids) -> (state,
   log-probabilities of the next token)."""
-  model = run.model('predict',
-                    shapes.ShapeDtype((_BUILD_ROWS, 1), np.int32),
-                    dimensions={'vocab_size': run.vocab.size})
+  model, other = (run.model('predict', shapes.ShapeDtype((rows, 1), np.int32),
+                            dimensions={'vocab_size': run.vocab.size})
+                  for rows in _BUILD_ROWS)
   weights = model.weights
   leaves, tree = jax.tree.flatten(model.state)
   batch, length = jax.export.symbolic_shape('batch, length')
-  state_specs = [_batch_symbolic(leaf, batch) for leaf in leaves]
+  state_specs = _batch_specs(leaves, jax.tree.leaves(other.state), batch)
 
   def step(state, ids):
     log_probs, new_state = model.pure_fn(
@@ -167,26 +172,39 @@ def _streaming_step(run, platforms):
 
 def _decoding_step(run, platforms):
   """A translator's or captioner's decoder as step(state, ids, context) ->
-  (state, log-probabilities of the next token); at a stream's first call
-  (its state all zeros) the step reads the context first."""
-  generator = run.generator(_BUILD_ROWS)
+  (state, log-probabilities of the next token); at a sequence's first call
+  (its state as filled) the step reads the context first."""
+  generator = run.generator(_BUILD_ROWS[0])
   signature = run.inputs.context_signature()
-  example = np.zeros((_BUILD_ROWS, *signature.shape[1:]), signature.dtype)
-  initial = generator.initial_state(example)
-  memory = generator.context_outputs(example, initial)
+  examples = [np.zeros((rows, *signature.shape[1:]), signature.dtype)
+              for rows in _BUILD_ROWS]
+  initial, other = (generator.initial_state(e) for e in examples)
+  memory = generator.context_outputs(examples[0], initial)
+  other_memory = jax.eval_shape(generator.context_outputs, examples[1],
+                                other)
   decoder_leaves, decoder_tree = jax.tree.flatten(initial[-1])
   batch = jax.export.symbolic_shape('batch')[0]
-  memory_specs = [_batch_symbolic(m, batch) for m in memory]
+  memory_specs = _batch_specs(memory, other_memory, batch)
   state_specs = [jax.ShapeDtypeStruct((), np.bool_), *memory_specs,
-                 *[_batch_symbolic(leaf, batch) for leaf in decoder_leaves]]
+                 *_batch_specs(decoder_leaves, jax.tree.leaves(other[-1]),
+                               batch)]
+  leaves, tree = jax.tree.flatten(initial)
+  batch_free = _batch_specs(leaves, jax.tree.leaves(other), None)
+
+  def initial_for(rows):
+    """The model's starting state for `rows` rows (symbolic)."""
+    return jax.tree.unflatten(tree, [
+        jnp.full(tuple(rows if n is None else n for n in spec.shape),
+                 _fill(leaf), spec.dtype)
+        for leaf, spec in zip(leaves, batch_free)])
 
   def step(state, ids, context):
     started, *rest = state
     memory, decoder = rest[:len(memory_specs)], rest[len(memory_specs):]
     memory = jax.lax.cond(
         started, lambda: tuple(memory),
-        lambda: generator.context_outputs(
-            context, _rows_of(initial, context.shape[0])))
+        lambda: generator.context_outputs(context,
+                                          initial_for(context.shape[0])))
     log_probs, decoder = generator.next_log_probs(
         memory, jax.tree.unflatten(decoder_tree, decoder), ids)
     return [jnp.array(True), *memory, *jax.tree.leaves(decoder)], log_probs
@@ -196,10 +214,17 @@ def _decoding_step(run, platforms):
                                  signature.dtype)
   exported = jax.export.export(jax.jit(step), platforms=platforms)(
       state_specs, ids, context)
+  initial_leaves = [False, *[0] * len(memory), *decoder_leaves]
+  return exported, _decoder_description(run, signature, state_specs, batch,
+                                        initial_leaves)
+
+
+def _decoder_description(run, signature, state_specs, batch, initial):
+  """What the description says of a decoder's step."""
   what = ('int32[batch, source length] source token ids, padded with '
           f'{PAD_ID}' if run.task.name == 'translation' else
           'f32[batch, size, size, 3] images, RGB in [0, 1]')
-  return exported, {
+  return {
       'function': 'step',
       'inputs': ('(state, ids, context): the state, a list of arrays (each '
                  'filled with its "fill" before a sequence\'s first token; '
@@ -214,16 +239,7 @@ def _decoding_step(run, platforms):
       'context_shape': [None, *map(int, signature.shape[1:])],
       'max_length': (run.decoding.max_length or run.inputs.max_target_len),
       # The memory is read from the context at the first token: any fill.
-      'state': _state_description(
-          state_specs, batch, [False, *[0] * len(memory), *decoder_leaves])}
-
-
-def _rows_of(tree, rows):
-  """`tree`, a predict-mode state as it starts, for `rows` rows: its arrays
-  of _BUILD_ROWS rows filled anew with the value they start at."""
-  return jax.tree.map(
-      lambda a: (jnp.full((rows, *a.shape[1:]), _fill(a), a.dtype)
-                 if a.ndim and a.shape[0] == _BUILD_ROWS else a), tree)
+      'state': _state_description(state_specs, batch, initial)}
 
 
 def _state_description(specs, batch, initial):
@@ -244,12 +260,15 @@ def _fill(value):
   return value.flat[0].item() if value.size else 0
 
 
-def _batch_symbolic(leaf, batch):
-  """The ShapeDtypeStruct of a state array, its batch axis `batch`."""
-  shape = np.shape(leaf)
-  if shape and shape[0] == _BUILD_ROWS:
-    shape = (batch, *shape[1:])
-  return jax.ShapeDtypeStruct(shape, jnp.asarray(leaf).dtype)
+def _batch_specs(leaves, other_leaves, batch):
+  """ShapeDtypeStructs of `leaves` (arrays built for _BUILD_ROWS[0] rows),
+  each axis whose size differs in `other_leaves` (the same arrays for
+  _BUILD_ROWS[1] rows) being `batch`."""
+  shape = lambda a: tuple(getattr(a, 'shape', ()))  # arrays and specs
+  return [jax.ShapeDtypeStruct(
+      tuple(batch if n != m else n
+            for n, m in zip(shape(a), shape(b), strict=True)),
+      jnp.result_type(a)) for a, b in zip(leaves, other_leaves, strict=True)]
 
 
 def _example_input(run):
@@ -278,12 +297,10 @@ def _tokens(run):
     return {'split': 'numbers', 'n_features': inputs.n_features,
             'scale': inputs.scale}
   if run.task.generates:
-    tokens = {'split': ('characters' if run.vocab.level == 'char'
-                        else 'words'),
-              'lowercase': run.vocab.level != 'char'}
-    if task == 'translation':
-      tokens['max_len'] = inputs.max_source_len
-    return tokens
+    # A translator's source is never cut: a longer one is refused
+    # (context_shape gives the length).
+    return {'split': 'characters' if run.vocab.level == 'char' else 'words',
+            'lowercase': run.vocab.level != 'char'}
   if task == 'tagging':
     return {'split': 'whitespace', 'lowercase': bool(inputs.lowercase),
             'max_len': inputs.max_len}

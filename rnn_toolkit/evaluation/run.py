@@ -300,13 +300,14 @@ class Run:
       self._eval_fn = lambda x: np.asarray(apply(x))
     return self._eval_fn(batch)
 
-  def export(self, out: str, platforms: Sequence[str] = ('cpu', 'cuda', 'tpu'),
+  def export(self, out: str, platforms: Optional[Sequence[str]] = None,
              overwrite: bool = False) -> dict:
     """Writes the model's inference function as a jax.export artifact to
-    `out`, and what a server needs beside it to `out`.json; returns that
-    description (evaluation/export.py)."""
+    `out`, for `platforms` (default cpu, cuda and tpu), and what a server
+    needs beside it to `out`.json; returns that description
+    (evaluation/export.py)."""
     from rnn_toolkit.evaluation import export  # pylint: disable=g-import-not-at-top
-    return export.export(self, out, platforms, overwrite)
+    return export.export(self, out, platforms or export.PLATFORMS, overwrite)
 
   def apply(self, items: Sequence[str],
             beam_width: Optional[int] = None) -> list:
