@@ -82,10 +82,13 @@ class WordVocab:
   KIND = 'word'
 
   def __init__(self, words: Iterable[str], labels: Iterable[str],
-               dataset: str | None = None):
+               dataset: str | None = None, chars: Iterable[str] = ()):
     self.words = list(words)
     self.labels = list(labels)
     self.dataset = dataset  # TFDS name of the dataset it was built from
+    # The characters of the training words, for models that read them
+    # (models/word_features.py); ids from FIRST_CHAR_ID, as CharVocab's.
+    self.chars = list(chars)
 
   @classmethod
   def from_counts(cls, counts: Mapping[str | bytes, int], max_size: int,
@@ -118,10 +121,25 @@ class WordVocab:
     return [self.words[i - FIRST_CHAR_ID] if i >= FIRST_CHAR_ID else '<unk>'
             for i in map(int, ids) if i != PAD_ID]
 
+  @property
+  def n_chars(self) -> int:
+    """Character ids, padding and unknown included; 0 without characters."""
+    return len(self.chars) + FIRST_CHAR_ID if self.chars else 0
+
+  def char_table(self) -> tf.lookup.StaticHashTable:
+    """A TF table from character to id, unknown characters to UNK_ID."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(self.chars or [''], tf.string),
+            tf.range(FIRST_CHAR_ID, FIRST_CHAR_ID + max(len(self.chars), 1),
+                     dtype=tf.int32)),
+        default_value=UNK_ID)
+
   def save(self, path: str) -> None:
     _write_json(path, {'type': self.KIND, 'dataset': self.dataset,
                        'pad_id': PAD_ID, 'unk_id': UNK_ID,
-                       'labels': self.labels, 'words': self.words})
+                       'labels': self.labels, 'words': self.words,
+                       **({'chars': self.chars} if self.chars else {})})
 
   @classmethod
   def load(cls, path: str) -> Self:
@@ -130,11 +148,12 @@ class WordVocab:
   @classmethod
   def from_record(cls, saved: Mapping[str, Any]) -> Self:
     """The vocabulary of a record `save` wrote, checked by `_read_checked`."""
-    return cls(saved['words'], saved['labels'], saved.get('dataset'))
+    return cls(saved['words'], saved['labels'], saved.get('dataset'),
+               saved.get('chars', ()))
 
   def __eq__(self, other: object) -> bool:
     return (isinstance(other, WordVocab) and self.words == other.words
-            and self.labels == other.labels)
+            and self.labels == other.labels and self.chars == other.chars)
 
 
 class TokenVocab:

@@ -43,9 +43,10 @@ def split(text, tokens):
 
 
 def ids_of(texts, description):
-  """int32[len(texts), longest]: the token ids, padded at the end; or a
-  vector classifier's f32[len(texts), n_features], numbers separated by
-  spaces or commas."""
+  """int32[len(texts), longest]: the token ids, padded at the end (with
+  characters, int32[len(texts), longest, 1 + max_word_chars]: each word's
+  id, then its characters'); or a vector classifier's f32[len(texts),
+  n_features], numbers separated by spaces or commas."""
   tokens = description['tokens']
   if tokens['split'] == 'numbers':
     return np.asarray([[float(v) for v in text.replace(',', ' ').split()]
@@ -53,29 +54,52 @@ def ids_of(texts, description):
   vocabulary = description['vocabulary']
   known = next(vocabulary[key] for key in ('words', 'chars', 'tokens')
                if key in vocabulary)
-  table = {token: description['first_id'] + i for i, token in enumerate(known)}
-  rows = [[table.get(t, vocabulary['unk_id'])
-           for t in split(text, description['tokens'])] for text in texts]
+  rows = [ids_of_tokens(split(text, tokens), known, description)
+          for text in texts]
   for text, row in zip(texts, rows):
     if not row:
       raise SystemExit(f'{text!r} has no tokens; pass a text with at least '
                        'one.')
-  ids = np.full((len(rows), max(map(len, rows))), vocabulary['pad_id'],
+  if 'max_word_chars' in tokens:  # each word's id, then its characters'
+    typed = dict(tokens, lowercase=tokens['chars_lowercase'])
+    rows = [[[word, *ids_of_tokens(chars[:tokens['max_word_chars']],
+                                   vocabulary['chars'], description)]
+             for word, chars in zip(row, split(text, typed))]
+            for text, row in zip(texts, rows)]
+  longest = max(map(len, rows))
+  per_word = (1 + tokens['max_word_chars'],) if 'max_word_chars' in tokens \
+      else ()
+  ids = np.full((len(rows), longest, *per_word), vocabulary['pad_id'],
                 np.int32)
   for row, row_ids in zip(ids, rows):
-    row[:len(row_ids)] = row_ids
+    if per_word:
+      for cell, word_ids in zip(row, row_ids):
+        cell[:len(word_ids)] = word_ids
+    else:
+      row[:len(row_ids)] = row_ids
   return ids
+
+
+def ids_of_tokens(tokens, known, description):
+  """The ids of `tokens` among `known` (the vocabulary's list of them)."""
+  first, unknown = description['first_id'], description['vocabulary']['unk_id']
+  table = {token: first + i for i, token in enumerate(known)}
+  return [table.get(t, unknown) for t in tokens]
 
 
 def predict(exported, description, texts):
   """evaluate.py --predict's lines: a class and its probability, or tags."""
-  probabilities = np.asarray(exported.call(ids_of(texts, description)))
+  outputs = np.asarray(exported.call(ids_of(texts, description)))
   names = description['class_names']
   if description['task'] == 'tagging':
     as_typed = dict(description['tokens'], lowercase=False)
-    return [' '.join(f'{word}/{names[p.argmax()]}'
-                     for word, p in zip(split(text, as_typed), row))
-            for text, row in zip(texts, probabilities)]
+    # A CRF tagger's function gives the tags; a softmax tagger's, each
+    # word's probabilities.
+    tags = outputs if description['function'] == 'tags' else outputs.argmax(-1)
+    return [' '.join(f'{word}/{names[t]}'
+                     for word, t in zip(split(text, as_typed), row))
+            for text, row in zip(texts, tags)]
+  probabilities = outputs
   return [f'{names[p.argmax()]}\t{p.max():.3f}\t{text}'
           for text, p in zip(texts, probabilities)]
 

@@ -1,23 +1,33 @@
 """Recurrent classifiers: of texts (many-to-one), of each word (many-to-many,
 aligned) and of a feature vector (one-to-one)."""
 
+from typing import Any, Sequence
+
 from jax import numpy as jnp
 from trax import layers as tl
 
+from models import crf
 from models import rnn
+from models import word_features
 from rnn_toolkit.token_ids import PAD_ID
 
 POOLINGS = ('last', 'mean', 'max')
+TAGGER_OUTPUTS = ('softmax', 'crf')
 BODIES = ('rnn', 'dense')
 
 
 def RNNClassifier(vocab_size: int, n_classes: int, d_model: int = 128,  # pylint: disable=invalid-name
                   n_units: int = 256, n_layers: int = 1, cell: str = 'elman',
                   bidirectional: bool = True, pooling: str = 'max',
-                  dropout: float = 0.5, mode: str = 'train') -> tl.Serial:
+                  dropout: float = 0.5, n_chars: int = 0,
+                  char_encoder: str | None = None, d_char: int = 32,
+                  char_units: int = 32, word_dropout: float = 0.0,
+                  mode: str = 'train') -> tl.Serial:
   """Returns a classifier: log-probabilities of the classes of each text.
 
-  Input: int32[batch, length] token ids, PAD_ID after each text's end.
+  Input: int32[batch, length] token ids, PAD_ID after each text's end; with
+  a char_encoder, int32[batch, length, 1 + max_chars], each word's id and
+  then its characters' (models/word_features.py).
   Output: f32[batch, n_classes]. Padding changes nothing: recurrent layers
   carry their state over padding steps and pooling reads real steps only.
 
@@ -34,13 +44,19 @@ def RNNClassifier(vocab_size: int, n_classes: int, d_model: int = 128,  # pylint
       first word), 'mean' or 'max' over the real steps.
     dropout: dropout rate after the embedding, between recurrent layers and
       before the output layer.
+    n_chars, char_encoder, d_char, char_units, word_dropout: what the
+      recurrent layers read of each word, as in `word_features.WordVectors`
+      (n_chars comes from the pipeline).
     mode: 'train', 'eval' or 'predict'.
   """
   if pooling not in POOLINGS:
     raise ValueError(f'Unknown pooling {pooling!r}; choose one of {POOLINGS}.')
+  words = word_features.WordVectors(vocab_size, d_model, n_chars,
+                                    char_encoder, d_char, char_units,
+                                    word_dropout, mode)
   return tl.Serial(                                   # tokens
-      Encoder(vocab_size, d_model, cell, n_units, n_layers, bidirectional,
-              dropout, mode),                         # states, mask
+      Encoder(words, cell, n_units, n_layers, bidirectional, dropout,
+              mode, reads_chars=char_encoder is not None),  # states, mask
       Pool(pooling, bidirectional),                   # features
       tl.Dropout(rate=dropout, mode=mode),
       tl.Dense(n_classes),                            # logits
@@ -52,15 +68,44 @@ def RNNClassifier(vocab_size: int, n_classes: int, d_model: int = 128,  # pylint
 def RNNTagger(vocab_size: int, n_tags: int, d_model: int = 128,  # pylint: disable=invalid-name
               n_units: int = 256, n_layers: int = 1, cell: str = 'elman',
               bidirectional: bool = True, dropout: float = 0.5,
+              output: str = 'softmax', constrain_iob: bool = True,
+              tag_names: Sequence[str] = (), n_chars: int = 0,
+              char_encoder: str | None = None, d_char: int = 32,
+              char_units: int = 32, word_dropout: float = 0.0,
               mode: str = 'train') -> tl.Serial:
-  """Returns a tagger: log-probabilities of the tags of every token.
+  """Returns a tagger: scores of the tags of every token.
 
-  Input: int32[batch, length] token ids, PAD_ID after each text's end.
-  Output: f32[batch, length, n_tags]; the arguments are as in RNNClassifier.
+  Input: as RNNClassifier's. Output, with `output`:
+  - 'softmax': f32[batch, length, n_tags], each word's tag log-probabilities;
+  - 'crf': f32[batch, length, n_tags, n_tags], a linear-chain CRF's
+    potentials over the tag sequences (models/crf.py), whose best sequence
+    is found by Viterbi (`crf.predicted_tags`).
+
+  Args:
+    output: 'softmax' or 'crf'.
+    constrain_iob: a CRF's paths obey IOB2 (I-X only after B-X or I-X).
+    tag_names: the tags in id order (from the pipeline), which the IOB2
+      constraint reads.
+    The others are as in RNNClassifier.
   """
+  if output not in TAGGER_OUTPUTS:
+    raise ValueError(f'Unknown tagger output {output!r}; choose one of '
+                     f'{TAGGER_OUTPUTS}.')
+  words = word_features.WordVectors(vocab_size, d_model, n_chars,
+                                    char_encoder, d_char, char_units,
+                                    word_dropout, mode)
+  encoder = Encoder(words, cell, n_units, n_layers, bidirectional, dropout,
+                    mode, reads_chars=char_encoder is not None)
+  if output == 'crf':
+    return tl.Serial(                                 # tokens
+        encoder,                                      # states, mask
+        tl.Dropout(rate=dropout, mode=mode),
+        tl.Dense(n_tags),                             # scores, mask
+        crf.CRF(_tag_names(tag_names, n_tags), constrain_iob),  # potentials
+        name=f'RNNTagger_{cell}_crf',
+    )
   return tl.Serial(                                   # tokens
-      Encoder(vocab_size, d_model, cell, n_units, n_layers, bidirectional,
-              dropout, mode),                         # states, mask
+      encoder,                                        # states, mask
       tl.Select([0], n_in=2),                         # states
       tl.Dropout(rate=dropout, mode=mode),
       tl.Dense(n_tags),                               # logits
@@ -69,22 +114,37 @@ def RNNTagger(vocab_size: int, n_tags: int, d_model: int = 128,  # pylint: disab
   )
 
 
-def Encoder(vocab_size: int, d_model: int, cell: str, n_units: int,  # pylint: disable=invalid-name
-            n_layers: int, bidirectional: bool, dropout: float,
-            mode: str) -> list[tl.Layer]:
-  """tokens -> (states f32[batch, length, units], mask f32[batch, length])."""
+def _tag_names(tag_names, n_tags):
+  if len(tag_names) != n_tags:
+    raise ValueError(f'A CRF tagger needs the names of its {n_tags} tags '
+                     f'(tag_names, which the pipeline gives); got '
+                     f'{len(tag_names)}.')
+  return tag_names
+
+
+def Encoder(words: Any, cell: str, n_units: int, n_layers: int,  # pylint: disable=invalid-name
+            bidirectional: bool, dropout: float, mode: str,
+            reads_chars: bool = False) -> list[tl.Layer]:
+  """tokens -> (states f32[batch, length, units], mask f32[batch, length]).
+
+  `words` are the layers that make each word a vector
+  (`word_features.WordVectors`); `reads_chars`, whether they read the
+  words' characters.
+  """
   return [                                            # tokens
-      tl.Branch([], _PaddingMask()),                  # tokens, mask
-      tl.Embedding(vocab_size, d_model),              # vectors, mask
+      tl.Branch([], _PaddingMask(reads_chars)),       # tokens, mask
+      words,                                          # vectors, mask
       tl.Dropout(rate=dropout, mode=mode),
       rnn.MaskedRNN(cell, n_units, n_layers, bidirectional, dropout,
                     mode=mode),                       # states, mask
   ]
 
 
-def _PaddingMask():  # pylint: disable=invalid-name
-  return tl.Fn('PaddingMask',
-               lambda tokens: (tokens != PAD_ID).astype(jnp.float32))
+def _PaddingMask(reads_chars):  # pylint: disable=invalid-name
+  def mask(tokens):
+    word_features.check_ids(tokens, expect_chars=reads_chars)
+    return (word_features.word_ids(tokens) != PAD_ID).astype(jnp.float32)
+  return tl.Fn('PaddingMask', mask)
 
 
 def Pool(pooling: str, bidirectional: bool) -> tl.Layer:  # pylint: disable=invalid-name

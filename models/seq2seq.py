@@ -54,7 +54,7 @@ def RNNSeq2Seq(vocab_size: int, d_model: int = 128, n_units: int = 256,  # pylin
   encoder_mode = 'eval' if mode == 'predict' else mode
   encoded_width = n_units * (2 if bidirectional_encoder else 1)
   return tl.Serial(                                   # source, target
-      classifier.Encoder(vocab_size, d_model, 'elman', n_units,
+      classifier.Encoder(tl.Embedding(vocab_size, d_model), 'elman', n_units,
                          n_encoder_layers, bidirectional_encoder, dropout,
                          encoder_mode),               # encoded, mask, target
       tl.Branch(_InitialState(n_units, bidirectional_encoder),

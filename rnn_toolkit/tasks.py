@@ -80,7 +80,7 @@ _TASKS = (
     Task('tagging', 'tagger', metrics.tagger_metrics, use='tag',
          flag='--predict', show=_show_tags,
          files=files.TAGGER, gathers_predictions=True,
-         report_sections=('text_retention', 'f1_by_kind')),
+         report_sections=('text_retention', 'f1_by_kind', 'crf_transitions')),
     Task('translation', 'translator', metrics.target_token_metrics,
          use='translate', flag='--translate', show=_show_output,
          files=files.TRANSLATOR,

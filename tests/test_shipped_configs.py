@@ -28,6 +28,7 @@ from trax import shapes
 
 from rnn_toolkit import configurables
 from rnn_toolkit import Run
+from rnn_toolkit.training import trainer
 import mock_data_run
 from conftest import REPO_ROOT, committed_steps
 from data import generated
@@ -141,8 +142,8 @@ def _steps_of(run):
   rng = jax.random.PRNGKey(0)
   losses = {}
   for mode in ('train', 'eval'):
-    model = tl.Serial(run.model(mode, signature),
-                      tl.WeightedCategoryCrossEntropy())
+    model = run.model(mode, signature)
+    model = tl.Serial(model, trainer.loss_and_accuracy(model)[0]())
     def loss(weights, state, batch, model=model):
       return model.pure_fn(batch, weights, state, rng)[0]
     losses[mode] = loss, model

@@ -119,6 +119,74 @@ def test_tagging_batches_align_tags_with_words(labelled_data_dir):
     np.testing.assert_array_equal(tags, ex['ner'])
 
 
+def test_words_come_with_their_characters_as_typed(labelled_data_dir, capsys):
+  inputs = _tagging(labelled_data_dir, max_word_chars=4, lowercase=True)
+  vocab = inputs.build_vocab()
+  train = _split(labelled_data_dir, 'tiny_ner', 'train')
+  typed = [w.decode() for ex in train for w in ex['tokens']]
+  assert vocab.chars == sorted(set(''.join(typed)))
+  assert vocab.words == sorted(set(w.lower() for w in typed),
+                               key=lambda w: (-sum(t.lower() == w
+                                                   for t in typed), w))
+  long = [w for w in typed if len(w) > 4]
+  notice = capsys.readouterr().out
+  assert notice.count('\n') == 1  # one line, once
+  assert f'{len(long)} words ({len(set(long))} distinct) are longer than ' \
+      'TaggingInputs.max_word_chars = 4' in notice
+  char_ids = {c: i + 2 for i, c in enumerate(vocab.chars)}
+  dev = _split(labelled_data_dir, 'tiny_ner', 'dev')
+  rows = [x[w > 0] for xb, _, wb in inputs.eval_batches(vocab)
+          for x, w in zip(xb, wb) if w.any()]
+  assert len(rows) == len(dev)
+  for ids, ex in zip(rows, dev):
+    words = [t.decode() for t in ex['tokens']]
+    assert vocab.decode(ids[:, 0]) == [
+        w.lower() if w.lower() in vocab.words else '<unk>' for w in words]
+    for word, word_ids in zip(words, ids):
+      want = [char_ids.get(c, 1) for c in word[:4]]
+      assert list(word_ids[1:]) == want + [0] * (4 - len(want))
+  batch = inputs.encode(vocab, ['Zorblax  film'])  # 'Z': no training word's
+  assert batch.shape == (1, inputs.boundaries[0], 5)
+  assert list(batch[0, 0, 1:]) == [char_ids.get(c, 1) for c in 'Zorb']
+  assert 1 not in batch[0, 1, 1:] and not batch[0, 2:].any()
+  assert "the longest: 'Zorblax', 7" in capsys.readouterr().out
+
+
+def test_a_classifier_learns_from_characters_alone(labelled_data_dir,
+                                                  tmp_path):
+  # Every word is the unknown id (vocab_size 3 keeps one word): only the
+  # characters tell the opinion words apart, and only a recurrent layer
+  # remembers which came first.
+  output_dir = str(tmp_path / 'chars')
+  _train('configs/sst2_rnn.gin', output_dir, 200,
+         [*tiny.sentiment_bindings(labelled_data_dir), *CLASSIFIER_PARAMS,
+          'TextClassificationInputs.vocab_size = 3',
+          'TextClassificationInputs.max_word_chars = 8',
+          "RNNClassifier.char_encoder = 'conv'", 'RNNClassifier.d_char = 8',
+          'RNNClassifier.char_units = 16'])
+  run = Run.load(output_dir)
+  assert run.vocab.size == 3 and run.vocab.chars
+  assert run.evaluate()['accuracy'] > 0.9
+
+
+def test_iob2_tags_are_checked_before_a_crf_trains(mock_dataset, tmp_path,
+                                                   capsys):
+  # Mock data draws tags at random: I-X after O abound.
+  name, data_dir = mock_dataset('conll2003')
+  output_dir = str(tmp_path / 'run')
+  fails_with(capsys, train_py.main, [
+      '--gin_file', 'configs/conll2003_ner_rnn.gin', '--output_dir',
+      output_dir, '--gin_param', f"TaggingInputs.dataset = '{name}'",
+      '--gin_param', f"TaggingInputs.data_dir = '{data_dir}'",
+      '--gin_param', 'TaggingInputs.to_iob2 = False'],
+      "of split 'train'", 'breaks the IOB2 tag scheme',
+      'TaggingInputs.to_iob2 = True', 'RNNTagger.constrain_iob = False')
+  assert not os.path.exists(output_dir)
+  with pytest.raises(UsageError, match='to_iob2 rewrites IOB1.*B- tag for '
+                                       'every type'):
+    text_classification._iob2_tables(['O', 'I-PER', 'B-LOC'])
+
+
 def test_a_pipeline_for_the_other_kind_of_dataset_is_named(labelled_data_dir):
   with pytest.raises(UsageError, match='one value per word.*TaggingInputs'):
     _classification(labelled_data_dir, dataset='tiny_ner', text_key='tokens',
@@ -349,8 +417,8 @@ def test_tagger_beats_the_majority_tag_clearly(labelled_data_dir, tmp_path):
   # memory retention over the first words of the longest dev sentences.
   report_py.main(['--output_dir', output_dir, '--retention_windows', '4'])
   assert sorted(os.listdir(os.path.join(output_dir, 'report'))) == [
-      run_report.MARKER, 'curves.png', 'index.html', 'per_type_f1.png',
-      'retention.png']
+      run_report.MARKER, 'crf_transitions.png', 'curves.png', 'index.html',
+      'per_type_f1.png', 'retention.png']
   lengths = sorted(len(ex['tokens'])
                    for ex in _split(labelled_data_dir, 'tiny_ner', 'dev'))
   curve = run_report.text_retention(Run.load(output_dir), windows=4)

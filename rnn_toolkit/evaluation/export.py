@@ -10,7 +10,8 @@ becomes ids, and the function's inputs and outputs. Loading needs only jax
 and numpy (docs/serve_exported.py).
 
 - Classifiers and taggers: `probabilities(ids)`, token ids (or a vector
-  classifier's numbers) of any batch and length in, probabilities out.
+  classifier's numbers) of any batch and length in, probabilities out; a
+  CRF tagger's `tags(ids)`, its likeliest tag sequences (Viterbi).
 - Language models: `step(state, ids)`, the state and a chunk of ids in
   (one token, or a prompt), the new state and the log-probabilities of the
   next token out, so that a server carries each stream's state.
@@ -31,7 +32,9 @@ from jax import numpy as jnp
 import numpy as np
 from trax import shapes
 
+from models import crf
 from models import kernel_choice
+from models import word_features
 from rnn_toolkit.errors import UsageError
 from rnn_toolkit.storage import run_dir
 from rnn_toolkit.storage.atomic_files import write_bytes_atomically
@@ -111,30 +114,39 @@ def check_out(out: str, overwrite: bool) -> None:
 
 
 def _probabilities(run, platforms):
-  """The eval-mode model as probabilities(ids) for any batch and length."""
+  """The eval-mode model as probabilities(ids) for any batch and length;
+  a CRF tagger's as tags(ids), its Viterbi tags."""
   example = _example_input(run)
   model = run.model('eval', shapes.signature(example))
   weights, state = model.weights, model.state
+  is_crf = crf.find(model) is not None
 
   def probabilities(ids):
     log_probs = model.pure_fn(ids, weights, state, jax.random.PRNGKey(0))[0]
     return jnp.exp(log_probs)
 
+  def tags(ids):
+    output = model.pure_fn(ids, weights, state, jax.random.PRNGKey(0))[0]
+    return crf.predictions(output, word_features.word_ids(ids) != PAD_ID)
+
   if run.task.name == 'vector_classification':
     dims = (*jax.export.symbolic_shape('batch'), *example.shape[1:])
   else:
-    dims = jax.export.symbolic_shape('batch, length')
+    dims = (*jax.export.symbolic_shape('batch, length'), *example.shape[2:])
   spec = jax.ShapeDtypeStruct(dims, example.dtype)
-  exported = jax.export.export(jax.jit(probabilities),
+  exported = jax.export.export(jax.jit(tags if is_crf else probabilities),
                                platforms=platforms)(spec)
-  tagging = run.task.name == 'tagging'
+  n = len(run.vocab.labels)
+  if is_crf:
+    outputs = ('int32[batch, length]: each word\'s tag, of the likeliest tag '
+               'sequence (Viterbi; 0 at padding)')
+  elif run.task.name == 'tagging':
+    outputs = f'f32[batch, length, {n}]: each word\'s tag probabilities'
+  else:
+    outputs = f'f32[batch, {n}]: the class probabilities'
   return exported, {
-      'function': 'probabilities',
-      'inputs': _input_text(run),
-      'outputs': (f'f32[batch, length, {len(run.vocab.labels)}]: each '
-                  f'word\'s tag probabilities' if tagging else
-                  f'f32[batch, {len(run.vocab.labels)}]: the class '
-                  f'probabilities'),
+      'function': 'tags' if is_crf else 'probabilities',
+      'inputs': _input_text(run), 'outputs': outputs,
       'class_names': list(run.vocab.labels)}
 
 
@@ -277,13 +289,19 @@ def _example_input(run):
   signature = run.inputs.input_signature()
   if run.task.name == 'vector_classification':
     return np.zeros((2, *signature.shape[1:]), np.float32)
-  return np.full((2, 3), FIRST_CHAR_ID, np.int32)
+  return np.full((2, 3, *signature.shape[2:]), FIRST_CHAR_ID, np.int32)
 
 
 def _input_text(run):
   if run.task.name == 'vector_classification':
     return (f'f32[batch, {run.inputs.n_features}]: each example\'s numbers, '
             f'as in the dataset\'s feature')
+  per_word = run.inputs.input_signature().shape[2:]
+  if per_word:
+    return (f'int32[batch, length, {per_word[0]}]: each word\'s id, then '
+            f'the ids of its first {per_word[0] - 1} characters '
+            f'("vocabulary" "chars", from {FIRST_CHAR_ID}); {PAD_ID} pads '
+            f'shorter words and rows, {UNK_ID} is unknown; see "tokens"')
   return (f'int32[batch, length]: token ids, {PAD_ID} padding at the end of '
           f'shorter rows, {UNK_ID} unknown words; see "tokens"')
 
@@ -301,10 +319,16 @@ def _tokens(run):
     # (context_shape gives the length).
     return {'split': 'characters' if run.vocab.level == 'char' else 'words',
             'lowercase': run.vocab.level != 'char'}
+  # A tagger's characters keep their case; a classifier's words (and so
+  # their characters) are lower-cased as they are split.
+  chars = ({'max_word_chars': inputs.max_word_chars,
+            'chars_lowercase': task != 'tagging'}
+           if inputs.max_word_chars else {})
   if task == 'tagging':
     return {'split': 'whitespace', 'lowercase': bool(inputs.lowercase),
-            'max_len': inputs.max_len}
-  return {'split': 'words', 'lowercase': True, 'max_len': inputs.max_len}
+            'max_len': inputs.max_len, **chars}
+  return {'split': 'words', 'lowercase': True, 'max_len': inputs.max_len,
+          **chars}
 
 
 def _vocabulary_record(run):

@@ -26,7 +26,9 @@ from trax import shapes
 
 from data.tokenize import words_as_typed
 from data.vocab import load_vocab, size_mismatch
+from models import crf
 from models import decoding
+from models import word_features
 from rnn_toolkit import configurables
 from rnn_toolkit import tasks
 from rnn_toolkit.errors import UsageError
@@ -38,6 +40,8 @@ from rnn_toolkit.storage import run_dir
 from rnn_toolkit.token_ids import FIRST_CHAR_ID, PAD_ID
 
 Checkpoint = Union[str, int]  # 'best', 'latest' or a committed step
+
+_predictions = jax.jit(crf.predictions)
 
 
 class Run:
@@ -167,7 +171,8 @@ class Run:
                 self.inputs.encode(self.vocab, chunk)))]
 
   def tag(self, sentences: Sequence[str]) -> list:
-    """A tagger's [(word, tag)] for each of `sentences`.
+    """A tagger's [(word, tag)] for each of `sentences` (a CRF tagger's
+    best sequence, by Viterbi).
 
     The words are shown as typed (not as the vocabulary knows them, unknown
     or lower-cased), split exactly as the model's input was.
@@ -177,11 +182,11 @@ class Run:
     tagged = []
     for chunk in _chunks(sentences, self.inputs.batch_size):
       tokens = self.inputs.encode(self.vocab, chunk)
-      probs = self._eval_outputs(tokens)
+      real = word_features.word_ids(tokens) != PAD_ID
+      tags = np.asarray(_predictions(self._eval_outputs(tokens), real))
       tagged += [list(zip(words_as_typed(text)[:max_len],
-                          (self.vocab.labels[int(i)]
-                           for i in p.argmax(-1)[row != PAD_ID])))
-                 for text, row, p in zip(chunk, tokens, probs)]
+                          (self.vocab.labels[int(i)] for i in row[mask])))
+                 for text, row, mask in zip(chunk, tags, real)]
     return tagged
 
   def translate(self, texts: Sequence[str],

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from trax import shapes
 
 from data.batching import pad_batch
+from models import crf
 from rnn_toolkit.errors import UsageError
 from rnn_toolkit.evaluation import dynamic
 from rnn_toolkit.evaluation import files
@@ -55,16 +56,17 @@ def scored_batch(model: 'tl.Layer') -> Callable[..., tuple]:
 
   The batch holds the model's inputs, then the targets and their weights.
   `predictions` are the likeliest ids: int32[batch] for a classifier,
-  int32[batch, length] for the others.
+  int32[batch, length] for the others (a CRF tagger's, by Viterbi; its
+  sentence's w·nll is counted at its first word).
   """
   n_in = model.n_in
 
   def score(weights, state, batch):
     inputs, (targets, mask) = batch[:n_in], batch[n_in:]
-    log_probs, _ = model.pure_fn(inputs if n_in > 1 else inputs[0], weights,
-                                 state, jax.random.PRNGKey(0))
-    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    predictions = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)
+    output, _ = model.pure_fn(inputs if n_in > 1 else inputs[0], weights,
+                              state, jax.random.PRNGKey(0))
+    nll = crf.token_nll(output, targets, mask)
+    predictions = crf.predictions(output, mask)
     correct = (predictions == targets).astype(jnp.float32)
     return (jnp.sum(nll * mask), jnp.sum(correct * mask), jnp.sum(mask),
             predictions)

@@ -113,6 +113,32 @@ def confusion_matrix(matrix: Union[np.ndarray, Sequence[Sequence[int]]],
   _save(fig, path)
 
 
+def transition_scores(scores: np.ndarray, labels: Sequence[str], path: str,
+                      forbidden: float, title: str) -> None:
+  """Writes a PNG heatmap of a CRF's transition scores, scores[i][j] of tag
+  j after tag i; transitions held at `forbidden` are left blank and
+  crossed, so that the colours span the learned ones."""
+  scores = np.asarray(scores, np.float64)
+  blocked = scores <= forbidden / 2
+  learned = np.ma.masked_where(blocked, scores)
+  limit = max(float(np.abs(learned).max()) if learned.count() else 1.0, 1e-6)
+  size = 1.2 + 0.6 * min(len(labels), MAX_LABELLED_CLASSES)
+  fig, ax = plt.subplots(figsize=(size + 1.5, size))
+  image = ax.imshow(learned, cmap='RdBu', vmin=-limit, vmax=limit)
+  fig.colorbar(image, ax=ax, label='score')
+  if len(labels) <= MAX_LABELLED_CLASSES:
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha='right')
+    ax.set_yticks(range(len(labels)), labels)
+    for (i, j), value in np.ndenumerate(scores):
+      ax.text(j, i, 'x' if blocked[i, j] else f'{value:.1f}', ha='center',
+              va='center', fontsize=7, color='grey' if blocked[i, j] else
+              ('white' if abs(value) > limit / 2 else 'black'))
+  ax.set_xlabel('next tag')
+  ax.set_ylabel('tag')
+  ax.set_title(title)
+  _save(fig, path)
+
+
 # Above this many classes a confusion matrix is drawn without names and
 # counts, at a fixed size: they would not be legible.
 MAX_LABELLED_CLASSES = 30

@@ -22,6 +22,7 @@ import numpy as np
 from trax import layers as tl
 
 from models.embedded_recurrence import EmbeddedRecurrence
+from models.word_features import is_word_vectors
 
 # Output units whose Jacobian rows are computed in one vectorised pass; the
 # pass holds units_per_pass copies of the input's gradient.
@@ -35,7 +36,9 @@ def split_at_embedding(
   Args:
     model: a trax Serial with an Embedding, then recurrent layers, then the
       output Dense (as `models.RNNLanguageModel`, `RNNClassifier` and
-      `RNNTagger` build it); an EmbeddedRecurrence counts as both.
+      `RNNTagger` build it); an EmbeddedRecurrence counts as both, and a
+      WordVectors of words and characters as the Embedding (x is then a
+      word's embedding and its characters' features).
 
   Returns:
     Two lists of the model's sublayers: through the Embedding (to x, or to
@@ -47,7 +50,8 @@ def split_at_embedding(
       an output Dense.
   """
   layers = _unfolded(model.sublayers)
-  embeddings = [i for i, l in enumerate(layers) if isinstance(l, tl.Embedding)]
+  embeddings = [i for i, l in enumerate(layers)
+                if isinstance(l, tl.Embedding) or is_word_vectors(l)]
   outputs = [i for i, l in enumerate(layers) if isinstance(l, tl.Dense)]
   weighted = [i for i, l in enumerate(layers)
               if jax.tree_util.tree_leaves(l.weights)]

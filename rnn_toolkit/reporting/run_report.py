@@ -34,7 +34,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from trax import shapes
 
+from models import crf
 from models import seq2seq
+from models import word_features
 from rnn_toolkit import tasks
 from rnn_toolkit.errors import UsageError, exit_with
 from rnn_toolkit.evaluation.run import Run
@@ -64,6 +66,9 @@ class RunSummary:
   retention: Optional[np.ndarray] = None
   # (weights, source tokens, output tokens) of each sentence, or None
   attention: Optional[list[AttentionMap]] = None
+  # A CRF tagger's transition scores, f32[tags, tags] (row: the tag
+  # before), and its tag names; or None
+  transitions: Optional[tuple[np.ndarray, tuple[str, ...]]] = None
 
 
 def summarise(output_dir: str, label: str, split: Optional[str] = None,
@@ -89,7 +94,17 @@ def summarise(output_dir: str, label: str, split: Optional[str] = None,
     summary.samples = run.generate(n_samples=3, length=300, temperature=0.8)
   if 'attention' in sections:
     summary.attention = translation_attention(run, split)
+  if 'crf_transitions' in sections:
+    summary.transitions = crf_transitions(run)
   return summary
+
+
+def crf_transitions(
+    run: Run) -> Optional[tuple[np.ndarray, tuple[str, ...]]]:
+  """A CRF tagger's transition scores as its checkpoint holds them (held
+  ones at crf.FORBIDDEN) and its tag names; None for a softmax tagger."""
+  layer = crf.find(run.model('eval', run.inputs.input_signature()))
+  return None if layer is None else (layer.transitions, layer.tag_names)
 
 
 def _read_config(output_dir):
@@ -160,12 +175,15 @@ def text_retention(run: Run, split: Optional[str] = None,
   """
   inputs = run.inputs
   split = split or inputs.eval_split
-  texts = [row for batch in inputs.eval_batches(run.vocab, split)
-           for row in batch[0] if row[0] != PAD_ID]
-  texts.sort(key=lambda row: -np.sum(row != PAD_ID))
-  longest = texts[:windows]
-  length = (min(MAX_TEXT_WINDOW, int(np.sum(longest[-1] != PAD_ID)))
-            if longest else 0)
+  # (length in words, row): a row is a text's ids, with its characters'
+  # when the model reads them.
+  texts = [(int(np.sum(words != PAD_ID)), row)
+           for batch in inputs.eval_batches(run.vocab, split)
+           for row, words in zip(batch[0], word_features.word_ids(batch[0]))
+           if words[0] != PAD_ID]
+  texts.sort(key=lambda text: -text[0])
+  longest = [row for _, row in texts[:windows]]
+  length = min(MAX_TEXT_WINDOW, texts[len(longest) - 1][0]) if texts else 0
   if length < 2:
     raise UsageError(f'Split {split!r} of {inputs.dataset} holds no text of '
                      f'two words or more, so memory retention cannot be '
@@ -382,6 +400,18 @@ def _f1_by_kind(summary, tmp, stem):
   return parts
 
 
+def _crf_transitions(summary, tmp, stem):
+  if summary.transitions is None:  # a softmax tagger
+    return []
+  name = f'{stem}crf_transitions.png'
+  scores, names = summary.transitions
+  figures.transition_scores(scores, names, os.path.join(tmp, name),
+                            crf.FORBIDDEN,
+                            f'{summary.label}: CRF transitions')
+  return [('The CRF\'s learned transition scores, of the next tag (column) '
+           'after a tag (row); x: forbidden by IOB2', name)]
+
+
 def _attention(summary, tmp, stem):
   if not summary.attention:  # a model without attention
     return []
@@ -405,7 +435,8 @@ def _contact_sheet(summary, tmp, stem):
 # The report sections drawn as figures of one run; the retention curves are
 # drawn with all the runs' (`_overview`), and samples as text (`_page`).
 _FIGURES = {'confusion_matrix': _confusion_matrix, 'f1_by_kind': _f1_by_kind,
-            'attention': _attention, 'contact_sheet': _contact_sheet}
+            'crf_transitions': _crf_transitions, 'attention': _attention,
+            'contact_sheet': _contact_sheet}
 
 
 def _page(summaries, sections, tmp):
@@ -416,7 +447,7 @@ def _page(summaries, sections, tmp):
     body += [f'<h2>{html.escape(summary.label)}</h2>',
              f'<p>{html.escape(summary.output_dir)} &middot; task: '
              f'{summary.task}</p>', _metrics_html(summary.evaluation),
-             _figures_html(parts, tmp)]
+             _per_kind_html(summary.evaluation), _figures_html(parts, tmp)]
     if summary.samples:
       body.append('<h3>Samples (temperature 0.8)</h3>' + ''.join(
           f'<pre>{html.escape(text)}</pre>' for text in summary.samples))
@@ -458,6 +489,22 @@ def _metrics_html(evaluation):
   cells = ''.join(f'<tr><th>{html.escape(k)}</th><td>{_number(v)}</td></tr>'
                   for k, v in rows)
   return f'<table>{cells}</table>'
+
+
+def _per_kind_html(evaluation):
+  """A tagger's table of precision, recall, F1 and support of each entity
+  type (or tag); '' for other tasks."""
+  scores = evaluation.get('per_type') or evaluation.get('per_tag')
+  if not scores:
+    return ''
+  head = ''.join(f'<th>{h}</th>' for h in ('', 'precision', 'recall', 'F1',
+                                           'support'))
+  rows = ''.join(
+      f'<tr><th>{html.escape(kind)}</th>' + ''.join(
+          f'<td>{_number(s[key])}</td>'
+          for key in ('precision', 'recall', 'f1', 'support')) + '</tr>'
+      for kind, s in scores.items())
+  return f'<table><tr>{head}</tr>{rows}</table>'
 
 
 def _number(value):

@@ -30,7 +30,9 @@ from trax import optimizers
 from trax.supervised import lr_schedules
 from trax.supervised import training
 
+from models import crf
 from rnn_toolkit import configurables
+from rnn_toolkit import tag_scheme
 from rnn_toolkit import tasks
 from rnn_toolkit.errors import UsageError, exit_with, without_gin_trace
 from rnn_toolkit.evaluation import streaming
@@ -256,6 +258,7 @@ def _plan(output_dir, optimizer, n_eval_batches, allow_config_change,
   _check_model_can_stream(model, inputs.model_dimensions(vocab))
   train_model, eval_model = _build_models(
       model, inputs.model_dimensions(vocab), _signature(inputs))
+  _check_tag_scheme(inputs, crf.find(train_model))
   opt = _build_optimizer(optimizer)
   if restored:
     run_dir.check_vocab_size(output_dir, restored, model,
@@ -374,6 +377,28 @@ def _build_models(model, dimensions, input_signature):
                      f'bindings in your gin config.') from None
 
 
+def _check_tag_scheme(inputs, crf_layer):
+  """Raises UsageError if a CRF that keeps to IOB2 is to learn tags that
+  break it: their likelihood would be all but zero, and the loss huge."""
+  if crf_layer is None or not crf_layer.constrains_iob:
+    return
+  for split in dict.fromkeys([inputs.train_split, inputs.eval_split]):
+    for index, (words, tags) in enumerate(inputs.tag_sequences(split)):
+      at = tag_scheme.first_invalid(tags)
+      if at is None:
+        continue
+      before = tags[at - 1] if at else 'the start'
+      raise UsageError(
+          f'Example {index} of split {split!r} of {inputs.dataset} breaks '
+          f'the IOB2 tag scheme the CRF keeps to: word {at} '
+          f'({words[at]!r}) is tagged {tags[at]} after {before}, but I-X '
+          f'may only follow B-X or I-X (its words begin '
+          f'{" ".join(words[:8])!r}). If the dataset mixes in IOB1\'s tags, '
+          f'bind TaggingInputs.to_iob2 = True, which rewrites them (scores '
+          f'are unchanged); or bind RNNTagger.constrain_iob = False. '
+          f'Nothing was written.')
+
+
 def _build_optimizer(optimizer):
   try:
     return optimizer()
@@ -419,10 +444,11 @@ def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
       plan.vocab, seed=seed, start=position,
       process_index=parallel.process_index,
       process_count=parallel.process_count), position)
+  loss, accuracy = loss_and_accuracy(plan.train_model)
   train_task = training.TrainTask(
       labeled_data=map(parallel.place_batch, batches),
       sample_batch=plan.eval_batches[0],
-      loss_layer=tl.WeightedCategoryCrossEntropy(),
+      loss_layer=loss(),
       optimizer=plan.optimizer, lr_schedule=lr_schedule,
       n_steps_per_checkpoint=checkpoint_every, loss_name='loss')
   # Scored on streams, a model's loss is the streaming one; the windows,
@@ -430,7 +456,7 @@ def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
   windowed = 'windowed_' if plan.stream_batches else ''
   eval_task = training.EvalTask(
       labeled_data=cycle(plan.eval_batches), sample_batch=plan.eval_batches[0],
-      metrics=[tl.WeightedCategoryCrossEntropy(), tl.WeightedCategoryAccuracy()],
+      metrics=[loss(), accuracy()],
       metric_names=[f'{windowed}loss', f'{windowed}accuracy'],
       n_eval_batches=len(plan.eval_batches))
   base_rng = (jnp.asarray(restored.rng) if restored
@@ -444,6 +470,15 @@ def _make_loop(output_dir, plan, saver, lr_schedule, n_steps, eval_every,
       saver=saver, restored=restored, config=plan.config, base_rng=base_rng,
       train_batches=batches, on_nonfinite=on_nonfinite, parallel=parallel,
       stream_batches=plan.stream_batches)
+
+
+def loss_and_accuracy(model: tl.Layer) -> tuple[Callable[[], tl.Layer],
+                                                 Callable[[], tl.Layer]]:
+  """The layer factories of the model's loss and accuracy: a CRF tagger's
+  sentence likelihood and Viterbi tags, or the per-token softmax's."""
+  if crf.find(model) is not None:
+    return crf.Loss, crf.Accuracy
+  return tl.WeightedCategoryCrossEntropy, tl.WeightedCategoryAccuracy
 
 
 def _describe_reading(inputs, process_count):
