@@ -8,8 +8,9 @@ are words of their own). `TaggingInputs` reads token-level tagging datasets
 Words become ids through a vocabulary built from the training split, and
 batches are what trax trains on: (tokens int32[batch, length], labels
 int32[batch] or int32[batch, length], weights of the same shape as labels).
-With `max_word_chars`, each word comes with its characters (as typed, case
-kept): tokens are int32[batch, length, 1 + max_word_chars], the word's id
+With `max_word_chars`, each word comes with its characters (a tagger's as
+typed, case kept; a classifier's from its lower-cased words): tokens are
+int32[batch, length, 1 + max_word_chars], the word's id
 and then its characters' ids, PAD_ID after the word's end, for models that
 read them (models/word_features.py). Longer words are cut, and the
 vocabulary's building says how many there were.
@@ -91,7 +92,8 @@ class TextClassificationInputs(Inputs):
                                       self.LABEL_PER_WORD)
 
   def _check_settings(self) -> None:
-    if not (isinstance(self.max_word_chars, int) and self.max_word_chars >= 0):
+    if not (isinstance(self.max_word_chars, int) and self.max_word_chars >= 0
+            and not isinstance(self.max_word_chars, bool)):
       raise UsageError(
           f'{type(self).__name__}.max_word_chars must be a whole number, 0 '
           f'for word ids only (got {self.max_word_chars!r}).')
@@ -201,7 +203,7 @@ class TextClassificationInputs(Inputs):
 
   def _ids(self, tables: tuple[Any, Any], words: tf.Tensor) -> tf.Tensor:
     """string[n] -> int32[n], or int32[n, 1 + max_word_chars] with the
-    characters of each word as typed."""
+    characters of each of the words (as split_text gives them)."""
     word_table, char_table = tables
     ids = word_table.lookup(self._vocab_key(words))
     if not self.max_word_chars:
@@ -309,7 +311,8 @@ class TaggingInputs(TextClassificationInputs):
     lowercase: whether words are lower-cased (for NER, case is a clue).
     to_iob2: rewrite each I-X that begins an entity (IOB1's way: after O or
       another type) as B-X, as it is read anyway (seqeval, CoNLL's
-      evaluation), so that the tags follow IOB2, which a CRF can keep to.
+      evaluation: entity scores are unchanged), so that the tags follow
+      IOB2, which a CRF can keep to.
     The others are as in TextClassificationInputs.
   """
 
@@ -389,7 +392,7 @@ class TaggingInputs(TextClassificationInputs):
     return examples.map(words_and_tags, num_parallel_calls=tf.data.AUTOTUNE)
 
   def _padded_shapes(self):
-    return ([self.max_len], [self.max_len])
+    return ([self.max_len, *self._per_word()], [self.max_len])
 
   def _pad_to_boundary(self, ids, tags):
     padded, _ = super()._pad_to_boundary(ids, None)
@@ -415,8 +418,10 @@ def _iob2_tables(labels: list[str]) -> tuple[tf.Tensor, tf.Tensor]:
   if unreadable or missing:
     raise UsageError(
         f'TaggingInputs.to_iob2 rewrites IOB1 tags as IOB2, which needs tags '
-        f'named O, B-TYPE and I-TYPE, with a B- tag for every type; the tags '
-        f'are {labels}. Bind TaggingInputs.to_iob2 = False.')
+        f'named O, B-TYPE and I-TYPE, with a B- tag for every type among the '
+        f'dataset\'s tag names; they are {labels}, which it cannot rewrite. '
+        f'Convert the dataset\'s tags to IOB2 (a B- tag for each type), or '
+        f'bind TaggingInputs.to_iob2 = False.')
   types = sorted({t[2:] for t in labels if t != 'O'})
   kind = [types.index(t[2:]) if t != 'O' else -1 for t in labels]
   begin = [labels.index(f'B-{t[2:]}') if t.startswith('I-') else i

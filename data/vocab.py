@@ -325,13 +325,23 @@ def size_mismatch(dimensions: Mapping[str, int],
   saved = [tuple(s) for s in saved]
   wanted = shapes_of(dimensions)
   for name, theirs in _sizes_that_differ(dimensions, saved, wanted):
-    if shapes_of({**dimensions, name: theirs}) == saved:
+    if shapes_of(_resized(dimensions, name, theirs)) == saved:
       return UsageError(
           f'The checkpoint at step {step} does not fit the run\'s '
           f'vocabulary: vocab.json gives {name} = {dimensions[name]}, but '
           f'the checkpoint was trained with {name} = {theirs}, so vocab.json '
           f'was changed or replaced after training. {_FIX}')
   return None
+
+
+def _resized(dimensions, name, size):
+  """`dimensions` with `name` = `size`. A CRF tagger is also built with its
+  tag names, as many as n_tags: 'O's of the new number stand in for them
+  (only the weights' shapes are wanted)."""
+  resized = {**dimensions, name: size}
+  if name == 'n_tags' and 'tag_names' in dimensions:
+    resized['tag_names'] = ('O',) * size
+  return resized
 
 
 def _sizes_that_differ(dimensions, saved, wanted):

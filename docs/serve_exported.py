@@ -54,16 +54,18 @@ def ids_of(texts, description):
   vocabulary = description['vocabulary']
   known = next(vocabulary[key] for key in ('words', 'chars', 'tokens')
                if key in vocabulary)
-  rows = [ids_of_tokens(split(text, tokens), known, description)
-          for text in texts]
+  token_ids = ids_by_token(known, description)
+  rows = [[token_ids.get(t, vocabulary['unk_id'])
+           for t in split(text, tokens)] for text in texts]
   for text, row in zip(texts, rows):
     if not row:
       raise SystemExit(f'{text!r} has no tokens; pass a text with at least '
                        'one.')
   if 'max_word_chars' in tokens:  # each word's id, then its characters'
     typed = dict(tokens, lowercase=tokens['chars_lowercase'])
-    rows = [[[word, *ids_of_tokens(chars[:tokens['max_word_chars']],
-                                   vocabulary['chars'], description)]
+    char_ids = ids_by_token(vocabulary['chars'], description)
+    rows = [[[word, *(char_ids.get(c, vocabulary['unk_id'])
+                      for c in chars[:tokens['max_word_chars']])]
              for word, chars in zip(row, split(text, typed))]
             for text, row in zip(texts, rows)]
   longest = max(map(len, rows))
@@ -80,11 +82,9 @@ def ids_of(texts, description):
   return ids
 
 
-def ids_of_tokens(tokens, known, description):
-  """The ids of `tokens` among `known` (the vocabulary's list of them)."""
-  first, unknown = description['first_id'], description['vocabulary']['unk_id']
-  table = {token: first + i for i, token in enumerate(known)}
-  return [table.get(t, unknown) for t in tokens]
+def ids_by_token(known, description):
+  """{token: id} of `known`, the vocabulary's list of tokens."""
+  return {token: description['first_id'] + i for i, token in enumerate(known)}
 
 
 def predict(exported, description, texts):

@@ -79,7 +79,7 @@ def RNNTagger(vocab_size: int, n_tags: int, d_model: int = 128,  # pylint: disab
   - 'softmax': f32[batch, length, n_tags], each word's tag log-probabilities;
   - 'crf': f32[batch, length, n_tags, n_tags], a linear-chain CRF's
     potentials over the tag sequences (models/crf.py), whose best sequence
-    is found by Viterbi (`crf.predicted_tags`).
+    is found by Viterbi (`crf.predictions`).
 
   Args:
     output: 'softmax' or 'crf'.

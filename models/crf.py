@@ -12,8 +12,13 @@ summed over every tag sequence by the forward algorithm in log space.
 Decoding takes the best sequence (Viterbi). Padding is masked: a row's
 real words are a prefix, and its padding changes nothing.
 
-trax has no CRF (google/trax#1162), hence this module. Pure functions of
-arrays, so they serve training, evaluation and export alike.
+The `CRF` layer, a tagger's last, holds T, start and end as weights and
+outputs `potentials`: every term above, per word, as one array. The loss
+(`Loss`), Viterbi decoding (`predictions`) and evaluation then need only
+that output and the mask, so the trainer, evaluate.py, Run.tag and the
+exported tagger share these pure functions.
+
+trax has no CRF (google/trax#1162), hence this module.
 """
 
 from typing import Sequence

@@ -115,8 +115,12 @@ def _FinalStates(cell: str, units: int, mode: str) -> tl.Serial:  # pylint: disa
   real step joined with the backward state after its first, [rows, 2u]."""
   mode = 'eval' if mode == 'predict' else mode  # each word is read whole
   def final_state():
-    return rnn.CELLS[cell](units, mode, use_mask=True, return_sequences=False,
-                           return_state=True)
+    layer = rnn.CELLS[cell](units, mode, use_mask=True,
+                            return_sequences=False, return_state=True)
+    if layer.state_width == units:
+      return layer
+    # An LSTM's state is (c, h) side by side: its output is h.
+    return tl.Serial(layer, tl.Fn('Output', lambda state: state[:, -units:]))
   def reverse_both(x, mask):
     return jnp.flip(x, axis=1), jnp.flip(mask, axis=1)
   return tl.Serial(                                    # x, mask
@@ -129,12 +133,19 @@ def _FinalStates(cell: str, units: int, mode: str) -> tl.Serial:  # pylint: disa
 
 def _MaxOverConvolution(filters: int) -> tl.Serial:  # pylint: disable=invalid-name
   """(x [rows, time, d], mask) -> each filter's largest response over the
-  row's real characters, [rows, filters] (0 for a row of padding)."""
+  row's real characters, [rows, filters] (0 for a row of padding).
+
+  The padding characters' vectors are zeroed first, so that a word's last
+  window reads the same zeros whether the word was cut or padded."""
+  def zero_padding(x, mask):
+    return x * mask[..., None], mask
+
   def max_over_real(h, mask):
     real = mask[..., None] > 0
     pooled = jnp.max(jnp.where(real, h, -jnp.inf), axis=1)
     return jnp.where(jnp.any(real, axis=1), pooled, 0.0)
   return tl.Serial(                                    # x, mask
+      tl.Fn('ZeroPadding', zero_padding, n_out=2),     # x, mask
       tl.Conv1d(filters, CONV_WIDTH, padding='SAME'),  # responses, mask
       tl.Relu(),
       tl.Fn('MaxOverRealChars', max_over_real),        # features

@@ -36,7 +36,8 @@ def as_iob2(tags: Sequence[str]) -> list[str]:
   """`tags` with each I-X that begins an entity (IOB1's way) made B-X.
 
   Entities read the same before and after (as CoNLL's evaluation and
-  seqeval's default mode read them), so scores do not change.
+  seqeval's default mode read them), so entity scores do not change (token
+  accuracy counts the rewritten tags).
   """
   rewritten, before = [], 'O'
   for tag in tags:

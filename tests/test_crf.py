@@ -149,6 +149,17 @@ def test_an_unreadable_tag_scheme_is_named():
     crf.iob_constraints(['O', 'B-PER', 'NN'])
 
 
+def test_a_row_of_padding_alone_scores_nothing():
+  # Eval batches end in rows of weight 0: no path, log Z 0, tags 0.
+  scores, transitions, start, end, mask = _problem(13)
+  mask[1] = 0
+  potentials = crf.potentials(scores, transitions, start, end, mask)
+  tags = np.ones((len(LENGTHS), TIME), np.int32)
+  assert crf.log_partition(potentials, mask)[1] == 0
+  assert crf.negative_log_likelihood(potentials, tags, mask)[1] == 0
+  assert not np.asarray(crf.viterbi(potentials, mask))[1].any()
+
+
 def test_the_crf_layer_loss_and_accuracy_are_the_functions_of_its_weights():
   scores, transitions, start, end, mask = _problem(10)
   names = ['O', 'B-PER', 'I-PER']

@@ -9,6 +9,7 @@ are replaced by random examples of their real feature spec
 """
 
 import glob
+import importlib.util
 import inspect
 import json
 import math
@@ -237,6 +238,15 @@ def _serve(artifact, *flags, cwd):
   return done.stdout
 
 
+def _serve_example():
+  """docs/serve_exported.py as a module."""
+  spec = importlib.util.spec_from_file_location('serve_exported',
+                                                SERVE_EXAMPLE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def _items_to_predict(run):
   """Inputs for the run's --predict or --translate: words of its
   vocabulary, unknown words, capitals and punctuation; or a vector
@@ -291,6 +301,14 @@ def test_shipped_config_exports_and_serves_without_the_toolkit(
   assert description['platforms'] == ['cpu', 'cuda', 'tpu']
   if any('bfloat16' in binding for binding in config[1:]):
     assert 'bfloat16' in {s['dtype'] for s in description['state']}
+  if run.task.name in ('classification', 'tagging'):
+    # The example's ids are the pipeline's, characters included: capitals,
+    # a character no training word has, a word longer than any limit.
+    texts = [*_items_to_predict(run),
+             'Ünknown ☃-Supercalifragilisticexpialidocious-Flight word']
+    served_ids = _serve_example().ids_of(texts, description)
+    np.testing.assert_array_equal(served_ids, run.inputs.encode(
+        run.vocab, texts)[:, :served_ids.shape[1]])
   if run.task.name == 'language_model':
     expected = ''.join(f'--- sample {i + 1} ---\n{text}\n\n'
                        for i, text in enumerate(run.generate(

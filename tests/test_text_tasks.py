@@ -145,6 +145,11 @@ def test_words_come_with_their_characters_as_typed(labelled_data_dir, capsys):
     for word, word_ids in zip(words, ids):
       want = [char_ids.get(c, 1) for c in word[:4]]
       assert list(word_ids[1:]) == want + [0] * (4 - len(want))
+  # Read in parts, the batches are padded to max_len, characters and all.
+  parted = _tagging(labelled_data_dir, max_word_chars=4, data_shards=2)
+  tokens, tags, weights = next(iter(parted.train_batches(vocab)))
+  assert tokens.shape == (8, parted.max_len, 5)
+  assert tags.shape == weights.shape == (8, parted.max_len)
   batch = inputs.encode(vocab, ['Zorblax  film'])  # 'Z': no training word's
   assert batch.shape == (1, inputs.boundaries[0], 5)
   assert list(batch[0, 0, 1:]) == [char_ids.get(c, 1) for c in 'Zorb']
@@ -181,6 +186,16 @@ def test_iob2_tags_are_checked_before_a_crf_trains(mock_dataset, tmp_path,
       '--gin_param', 'TaggingInputs.to_iob2 = False'],
       "of split 'train'", 'breaks the IOB2 tag scheme',
       'TaggingInputs.to_iob2 = True', 'RNNTagger.constrain_iob = False')
+  assert not os.path.exists(output_dir)
+  # Part-of-speech tags have no IOB2 for the CRF to keep to.
+  fails_with(capsys, train_py.main, [
+      '--gin_file', 'configs/conll2003_ner_rnn.gin', '--output_dir',
+      output_dir, '--gin_param', f"TaggingInputs.dataset = '{name}'",
+      '--gin_param', f"TaggingInputs.data_dir = '{data_dir}'",
+      '--gin_param', "TaggingInputs.label_key = 'pos'",
+      '--gin_param', 'TaggingInputs.to_iob2 = False'],
+      'The model could not be built', 'only between tags named O, B-TYPE or '
+      'I-TYPE', 'RNNTagger.constrain_iob = False')
   assert not os.path.exists(output_dir)
   with pytest.raises(UsageError, match='to_iob2 rewrites IOB1.*B- tag for '
                                        'every type'):
@@ -419,6 +434,14 @@ def test_tagger_beats_the_majority_tag_clearly(labelled_data_dir, tmp_path):
   assert sorted(os.listdir(os.path.join(output_dir, 'report'))) == [
       run_report.MARKER, 'crf_transitions.png', 'curves.png', 'index.html',
       'per_type_f1.png', 'retention.png']
+  with open(os.path.join(output_dir, 'report', 'index.html')) as f:
+    page = f.read()
+  with open(os.path.join(output_dir, 'eval_dev.json')) as f:
+    per_type = json.load(f)['per_type']
+  for kind, scores in per_type.items():  # the table of each entity type
+    assert (f'<tr><th>{kind}</th><td>{scores["precision"]:.4g}</td>'
+            f'<td>{scores["recall"]:.4g}</td><td>{scores["f1"]:.4g}</td>'
+            f'<td>{scores["support"]}</td></tr>') in page
   lengths = sorted(len(ex['tokens'])
                    for ex in _split(labelled_data_dir, 'tiny_ner', 'dev'))
   curve = run_report.text_retention(Run.load(output_dir), windows=4)

@@ -10,6 +10,7 @@ the plumbing, not learning) and shared by the tests.
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -289,6 +290,24 @@ def test_a_tagger_predicts_for_sentences_and_conll_words(ner_run, tmp_path):
     evaluate_py.main(['--output_dir', ner_run, '--predict_file',
                       _write(tmp_path / name, text), '--out', out])
     assert _jsonl(out) == expected
+
+
+def test_a_crf_taggers_vocabulary_of_other_tags_is_named(ner_run, tmp_path,
+                                                         capsys):
+  # The CRF is built with the tag names: one more tag is still explained
+  # as vocab.json changed, not a failure to build the model.
+  run = str(tmp_path / 'run')
+  shutil.copytree(ner_run, run)
+  path = os.path.join(run, 'vocab.json')
+  with open(path, encoding='utf-8') as f:
+    record = json.load(f)
+  n_tags = len(record['labels'])
+  record['labels'].append('B-ART')
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(record, f)
+  fails_with(capsys, evaluate_py.main, ['--output_dir', run],
+             f'vocab.json gives n_tags = {n_tags + 1}',
+             f'trained with n_tags = {n_tags}')
 
 
 # ---- language models --------------------------------------------------------------

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from trax import shapes
 
+import models
 from models import classifier, word_features
 from rnn_toolkit.token_ids import PAD_ID, UNK_ID
 
@@ -56,20 +57,47 @@ def test_the_convolution_takes_each_filters_largest_response_over_real_chars():
   layer.init(shapes.ShapeDtype(chars.shape, np.int32))
   got = np.asarray(layer(chars))
   table = np.asarray(layer.weights[2])
-  kernel, bias = (np.asarray(w) for w in layer.weights[3][0])  # Conv1d
+  kernel, bias = (np.asarray(w) for w in layer.weights[3][1])  # Conv1d
   for row in range(2):
     for word in range(2):
       n = int(np.sum(chars[row, word] != PAD_ID))
       if not n:
         np.testing.assert_array_equal(got[row, word], 0.0)
         continue
-      # 'SAME' padding over the whole padded word: padding characters are
-      # id 0, embedded like any other, and only real positions are pooled.
-      x = np.pad(table[chars[row, word]], ((1, 1), (0, 0)))
+      # 'SAME' padding over the whole word, its padding characters zeros
+      # (as past its ends); only real positions are pooled.
+      real = (chars[row, word] != PAD_ID)[:, None]
+      x = np.pad(table[chars[row, word]] * real, ((1, 1), (0, 0)))
       responses = [np.maximum(np.einsum('kd,kdf->f', x[t:t + 3], kernel)
                               + bias, 0) for t in range(n)]
       np.testing.assert_allclose(got[row, word], np.max(responses, axis=0),
                                  rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('cell', ['gru', 'lstm'])
+def test_a_gated_cell_gives_its_outputs_not_its_memory(cell):
+  # An LSTM's state is (c, h): its features are h, 2 · units of them, as
+  # the forward outputs at a word's last character and the backward ones
+  # at its first.
+  layer = word_features.CharacterFeatures(N_CHARS, cell, d_char=4, units=3,
+                                          mode='eval')
+  chars = _words(np.random.default_rng(5), [[3, 5]], 2)[..., 1:]
+  layer.init(shapes.ShapeDtype(chars.shape, np.int32))
+  got = np.asarray(layer(chars))
+  assert got.shape == (1, 2, 6)
+  embedded = np.asarray(layer.weights[2])[chars[0]]
+  branch_weights = layer.weights[3][0][1]
+  for direction, weights, order in ((0, branch_weights[0], 1),
+                                    (1, branch_weights[1][1], -1)):
+    sequence_layer = models.rnn.CELLS[cell](3, 'eval')
+    sequence_layer.init(shapes.ShapeDtype((1, 5, 4), np.float32))
+    # An LSTM's layer is followed by the slice of its h.
+    sequence_layer.weights = weights[0] if cell == 'lstm' else weights
+    for word in range(2):
+      n = int(np.sum(chars[0, word] != PAD_ID))
+      outputs = np.asarray(sequence_layer(embedded[word, :n][::order][None]))
+      np.testing.assert_allclose(got[0, word, 3 * direction:3 * direction + 3],
+                                 outputs[0, -1], rtol=1e-5, atol=1e-6)
 
 
 def test_word_dropout_replaces_real_words_only_and_only_in_training():

@@ -394,8 +394,8 @@ def _check_tag_scheme(inputs, crf_layer):
           f'({words[at]!r}) is tagged {tags[at]} after {before}, but I-X '
           f'may only follow B-X or I-X (its words begin '
           f'{" ".join(words[:8])!r}). If the dataset mixes in IOB1\'s tags, '
-          f'bind TaggingInputs.to_iob2 = True, which rewrites them (scores '
-          f'are unchanged); or bind RNNTagger.constrain_iob = False. '
+          f'bind TaggingInputs.to_iob2 = True, which rewrites them (entity '
+          f'scores are unchanged); or bind RNNTagger.constrain_iob = False. '
           f'Nothing was written.')
 
 
