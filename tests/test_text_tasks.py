@@ -167,7 +167,7 @@ def test_a_classifier_learns_from_characters_alone(labelled_data_dir,
          [*tiny.sentiment_bindings(labelled_data_dir), *CLASSIFIER_PARAMS,
           'TextClassificationInputs.vocab_size = 3',
           'TextClassificationInputs.max_word_chars = 8',
-          "RNNClassifier.char_encoder = 'conv'", 'RNNClassifier.d_char = 8',
+          "RNNClassifier.char_encoder = 'elman'", 'RNNClassifier.d_char = 8',
           'RNNClassifier.char_units = 16'])
   run = Run.load(output_dir)
   assert run.vocab.size == 3 and run.vocab.chars
