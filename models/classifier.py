@@ -51,12 +51,10 @@ def RNNClassifier(vocab_size: int, n_classes: int, d_model: int = 128,  # pylint
   """
   if pooling not in POOLINGS:
     raise ValueError(f'Unknown pooling {pooling!r}; choose one of {POOLINGS}.')
-  words = word_features.WordVectors(vocab_size, d_model, n_chars,
-                                    char_encoder, d_char, char_units,
-                                    word_dropout, mode)
   return tl.Serial(                                   # tokens
-      Encoder(words, cell, n_units, n_layers, bidirectional, dropout,
-              mode, reads_chars=char_encoder is not None),  # states, mask
+      _WordEncoder(vocab_size, d_model, n_chars, char_encoder, d_char,
+                   char_units, word_dropout, cell, n_units, n_layers,
+                   bidirectional, dropout, mode),     # states, mask
       Pool(pooling, bidirectional),                   # features
       tl.Dropout(rate=dropout, mode=mode),
       tl.Dense(n_classes),                            # logits
@@ -91,11 +89,9 @@ def RNNTagger(vocab_size: int, n_tags: int, d_model: int = 128,  # pylint: disab
   if output not in TAGGER_OUTPUTS:
     raise ValueError(f'Unknown tagger output {output!r}; choose one of '
                      f'{TAGGER_OUTPUTS}.')
-  words = word_features.WordVectors(vocab_size, d_model, n_chars,
-                                    char_encoder, d_char, char_units,
-                                    word_dropout, mode)
-  encoder = Encoder(words, cell, n_units, n_layers, bidirectional, dropout,
-                    mode, reads_chars=char_encoder is not None)
+  encoder = _WordEncoder(vocab_size, d_model, n_chars, char_encoder, d_char,
+                         char_units, word_dropout, cell, n_units, n_layers,
+                         bidirectional, dropout, mode)
   if output == 'crf':
     return tl.Serial(                                 # tokens
         encoder,                                      # states, mask
@@ -120,6 +116,18 @@ def _tag_names(tag_names, n_tags):
                      f'(tag_names, which the pipeline gives); got '
                      f'{len(tag_names)}.')
   return tag_names
+
+
+def _WordEncoder(vocab_size, d_model, n_chars, char_encoder, d_char,  # pylint: disable=invalid-name
+                 char_units, word_dropout, cell, n_units, n_layers,
+                 bidirectional, dropout, mode):
+  """The classifier's and tagger's Encoder over `WordVectors` of their
+  arguments."""
+  words = word_features.WordVectors(vocab_size, d_model, n_chars,
+                                    char_encoder, d_char, char_units,
+                                    word_dropout, mode)
+  return Encoder(words, cell, n_units, n_layers, bidirectional, dropout,
+                 mode, reads_chars=char_encoder is not None)
 
 
 def Encoder(words: Any, cell: str, n_units: int, n_layers: int,  # pylint: disable=invalid-name
